@@ -1,0 +1,129 @@
+"""The ``simclr-watches`` command line: thin commands that validate input and call library functions.
+
+Results go to stdout; progress, warnings and errors go to stderr. A
+SimclrWatchesError becomes a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from simclr_watches.errors import SimclrWatchesError
+from simclr_watches.progress import stderr
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Visual similarity search for a watch catalog, learned without labels.")
+
+
+def _user_errors(fn: Callable) -> Callable:
+    """Turns the library's user-facing errors into a clean message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SimclrWatchesError as e:
+            stderr.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            stderr.print("interrupted; nothing half-written was kept")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command("build-index")
+@_user_errors
+def build_index_cmd(
+    catalog: Path = typer.Argument(..., help="Folder of catalog images (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Index folder to write."),
+    checkpoint: Optional[str] = typer.Option(None, help="Encoder checkpoint file or registered name (default: the default model)."),
+    batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    n_trees: int = typer.Option(50, min=1, help="Annoy trees: more is more exact and larger."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing index (after the new one is complete)."),
+) -> None:
+    """Embed a catalog folder and write an Annoy index with its JSON sidecar."""
+    from simclr_watches.index import build_index
+
+    report = build_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
+                         n_trees=n_trees, force=force)
+    for path, reason in report.skipped:
+        stderr.print(f"[yellow]skipped[/yellow] {path}: {reason}", highlight=False)
+    stderr.print(
+        f"indexed {report.count} images with {report.model.id} into {report.directory}"
+        + (f"; skipped {len(report.skipped)} unreadable file(s)" if report.skipped else ""),
+        highlight=False,
+    )
+
+
+@app.command()
+@_user_errors
+def search(
+    queries: List[Path] = typer.Argument(..., help="Query image files and/or folders of them."),
+    index: Path = typer.Option(..., "--index", "-i", help="Index folder written by build-index."),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results per query."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per query per line, nothing else on stdout."),
+    checkpoint: Optional[str] = typer.Option(None, help="Model for the queries (default: the index's own)."),
+    batch_size: int = typer.Option(32, min=1),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Find the catalog items most similar to each query photo."""
+    from simclr_watches.data import expand_inputs
+    from simclr_watches.search import Searcher
+
+    searcher = Searcher(index, checkpoint=checkpoint, device=device)
+    results = searcher.search(expand_inputs(queries), top_k=top_k, batch_size=batch_size)
+    failed = 0
+    for r in results:
+        if r.error:
+            failed += 1
+            stderr.print(f"[red]error:[/red] {r.error}", highlight=False)
+            continue
+        if as_json:
+            typer.echo(json.dumps(r.to_json()))
+        else:
+            _print_table(r)
+    if failed:
+        stderr.print(f"{failed} of {len(results)} queries failed", highlight=False)
+        raise typer.Exit(1)
+
+
+def _print_table(r) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=r.query, title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("path", overflow="fold")
+    for h in r.hits:
+        table.add_row(str(h.rank), f"{h.score:.4f}", h.path)
+    Console().print(table)
+
+
+@app.command()
+@_user_errors
+def info(path: Path = typer.Argument(..., help="An index folder or an encoder checkpoint file.")) -> None:
+    """Describe an index folder or a checkpoint (model, preprocessing, size) as JSON."""
+    from simclr_watches.index import SIDECAR_FILE, load_index
+    from simclr_watches.weights import read_header
+
+    if path.is_dir():
+        meta = load_index(path).meta
+        summary = {k: v for k, v in meta.items() if k not in ("items", "skipped")}
+        summary["skipped"] = len(meta.get("skipped", []))
+        summary["sidecar"] = str(path / SIDECAR_FILE)
+        typer.echo(json.dumps(summary, indent=2))
+    elif path.is_file():
+        typer.echo(json.dumps(read_header(path), indent=2))
+    else:
+        raise SimclrWatchesError(f"{path}: no such file or folder")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

