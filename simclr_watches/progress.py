@@ -8,7 +8,8 @@ from typing import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-stderr = Console(stderr=True)
+# soft_wrap: a long path in an error message must stay on one line, greppable.
+stderr = Console(stderr=True, soft_wrap=True)
 
 
 @contextlib.contextmanager

@@ -55,3 +55,16 @@ def imagenet_model():
     from simclr_watches.weights import IMAGENET_LITE0, load_model
 
     return load_model(IMAGENET_LITE0)
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory) -> Path:
+    """A random-init ResNet-18 checkpoint at 64 px: fast, and its embeddings still tell images apart."""
+    import torch
+
+    from simclr_watches.model import Preprocessing
+    from simclr_watches.weights import init_encoder, save_encoder
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "small.safetensors"
+    return save_encoder(path, init_encoder("resnet18", "random"), Preprocessing(size=64))

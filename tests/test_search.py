@@ -1,0 +1,42 @@
+import json
+
+import pytest
+
+from simclr_watches.errors import IndexFormatError
+from simclr_watches.index import build_index
+from simclr_watches.model import Preprocessing
+from simclr_watches.search import Searcher
+from simclr_watches.weights import init_encoder, save_encoder
+
+
+@pytest.fixture
+def index_dir(make_catalog, small_checkpoint, tmp_path):
+    build_index(make_catalog(6), tmp_path / "idx", checkpoint=str(small_checkpoint), progress=False, n_trees=5)
+    return tmp_path / "idx"
+
+
+def test_each_catalog_image_finds_itself_first(index_dir, tmp_path):
+    s = Searcher(index_dir, device="cpu")
+    queries = [(str(p), p) for p in sorted((tmp_path / "catalog").iterdir())]
+    results = s.search(queries, top_k=3)
+    for (label, p), r in zip(queries, results):
+        assert r.query == label and r.error is None and len(r.hits) == 3
+        assert r.hits[0].path == str(p.resolve()) and r.hits[0].score > 0.999
+        assert [h.rank for h in r.hits] == [1, 2, 3]
+        assert r.hits[0].score >= r.hits[1].score >= r.hits[2].score
+
+
+def test_unreadable_query_is_reported_and_others_answered(index_dir, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    good = tmp_path / "catalog" / "w001.png"
+    results = Searcher(index_dir).search([("bad", bad), ("good", good)], top_k=20)
+    assert results[0].error and "bad.png: not an image" in results[0].error and results[0].hits == []
+    assert results[1].error is None and len(results[1].hits) == 6  # top-k capped at catalog size
+    assert json.loads(json.dumps(results[1].to_json()))["query"] == "good"
+
+
+def test_another_model_is_refused(index_dir, tmp_path):
+    other = save_encoder(tmp_path / "other.safetensors", init_encoder("resnet18", "random"), Preprocessing(size=64))
+    with pytest.raises(IndexFormatError, match="index was built with model .*small.safetensors.* rebuild it"):
+        Searcher(index_dir, checkpoint=str(other))
