@@ -69,14 +69,16 @@ def search(
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results per query."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per query per line, nothing else on stdout."),
     checkpoint: Optional[str] = typer.Option(None, help="Model for the queries (default: the index's own)."),
+    localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo with multi-scale windows."),
     batch_size: int = typer.Option(32, min=1),
     device: str = typer.Option("auto"),
 ) -> None:
     """Find the catalog items most similar to each query photo."""
     from simclr_watches.data import expand_inputs
+    from simclr_watches.localize import LocalizeConfig
     from simclr_watches.search import Searcher
 
-    searcher = Searcher(index, checkpoint=checkpoint, device=device)
+    searcher = Searcher(index, checkpoint=checkpoint, device=device, localize=LocalizeConfig() if localize else None)
     results = searcher.search(expand_inputs(queries), top_k=top_k, batch_size=batch_size)
     failed = 0
     for r in results:

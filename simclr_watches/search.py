@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from simclr_watches.embed import embed_paths, resolve_device
-from simclr_watches.errors import CheckpointError, SimclrWatchesError
-from simclr_watches.index import Index, load_index
+import numpy as np
+import torch
+
+from simclr_watches.data import Photo, load_image
+from simclr_watches.embed import embed_paths, embed_tensors, resolve_device
+from simclr_watches.errors import CheckpointError, ImageReadError, SimclrWatchesError
+from simclr_watches.index import Index, load_embeddings, load_index
+from simclr_watches.localize import LocalizeConfig, fuse_scores, window_boxes
 from simclr_watches.weights import load_model
+
+# Localised queries are decoded and cropped this many at a time: bounds memory, keeps batches full.
+QUERY_CHUNK = 8
 
 
 @dataclass(frozen=True)
@@ -21,14 +30,23 @@ class Hit:
 
 @dataclass
 class QueryResult:
-    """The answer to one query; ``error`` says why a query could not be answered."""
+    """The answer to one query; ``error`` says why a query could not be answered.
+
+    ``box`` is the window ``[x0, y0, x1, y1]`` (pixels of the query as decoded) that
+    matched the top result, when localisation was on.
+    """
 
     query: str
     hits: list[Hit] = field(default_factory=list)
     error: str | None = None
+    box: list[int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"query": self.query, "results": [{"rank": h.rank, "path": h.path, "score": round(h.score, 6)} for h in self.hits]}
+        out: dict[str, Any] = {"query": self.query}
+        if self.box is not None:
+            out["box"] = self.box
+        out["results"] = [{"rank": h.rank, "path": h.path, "score": round(h.score, 6)} for h in self.hits]
+        return out
 
 
 class Searcher:
@@ -39,9 +57,11 @@ class Searcher:
         checkpoint: the model to embed queries with; default: the one recorded in the index.
             Either way its weights must be those the index was built with.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        localize: window layout for finding the watch in the query; None embeds whole images.
     """
 
-    def __init__(self, index_dir: Path | str, checkpoint: str | None = None, device: str = "auto"):
+    def __init__(self, index_dir: Path | str, checkpoint: str | None = None, device: str = "auto",
+                 localize: LocalizeConfig | None = LocalizeConfig()):
         self.index: Index = load_index(index_dir)
         model_id = checkpoint or self.index.meta["model"]["id"]
         try:
@@ -52,12 +72,26 @@ class Searcher:
             raise CheckpointError(f"{e} (the model this index was built with; pass --checkpoint if it moved)") from None
         self.index.check_model(self.model)
         self.device = resolve_device(device)
+        self.encoder = self.encoder.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.localize = localize
+        self.vectors = load_embeddings(index_dir) if localize else None
 
     def search(self, queries: Sequence[tuple[str, Path]], top_k: int = 10, batch_size: int = 32,
                progress: bool = False) -> list[QueryResult]:
         """Answers ``(label, path)`` queries in input order; unreadable files get an error, not an exception."""
         if top_k < 1:
             raise SimclrWatchesError(f"top-k must be >= 1, got {top_k}")
+        if self.localize is None:
+            return self._search_whole(queries, top_k, batch_size, progress)
+        results = []
+        with cf.ThreadPoolExecutor(max_workers=2) as pool:
+            for i in range(0, len(queries), QUERY_CHUNK):
+                chunk = queries[i : i + QUERY_CHUNK]
+                photos = list(pool.map(lambda q: _try_load(q[1]), chunk))
+                results.extend(self._search_localized(chunk, photos, top_k, batch_size))
+        return results
+
+    def _search_whole(self, queries, top_k, batch_size, progress) -> list[QueryResult]:
         emb = embed_paths(self.encoder, self.index.preprocessing, [p for _, p in queries], batch_size=batch_size,
                           device=self.device, progress=progress, label="queries")
         errors = {e.path: e.reason for e in emb.skipped}
@@ -71,3 +105,32 @@ class Searcher:
             ids, scores = self.index.query(next(vectors), top_k)
             results.append(QueryResult(label, [Hit(r + 1, paths[i], s) for r, (i, s) in enumerate(zip(ids, scores))]))
         return results
+
+    def _search_localized(self, queries, photos: list[Photo | ImageReadError], top_k: int,
+                          batch_size: int) -> list[QueryResult]:
+        pre, cfg = self.index.preprocessing, self.localize
+        boxes = [window_boxes(*p.rgb.size, cfg) if isinstance(p, Photo) else None for p in photos]
+        crops = [pre.to_uint8(p.rgb.crop(tuple(b))) for p, bs in zip(photos, boxes) if bs is not None for b in bs]
+        emb = np.concatenate([embed_tensors(self.encoder, pre, torch.stack(crops[j : j + batch_size]), self.device)
+                              for j in range(0, len(crops), batch_size)]) if crops else None
+        paths, results, row = self.index.paths, [], 0
+        for (label, _), photo, bs in zip(queries, photos, boxes):
+            if bs is None:
+                results.append(QueryResult(label, error=str(photo)))
+                continue
+            windows = emb[row : row + len(bs)]
+            row += len(bs)
+            # Annoy proposes candidates per window; fusion is then exact on the stored vectors.
+            cand = sorted({i for w in windows for i in self.index.ann.get_nns_by_vector(w.tolist(), cfg.candidates)})
+            fused, best = fuse_scores(windows @ self.vectors[cand].T, cfg.top_m)
+            order = np.argsort(-fused, kind="stable")[:top_k]
+            hits = [Hit(r + 1, paths[cand[j]], float(fused[j])) for r, j in enumerate(order)]
+            results.append(QueryResult(label, hits, box=[int(v) for v in bs[best[order[0]]]]))
+        return results
+
+
+def _try_load(path: Path) -> Photo | ImageReadError:
+    try:
+        return load_image(path)
+    except ImageReadError as e:
+        return e

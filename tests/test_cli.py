@@ -28,10 +28,21 @@ def test_build_index_then_search_json(make_catalog, small_checkpoint, tmp_path):
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 1
     obj = json.loads(lines[0])
-    assert set(obj) == {"query", "results"} and obj["query"] == str(query)
+    assert set(obj) == {"query", "box", "results"} and obj["query"] == str(query)
+    x0, y0, x1, y1 = obj["box"]
+    assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96
     assert obj["results"][0] == {"rank": 1, "path": str(query.resolve()), "score": pytest.approx(1.0, abs=1e-4)}
     assert set(obj["results"][1]) == {"rank", "path", "score"}
     assert "corrupt.png" in res.stderr and "1 of 2 queries failed" in res.stderr
+
+
+def test_no_localize_gives_the_plain_json_contract(make_catalog, small_checkpoint, tmp_path):
+    root = make_catalog(3)
+    _run("build-index", root, "--out", tmp_path / "idx", "--checkpoint", small_checkpoint)
+    res = _run("search", root / "w001.png", "--index", tmp_path / "idx", "--json", "--no-localize")
+    obj = json.loads(res.stdout)
+    assert res.exit_code == 0 and set(obj) == {"query", "results"} and len(obj["results"]) == 3
+    assert obj["results"][0]["path"] == str((root / "w001.png").resolve()) and obj["results"][0]["score"] > 0.999
 
 
 def test_table_output_and_folder_queries(make_catalog, small_checkpoint, tmp_path):
