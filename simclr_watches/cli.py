@@ -108,6 +108,20 @@ def _print_table(r) -> None:
 
 @app.command()
 @_user_errors
+def synth(
+    out_dir: Path = typer.Argument(..., help="Folder to write images/ and attributes.csv into."),
+    n: int = typer.Option(200, "--n", min=1, help="Number of watches."),
+    seed: int = typer.Option(0, help="Same seed, same files."),
+    size: int = typer.Option(256, min=32, help="Image side in pixels."),
+) -> None:
+    """Render a synthetic watch catalog with known attributes (shape, colours, strap); prints the CSV path."""
+    from simclr_watches.synth import make_catalog
+
+    typer.echo(str(make_catalog(out_dir, n, seed=seed, size=size)))
+
+
+@app.command()
+@_user_errors
 def download(
     name: Optional[str] = typer.Argument(None, help="Registered model name (configs/weights.toml)."),
     url: Optional[str] = typer.Option(None, help="Download address (overrides the registry's; needed for an unregistered file)."),
