@@ -44,7 +44,20 @@ SUPERSAMPLE = 3
 
 @dataclass(frozen=True)
 class WatchAttributes:
-    """Everything that decides how a synthetic watch looks (lengths in units of the case radius)."""
+    """Everything that decides how a synthetic watch looks.
+
+    Attributes:
+        shape: one of ``SHAPES``.
+        case_color: metal tone, one of ``CASE_COLORS``.
+        dial_color: one of ``DIAL_COLORS``.
+        strap_type: one of ``STRAP_TYPES``.
+        strap_color: coarse colour name (a metal bracelet has the case's).
+        strap_width: strap width in case radii.
+        bezel: ``none``, ``polished`` or ``diver`` (a dark ring with minute ticks).
+        indices: hour marks, one of ``INDICES``.
+        case_radius: case radius as a fraction of the image side.
+        hour, minute, second: the time shown.
+    """
 
     shape: str
     case_color: str
