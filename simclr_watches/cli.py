@@ -110,6 +110,36 @@ def _print_table(r) -> None:
 
 @app.command()
 @_user_errors
+def synth(
+    out_dir: Path = typer.Argument(..., help="Folder to write images/ and attributes.csv into."),
+    n: int = typer.Option(200, "--n", min=1, help="Number of watches."),
+    seed: int = typer.Option(0, help="Same seed, same files."),
+    size: int = typer.Option(256, min=32, help="Image side in pixels."),
+) -> None:
+    """Render a synthetic watch catalog with known attributes (shape, colours, strap); prints the CSV path."""
+    from simclr_watches.synth import make_catalog
+
+    typer.echo(str(make_catalog(out_dir, n, seed=seed, size=size)))
+
+
+@app.command()
+@_user_errors
+def download(
+    name: Optional[str] = typer.Argument(None, help="Registered model name (configs/weights.toml)."),
+    url: Optional[str] = typer.Option(None, help="Download address (overrides the registry's; needed for an unregistered file)."),
+    sha256: Optional[str] = typer.Option(None, help="Expected sha256 (required with --url for an unregistered file)."),
+    timeout: float = typer.Option(30.0, min=0.1, help="Seconds without data before the server counts as stalled."),
+) -> None:
+    """Download weights into the cache ($SIMCLR_WATCHES_HOME), verified by size and sha256; prints the path."""
+    from simclr_watches.weights import download as fetch_weights
+
+    if not name and not url:
+        raise SimclrWatchesError("give a registered NAME or --url with --sha256")
+    typer.echo(str(fetch_weights(name, url=url, sha256=sha256, timeout=timeout)))
+
+
+@app.command()
+@_user_errors
 def info(path: Path = typer.Argument(..., help="An index folder or an encoder checkpoint file.")) -> None:
     """Describe an index folder or a checkpoint (model, preprocessing, size) as JSON."""
     from simclr_watches.index import SIDECAR_FILE, load_index

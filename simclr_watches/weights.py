@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ else:  # pragma: no cover
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REGISTRY_PATH = REPO_ROOT / "configs" / "weights.toml"
+ARTIFACTS_DIR = REPO_ROOT / "artifacts"
 IMAGENET_LITE0 = "efficientnet_lite0-imagenet"
 DEFAULT_MODEL = IMAGENET_LITE0
 CHECKPOINT_FORMAT = "simclr-watches-encoder"
@@ -261,6 +264,8 @@ def load_model(spec: str | Path | None = None) -> tuple[Encoder, ModelInfo]:
         raise CheckpointError(
             f"{spec}: neither a checkpoint file nor a registered model name (known: {', '.join(sorted(registry))})"
         )
+    if entry.url or entry.artifact:
+        return load_encoder_file(_local_copy(entry), model_id=entry.name)
     if entry.package:
         path = _package_file(entry.package)
         digest = sha256_file(path)
@@ -269,4 +274,65 @@ def load_model(spec: str | Path | None = None) -> tuple[Encoder, ModelInfo]:
         enc = Encoder(entry.arch)
         _load_strict(enc.backbone, imagenet_lite0_state_dict(path), str(path))
         return enc.eval(), ModelInfo(entry.name, digest, entry.arch, enc.dim, default_preprocessing(entry.arch))
-    raise CheckpointError(f"{spec}: registered, but has no local file; run `simclr-watches download {spec}`")
+    raise CheckpointError(f"{spec}: registry entry names no package, artifact or url")
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights live: ``$SIMCLR_WATCHES_HOME``, default ``~/.cache/simclr-watches``."""
+    return Path(os.environ.get("SIMCLR_WATCHES_HOME") or Path.home() / ".cache" / "simclr-watches")
+
+
+def _local_copy(entry: WeightsEntry) -> Path:
+    """The verified local file of a url/artifact entry: the download cache first, then ``artifacts/``.
+
+    Raises:
+        CheckpointError: a copy with the wrong sha256, or none at all.
+    """
+    candidates = [cache_dir() / f"{entry.name}.safetensors"]
+    if entry.artifact:
+        candidates.append(ARTIFACTS_DIR / entry.artifact)
+    for path in candidates:
+        if path.is_file():
+            digest = sha256_file(path)
+            if digest != entry.sha256:
+                raise CheckpointError(f"{path}: sha256 {digest} does not match the registry's {entry.sha256}; "
+                                      f"delete it and run `simclr-watches download {entry.name}`")
+            return path
+    raise CheckpointError(f"{entry.name}: registered, but not downloaded; run `simclr-watches download {entry.name}`")
+
+
+def download(name: str | None = None, url: str | None = None, sha256: str | None = None,
+             timeout: float | None = None, progress: bool = True) -> Path:
+    """Fetches registered (or, with ``url`` and ``sha256``, any) weights into :func:`cache_dir`.
+
+    Args:
+        name: a registry name; its url, sha256 and size are used unless overridden.
+        url: download address; for an unregistered file ``sha256`` is required too.
+        sha256: expected hex digest.
+        timeout: seconds without data before the server counts as stalled.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The verified file in the cache (``<name>.safetensors``, or the URL's file name).
+
+    Raises:
+        CheckpointError: nothing to download, a bad digest, or any transport or verification failure.
+    """
+    from simclr_watches.download import DEFAULT_TIMEOUT, fetch, is_sha256
+
+    entry = load_registry().get(name) if name else None
+    if name and entry is None and not url:
+        raise CheckpointError(f"{name}: not a registered model name; pass --url and --sha256 for another file")
+    url = url or (entry.url if entry else None)
+    sha256 = sha256 or (entry.sha256 if entry else None)
+    if not url:
+        source = f"ships in the package {entry.package}" if entry and entry.package else "has no url"
+        raise CheckpointError(f"{name}: {source}; nothing to download")
+    if not sha256 or not is_sha256(sha256):
+        raise CheckpointError(f"{url}: a sha256 (64 hex digits) is required to verify the download, got {sha256!r}")
+    filename = f"{name}.safetensors" if name else Path(urllib.parse.urlsplit(url).path).name
+    if not filename:
+        raise CheckpointError(f"{url}: no file name in the URL; pass a NAME")
+    size = entry.size if entry and sha256.lower() == entry.sha256 else None
+    return fetch(url, cache_dir() / filename, sha256, size=size,
+                 timeout=DEFAULT_TIMEOUT if timeout is None else timeout, progress=progress)
