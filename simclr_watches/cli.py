@@ -70,6 +70,7 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per query per line, nothing else on stdout."),
     checkpoint: Optional[str] = typer.Option(None, help="Model for the queries (default: the index's own)."),
     localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo with multi-scale windows."),
+    sheet: Optional[Path] = typer.Option(None, help="Also write a contact sheet PNG (and an .html beside it)."),
     batch_size: int = typer.Option(32, min=1),
     device: str = typer.Option("auto"),
 ) -> None:
@@ -90,6 +91,10 @@ def search(
             typer.echo(json.dumps(r.to_json()))
         else:
             _print_table(r)
+    if sheet is not None and failed < len(results):
+        from simclr_watches.sheet import write_sheet
+
+        stderr.print(f"contact sheet: {', '.join(map(str, write_sheet(results, sheet)))}", highlight=False)
     if failed:
         stderr.print(f"{failed} of {len(results)} queries failed", highlight=False)
         raise typer.Exit(1)
