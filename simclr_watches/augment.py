@@ -120,8 +120,6 @@ class SimCLRAugment(nn.Module):
             *_maybe(cfg.flip_p, K.RandomHorizontalFlip(p=cfg.flip_p)),
             data_keys=["input", "mask"],
         )
-        # Pieces of other photos, zoomed in so they read as texture and clutter, not as a second catalog shot.
-        self.other_crop = K.RandomResizedCrop(s, scale=(0.05, 0.35))
         kernel = 2 * max(1, cfg.size // 20) + 1
         self.photometric = nn.Sequential(
             *_maybe(cfg.jitter_p, K.ColorJiggle(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, p=cfg.jitter_p)),
@@ -164,7 +162,8 @@ class SimCLRAugment(nn.Module):
         t = torch.where((kinds == 1).view(b, 1, 1, 1), ramp, torch.zeros_like(ramp))
         t = torch.where((kinds == 2).view(b, 1, 1, 1), fractal_noise(b, s, dev, dt), t)
         bg = c0 + (c1 - c0) * t
-        other = self.other_crop(images.roll(1, dims=0))
+        # Pieces of other photos, zoomed in so they read as texture and clutter, not as a second catalog shot.
+        other = K.RandomResizedCrop((s, s), scale=(0.05, 0.35))(images.roll(1, dims=0))
         return torch.where((kinds == 3).view(b, 1, 1, 1), other, bg)
 
     def composite(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -183,7 +182,7 @@ class SimCLRAugment(nn.Module):
         dev = images.device
         swap = _bernoulli(b, cfg.background_p, dev)
         paste = _bernoulli(b, cfg.small_paste_p, dev)
-        weights = torch.tensor(cfg.background_weights, device=dev)
+        weights = torch.tensor(cfg.background_weights, device=dev, dtype=torch.float32)
         kinds = torch.multinomial(weights, b, replacement=True)
         # A small watch is what an on-wrist or street photo looks like: put it on clutter, not on a plain colour.
         kinds = torch.where(paste, 2 + torch.randint(0, 2, (b,), device=dev), kinds)

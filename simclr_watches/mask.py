@@ -38,7 +38,10 @@ def white_background_mask(rgb: Image.Image | np.ndarray, threshold: int = 24, cl
     arr = np.asarray(rgb, dtype=np.uint8)
     not_white = (255 - arr.min(axis=2)) > threshold
     if close > 0:
-        not_white = ndimage.binary_closing(not_white, structure=np.ones((2 * close + 1,) * 2, bool), border_value=0)
+        # A closing whose erosion treats the outside as foreground, so a strap cut by the frame is not eaten away.
+        square = np.ones((2 * close + 1,) * 2, bool)
+        grown = ndimage.binary_dilation(not_white, structure=square)
+        not_white = ndimage.binary_erosion(grown, structure=square, border_value=1) | not_white
     labels, _ = ndimage.label(~not_white)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     border = border[border > 0]
