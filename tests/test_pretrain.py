@@ -34,6 +34,15 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "pretrain-cpu-tiny.toml"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny CPU steps: with several threads on a busy machine, OpenMP waits cost 100x the work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny(*overrides: str):
     return load_pretrain_config(TINY, overrides)
 
