@@ -253,6 +253,31 @@ def batch_order(n: int, batch_size: int, epoch: int, seed: int) -> list[torch.Te
     return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
 
 
+def simclr_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                device: torch.device) -> torch.Tensor:
+    """One optimiser step on a batch of view pairs.
+
+    Args:
+        x: (2B, 3, S, S) normalised; rows i and B + i are the two views of photo i. Both
+            views go through one forward pass, so batch norm sees the whole batch.
+
+    Returns:
+        the loss, a detached scalar tensor (reading it waits for the device).
+    """
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        z = model(x)
+    z1, z2 = z.float().chunk(2)
+    loss = criterion(z1, z2)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def memory_format(cfg: ModelConfig, device: torch.device) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: nn.Module,
@@ -278,7 +303,7 @@ def train_one_epoch(
     """
     model.train()
     batches = batch_order(len(cache), cfg.train.batch_size, epoch, cfg.train.seed)
-    memory = torch.channels_last if cfg.model.channels_last and device.type == "cuda" else torch.contiguous_format
+    memory = memory_format(cfg.model, device)
     total = torch.zeros((), device=device)
     for idx in batches:
         lr = lr_at(step, cfg.train, len(batches))
@@ -287,17 +312,11 @@ def train_one_epoch(
         images, masks = cache.batch(idx, device)
         v1, v2 = augment(images, masks)
         x = preprocessing.normalize(torch.cat([v1, v2])).contiguous(memory_format=memory)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            z = model(x)
-        z1, z2 = z.float().chunk(2)
-        loss = criterion(z1, z2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach()
+        loss = simclr_step(model, criterion, optimizer, x, device)
+        total += loss
         step += 1
         # Reading the loss waits for the GPU; do it rarely so the host keeps queueing work ahead.
-        advance(1, **({"loss": float(loss.detach())} if step % 20 == 1 else {}))
+        advance(1, **({"loss": float(loss)} if step % 20 == 1 else {}))
     return step, float(total) / max(1, len(batches))
 
 
@@ -487,10 +506,27 @@ def run_pretraining(
             dist.destroy_process_group()
 
 
-def _run(catalog, run_dir: Path, cfg: PretrainConfig, ckpt: dict | None, info: DistInfo, dev: torch.device,
-         progress: bool, stop_after: int | None) -> PretrainResult:
+def build_training(cfg: PretrainConfig, device: torch.device, world: int = 1) -> tuple[SimCLRModel, torch.optim.Optimizer, nn.Module, SimCLRAugment]:
+    """Model (on ``device``, in its memory format), optimiser, NT-Xent loss and augmentation of a run.
+
+    With ``world`` > 1 the loss gathers projections from all processes (negatives from
+    the global batch) and, on CUDA, batch norm is synchronised, as SimCLR does.
+    """
     from lightly.loss import NTXentLoss
 
+    model = build_model(cfg.model)
+    if world > 1 and device.type == "cuda" and cfg.model.sync_bn:
+        from timm.layers import convert_sync_batchnorm
+
+        model = convert_sync_batchnorm(model)
+    model = model.to(device).to(memory_format=memory_format(cfg.model, device))
+    optimizer = build_optimizer(model, cfg.train)
+    criterion = NTXentLoss(temperature=cfg.loss.temperature, gather_distributed=world > 1)
+    return model, optimizer, criterion, SimCLRAugment(cfg.augment)
+
+
+def _run(catalog, run_dir: Path, cfg: PretrainConfig, ckpt: dict | None, info: DistInfo, dev: torch.device,
+         progress: bool, stop_after: int | None) -> PretrainResult:
     torch.manual_seed(cfg.train.seed)
     full = build_cache(catalog, cfg.data.cache_size, progress=progress)
     if info.main:
@@ -504,17 +540,7 @@ def _run(catalog, run_dir: Path, cfg: PretrainConfig, ckpt: dict | None, info: D
         )
     cache = cache.to(*cache_placement(cache.nbytes, dev, cfg.data.cache_device, cfg.data.gpu_fraction))
 
-    model = build_model(cfg.model)
-    if info.world > 1 and dev.type == "cuda" and cfg.model.sync_bn:
-        from timm.layers import convert_sync_batchnorm
-
-        model = convert_sync_batchnorm(model)
-    model = model.to(dev)
-    if cfg.model.channels_last and dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg.train)
-    criterion = NTXentLoss(temperature=cfg.loss.temperature, gather_distributed=info.world > 1)
-    augment = SimCLRAugment(cfg.augment)
+    model, optimizer, criterion, augment = build_training(cfg, dev, info.world)
     pre = cfg.preprocessing
     metrics_path = run_dir / METRICS_FILE
 
