@@ -217,7 +217,10 @@ class SimCLRAugment(nn.Module):
         """Two independent views of every image, each (B, 3, size, size) float in [0, 1]."""
         if images.dtype == torch.uint8:
             images = images.float().div_(255.0)
-        return self.view(images, masks), self.view(images, masks)
+        # One pass over a doubled batch: every op draws parameters per sample, so the two halves are
+        # independent views, and each Kornia op launches its kernels once instead of twice.
+        views = self.view(torch.cat([images, images]), torch.cat([masks, masks]))
+        return views[: len(images)], views[len(images) :]
 
 
 def fractal_noise(b: int, s: int, device: torch.device, dtype: torch.dtype = torch.float32, octaves: int = 5) -> torch.Tensor:
