@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     cache = build_cache(args.catalog, cfg.data.cache_size, limit=args.limit)
     if len(cache) < args.batch:
         raise SystemExit(f"{args.catalog}: {len(cache)} readable photos, fewer than --batch {args.batch}")
-    cache = cache.to(*cache_placement(cache.nbytes, device, cfg.data.cache_device, cfg.data.gpu_fraction))
+    cache = cache.to(cache_placement(cache.nbytes, device, cfg.data.cache_device, cfg.data.gpu_fraction))
     torch.manual_seed(0)
 
     results = {

@@ -54,17 +54,18 @@ class CatalogCache:
         return CatalogCache(self.paths[rank::world], self.images[rank::world].clone(),
                             self.masks[rank::world].clone(), self.skipped)
 
-    def to(self, device: torch.device, pin: bool = False) -> "CatalogCache":
-        images, masks = self.images.to(device), self.masks.to(device)
-        if pin:
-            images, masks = images.pin_memory(), masks.pin_memory()
-        return CatalogCache(self.paths, images, masks, self.skipped)
+    def to(self, device: torch.device) -> "CatalogCache":
+        return CatalogCache(self.paths, self.images.to(device), self.masks.to(device), self.skipped)
 
     def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``idx`` on ``device``: images (B, 3, S, S) float in [0, 1], masks (B, 1, S, S) float 0/1."""
         idx = idx.to(self.images.device)
-        images = self.images[idx].to(device, non_blocking=True)
-        masks = self.masks[idx].to(device, non_blocking=True)
+        images, masks = self.images[idx], self.masks[idx]
+        if images.device != device and device.type == "cuda":
+            # Gathered rows are staged in pinned memory so the copy to the GPU runs asynchronously.
+            images, masks = images.pin_memory(), masks.pin_memory()
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
         return images.float().div_(255.0), masks.float()
 
 
@@ -73,26 +74,21 @@ def cache_bytes(n: int, size: int) -> int:
     return n * BYTES_PER_PIXEL * size * size
 
 
-def cache_placement(nbytes: int, device: torch.device, where: str = "auto", gpu_fraction: float = 0.25) -> tuple[torch.device, bool]:
-    """Where the cache lives, and whether it is pinned.
+def cache_placement(nbytes: int, device: torch.device, where: str = "auto", gpu_fraction: float = 0.25) -> torch.device:
+    """Where the cache lives.
 
     The rule: on a CUDA device, ``auto`` puts the cache on the GPU when it takes at most
-    ``gpu_fraction`` of the GPU's free memory (the rest is for the model, activations of
-    two views and the augmentations), else in pinned host memory, from which batches
-    are copied asynchronously. ``gpu`` and ``cpu`` force the choice. Without CUDA the
-    cache stays in ordinary host memory.
-
-    Returns:
-        (device of the cache, pin_memory flag).
+    ``gpu_fraction`` of the GPU's free memory (the rest is for the model, the activations
+    of two views and the augmentations), else in host memory, from which each batch is
+    gathered into pinned memory and copied asynchronously. ``gpu`` and ``cpu`` force the
+    choice. Without CUDA the cache stays in host memory.
     """
-    if device.type != "cuda":
-        return torch.device("cpu"), False
+    if device.type != "cuda" or where == "cpu":
+        return torch.device("cpu")
     if where == "gpu":
-        return device, False
-    if where == "cpu":
-        return torch.device("cpu"), True
+        return device
     free, _ = torch.cuda.mem_get_info(device)
-    return (device, False) if nbytes <= gpu_fraction * free else (torch.device("cpu"), True)
+    return device if nbytes <= gpu_fraction * free else torch.device("cpu")
 
 
 def _decode(path: Path, pre: Preprocessing) -> tuple[torch.Tensor, torch.Tensor] | ImageReadError:

@@ -538,7 +538,7 @@ def _run(catalog, run_dir: Path, cfg: PretrainConfig, ckpt: dict | None, info: D
             f"train.batch_size={cfg.train.batch_size} is more than the {len(cache)} readable images "
             f"{'per process ' if info.world > 1 else ''}in {catalog}; lower it"
         )
-    cache = cache.to(*cache_placement(cache.nbytes, dev, cfg.data.cache_device, cfg.data.gpu_fraction))
+    cache = cache.to(cache_placement(cache.nbytes, dev, cfg.data.cache_device, cfg.data.gpu_fraction))
 
     model, optimizer, criterion, augment = build_training(cfg, dev, info.world)
     pre = cfg.preprocessing
