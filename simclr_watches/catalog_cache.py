@@ -50,9 +50,13 @@ class CatalogCache:
         return self.images.nelement() + self.masks.nelement()
 
     def shard(self, rank: int, world: int) -> "CatalogCache":
-        """Rows ``rank, rank + world, ...``: each DDP process keeps (and augments) only its share."""
-        return CatalogCache(self.paths[rank::world], self.images[rank::world].clone(),
-                            self.masks[rank::world].clone(), self.skipped)
+        """Rows ``rank, rank + world, ...``: each DDP process keeps (and augments) only its share.
+
+        Every shard has ``len(self) // world`` rows (up to ``world - 1`` photos are left out),
+        because processes with different step counts would wait for each other forever.
+        """
+        rows = slice(rank, rank + world * (len(self) // world), world)
+        return CatalogCache(self.paths[rows], self.images[rows].clone(), self.masks[rows].clone(), self.skipped)
 
     def to(self, device: torch.device) -> "CatalogCache":
         return CatalogCache(self.paths, self.images.to(device), self.masks.to(device), self.skipped)

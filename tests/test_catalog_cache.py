@@ -29,8 +29,9 @@ def test_cache_holds_padded_squares_and_masks(make_catalog):
 def test_shards_split_the_catalog(make_catalog):
     cache = build_cache(make_catalog(5), size=16, progress=False)
     a, b = cache.shard(0, 2), cache.shard(1, 2)
-    assert [p.name for p in a.paths] == ["w000.png", "w002.png", "w004.png"]
+    assert [p.name for p in a.paths] == ["w000.png", "w002.png"]  # equal shards: w004 is left out
     assert torch.equal(b.images, cache.images[1::2])
+    assert len(cache.shard(0, 1)) == 5
 
 
 def test_limit_spreads_over_the_catalog(make_catalog):
