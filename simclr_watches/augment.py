@@ -43,6 +43,7 @@ class AugmentConfig:
         perspective_p, perspective: mild perspective, as Kornia's distortion scale.
         background_p: replace the background (outside the mask) by one of BACKGROUND_KINDS.
         background_weights: relative odds of solid, gradient, noise, other-image backgrounds.
+        other_crop_scale: area fraction of another photo that an "other" background is zoomed from.
         small_paste_p: shrink the watch to ``small_paste_scale`` of the frame and paste it at a
             random place on a cluttered (noise or other-image) background (issue 6).
         occlude_p, occlude_width: a band of a solid colour across the image, width as a fraction.
@@ -50,7 +51,7 @@ class AugmentConfig:
         grayscale_p: random grayscale.
         gamma_p, gamma: darker or brighter light (gamma above 1 darkens).
         cast_p: colour cast of the light source (Planckian jitter: warm to cold white).
-        illumination_p: a linear brightness gradient across the image (uneven light).
+        illumination_p, illumination_gain: a linear brightness gradient across the image (uneven light).
         blur_p, blur_sigma: gaussian blur; kernel side about a tenth of the view.
     """
 
@@ -64,6 +65,7 @@ class AugmentConfig:
     perspective: float = 0.25
     background_p: float = 0.6
     background_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    other_crop_scale: tuple[float, float] = (0.05, 0.35)
     small_paste_p: float = 0.15
     small_paste_scale: tuple[float, float] = (0.15, 0.6)
     occlude_p: float = 0.15
@@ -78,6 +80,7 @@ class AugmentConfig:
     gamma: tuple[float, float] = (0.6, 1.8)
     cast_p: float = 0.3
     illumination_p: float = 0.2
+    illumination_gain: tuple[float, float] = (0.01, 0.2)
     blur_p: float = 0.3
     blur_sigma: tuple[float, float] = (0.1, 1.5)
 
@@ -126,7 +129,7 @@ class SimCLRAugment(nn.Module):
             *_maybe(cfg.grayscale_p, K.RandomGrayscale(p=cfg.grayscale_p)),
             *_maybe(cfg.gamma_p, K.RandomGamma(cfg.gamma, p=cfg.gamma_p)),
             *_maybe(cfg.cast_p, K.RandomPlanckianJitter(p=cfg.cast_p)),
-            *_maybe(cfg.illumination_p, K.RandomLinearIllumination(p=cfg.illumination_p)),
+            *_maybe(cfg.illumination_p, K.RandomLinearIllumination(cfg.illumination_gain, p=cfg.illumination_p)),
             *_maybe(cfg.blur_p, K.RandomGaussianBlur(kernel, cfg.blur_sigma, p=cfg.blur_p)),
         )
 
@@ -163,7 +166,7 @@ class SimCLRAugment(nn.Module):
         t = torch.where((kinds == 2).view(b, 1, 1, 1), fractal_noise(b, s, dev, dt), t)
         bg = c0 + (c1 - c0) * t
         # Pieces of other photos, zoomed in so they read as texture and clutter, not as a second catalog shot.
-        other = K.RandomResizedCrop((s, s), scale=(0.05, 0.35))(images.roll(1, dims=0))
+        other = K.RandomResizedCrop((s, s), scale=self.cfg.other_crop_scale)(images.roll(1, dims=0))
         return torch.where((kinds == 3).view(b, 1, 1, 1), other, bg)
 
     def composite(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

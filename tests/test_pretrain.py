@@ -228,3 +228,9 @@ def test_loss_falls_on_gpu(make_catalog, tmp_path):
     result = run_pretraining(make_catalog(64), tmp_path / "run", cfg, device="cuda", progress=False)
     losses = [r["loss"] for r in result.metrics]
     assert losses[-1] < losses[0]
+
+
+def test_shipped_config_is_the_documented_defaults():
+    from simclr_watches.pretrain import PretrainConfig
+
+    assert load_pretrain_config(REPO / "configs" / "pretrain.toml") == PretrainConfig()
