@@ -65,7 +65,7 @@ class CatalogCache:
         """Rows ``idx`` on ``device``: images (B, 3, S, S) float in [0, 1], masks (B, 1, S, S) float 0/1."""
         idx = idx.to(self.images.device)
         images, masks = self.images[idx], self.masks[idx]
-        if images.device != device and device.type == "cuda":
+        if images.device.type == "cpu" and device.type == "cuda":
             # Gathered rows are staged in pinned memory so the copy to the GPU runs asynchronously.
             images, masks = images.pin_memory(), masks.pin_memory()
         images = images.to(device, non_blocking=True)
