@@ -129,7 +129,7 @@ class SimCLRAugment(nn.Module):
             *_maybe(cfg.grayscale_p, K.RandomGrayscale(p=cfg.grayscale_p)),
             *_maybe(cfg.gamma_p, K.RandomGamma(cfg.gamma, p=cfg.gamma_p)),
             *_maybe(cfg.cast_p, K.RandomPlanckianJitter(p=cfg.cast_p)),
-            *_maybe(cfg.illumination_p, K.RandomLinearIllumination(cfg.illumination_gain, p=cfg.illumination_p)),
+            *_maybe(cfg.illumination_p, LinearIllumination(cfg.illumination_p, cfg.illumination_gain)),
             *_maybe(cfg.blur_p, K.RandomGaussianBlur(kernel, cfg.blur_sigma, p=cfg.blur_p)),
         )
 
@@ -157,11 +157,7 @@ class SimCLRAugment(nn.Module):
         dev, dt = images.device, images.dtype
         c0 = torch.rand(b, 3, 1, 1, device=dev, dtype=dt)
         c1 = torch.rand(b, 3, 1, 1, device=dev, dtype=dt)
-        axis = torch.linspace(0.0, 1.0, s, device=dev, dtype=dt)
-        yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-        angle = torch.rand(b, 1, 1, device=dev, dtype=dt) * (2 * math.pi)
-        ramp = (xx * torch.cos(angle) + yy * torch.sin(angle))[:, None]
-        ramp = (ramp - ramp.amin((2, 3), keepdim=True)) / (ramp.amax((2, 3), keepdim=True) - ramp.amin((2, 3), keepdim=True) + 1e-6)
+        ramp = linear_ramps(b, s, dev, dt)
         t = torch.where((kinds == 1).view(b, 1, 1, 1), ramp, torch.zeros_like(ramp))
         t = torch.where((kinds == 2).view(b, 1, 1, 1), fractal_noise(b, s, dev, dt), t)
         bg = c0 + (c1 - c0) * t
@@ -224,6 +220,40 @@ class SimCLRAugment(nn.Module):
         # independent views, and each Kornia op launches its kernels once instead of twice.
         views = self.view(torch.cat([images, images]), torch.cat([masks, masks]))
         return views[: len(images)], views[len(images) :]
+
+
+def linear_ramps(b: int, s: int, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A linear 0-to-1 ramp per sample, in a random direction.
+
+    Returns:
+        (B, 1, s, s) in [0, 1].
+    """
+    axis = torch.linspace(0.0, 1.0, s, device=device, dtype=dtype)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    angle = torch.rand(b, 1, 1, device=device, dtype=dtype) * (2 * math.pi)
+    ramp = (xx * torch.cos(angle) + yy * torch.sin(angle))[:, None]
+    lo, hi = ramp.amin((2, 3), keepdim=True), ramp.amax((2, 3), keepdim=True)
+    return (ramp - lo) / (hi - lo + 1e-6)
+
+
+class LinearIllumination(nn.Module):
+    """Uneven light: adds +-gain x a linear ramp in a random direction, on the images' own device.
+
+    Kornia's RandomLinearIllumination builds its full-size (B, 3, H, W) pattern on the CPU
+    and copies it to the GPU every call; this draws the same kind of pattern on the device.
+    """
+
+    def __init__(self, p: float, gain: tuple[float, float]):
+        super().__init__()
+        self.p, self.gain = p, gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        on = _bernoulli(b, self.p, x.device).view(b, 1, 1, 1)
+        gain = torch.empty(b, 1, 1, 1, device=x.device, dtype=x.dtype).uniform_(*self.gain)
+        sign = torch.where(torch.rand(b, 1, 1, 1, device=x.device) < 0.5, -1.0, 1.0).to(x.dtype)
+        shift = linear_ramps(b, x.shape[-1], x.device, x.dtype) * gain * sign
+        return torch.where(on, (x + shift).clamp(0.0, 1.0), x)
 
 
 def fractal_noise(b: int, s: int, device: torch.device, dtype: torch.dtype = torch.float32, octaves: int = 5) -> torch.Tensor:

@@ -115,3 +115,15 @@ def test_preview_grid_shape():
     images, masks = square_batch(3)
     grid = preview_grid((images * 255).to(torch.uint8), masks, SimCLRAugment(dataclasses.replace(OFF, size=20)), pad=2)
     assert grid.size == (3 * 22 + 2, 3 * 22 + 2)
+
+
+def test_uneven_light_is_a_bounded_ramp():
+    from simclr_watches.augment import LinearIllumination
+
+    torch.manual_seed(7)
+    x = torch.full((6, 3, 16, 16), 0.5)
+    out = LinearIllumination(1.0, (0.1, 0.2))(x)
+    shift = out - x
+    assert shift.abs().max() <= 0.2 + 1e-6 and shift.abs().amax((1, 2, 3)).min() >= 0.1 - 1e-6
+    assert torch.equal(shift[:, 0], shift[:, 1])  # same light on every channel
+    assert torch.equal(LinearIllumination(0.0, (0.1, 0.2))(x), x)
