@@ -7,7 +7,8 @@ the encoder is kept: its pooled features are what the index stores.
 
 The whole data path is on the accelerator: the catalog is decoded once into a
 uint8 cache (:mod:`simclr_watches.catalog_cache`) and the views are made by
-Kornia in batches (:mod:`simclr_watches.augment`). Under ``torchrun`` every
+Kornia in batches (:mod:`simclr_watches.augment`). Checkpoints are
+:mod:`simclr_watches.train_state`; the per-epoch metric is :mod:`simclr_watches.proxy`. Under ``torchrun`` every
 process trains on its shard of the catalog with DDP, and the loss gathers the
 projections of all processes, so the negatives are the global batch.
 """
@@ -24,24 +25,23 @@ from typing import Any, Callable, Literal, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from simclr_watches.atomic import atomic_path
 from simclr_watches.augment import AugmentConfig, SimCLRAugment, preview_grid
 from simclr_watches.catalog_cache import CatalogCache, build_cache, cache_placement
 from simclr_watches.config import apply_overrides, from_dict, load_config, to_dict
-from simclr_watches.embed import embed_tensors, resolve_device
+from simclr_watches.embed import resolve_device
 from simclr_watches.errors import CheckpointError, ConfigError, SimclrWatchesError
 from simclr_watches.model import ARCH_DIMS, Encoder, Preprocessing, default_preprocessing
+from simclr_watches.proxy import make_proxy_set, retrieval_proxy
 from simclr_watches.progress import progress_bar, stderr
+from simclr_watches.train_state import load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
 from simclr_watches.weights import init_encoder, save_encoder
 
 TRAIN_CHECKPOINT = "checkpoint.pt"
 ENCODER_FILE = "encoder.safetensors"
 METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_FORMAT = "simclr-watches-pretrain"
-CHECKPOINT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -320,109 +320,6 @@ def train_one_epoch(
     return step, float(total) / max(1, len(batches))
 
 
-@dataclass
-class ProxySet:
-    """Held-aside augmented views for the retrieval proxy.
-
-    Attributes:
-        views: (M, 3, S, S) uint8, one view of each source photo, made once.
-        sources: (M,) row of the source photo in the cache.
-    """
-
-    views: torch.Tensor
-    sources: torch.Tensor
-
-
-def make_proxy_set(cache: CatalogCache, augment: SimCLRAugment, n: int, seed: int, device: torch.device,
-                   batch_size: int = 256) -> ProxySet:
-    """Fixed views for :func:`retrieval_proxy`, made under their own seed so training RNG is untouched."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        sources = torch.randperm(len(cache))[: min(n, len(cache))]
-        views = []
-        for chunk in sources.split(batch_size):
-            images, masks = cache.batch(chunk, device)
-            views.append((augment.view(images, masks) * 255 + 0.5).to(torch.uint8))
-    return ProxySet(torch.cat(views), sources.to(device))
-
-
-def retrieval_proxy(encoder: Encoder, preprocessing: Preprocessing, cache: CatalogCache, proxy: ProxySet,
-                    device: torch.device, batch_size: int = 256) -> float:
-    """Fraction of the proxy views whose nearest catalog photo (cosine) is their source.
-
-    A label-free stand-in for retrieval quality: it rises when the encoder maps a
-    changed-background, re-lit, rotated photo of a watch next to its catalog shot.
-    """
-    was_training = encoder.training
-    encoder.eval()
-    s = preprocessing.size
-    catalog = []
-    for chunk in torch.arange(len(cache)).split(batch_size):
-        images, _ = cache.batch(chunk, device)
-        images = F.interpolate(images, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-        catalog.append(torch.from_numpy(embed_tensors(encoder, preprocessing, images.clamp_(0, 1), device)))
-    queries = [torch.from_numpy(embed_tensors(encoder, preprocessing, v, device)) for v in proxy.views.split(batch_size)]
-    encoder.train(was_training)
-    nearest = (torch.cat(queries) @ torch.cat(catalog).T).argmax(1)
-    return float((nearest == proxy.sources.cpu()).float().mean())
-
-
-def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    """The RNG states the augmentations draw from (Kornia uses torch's generators)."""
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def save_training_checkpoint(path: Path, model: SimCLRModel, optimizer: torch.optim.Optimizer, *, cfg: PretrainConfig,
-                             epoch: int, step: int, rng: list[dict[str, torch.Tensor]], metrics: list[dict]) -> None:
-    """Writes everything a resume needs, atomically; readable with ``torch.load(weights_only=True)``.
-
-    Args:
-        epoch: epochs completed.
-        rng: RNG states of every process, by rank.
-    """
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "config": to_dict(cfg),
-        "epoch": epoch,
-        "step": step,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "rng": rng,
-        "metrics": metrics,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_training_checkpoint(path: Path) -> dict[str, Any]:
-    """Reads a training checkpoint (tensors and plain data only).
-
-    Raises:
-        CheckpointError: missing, unreadable, or not a pretraining checkpoint of a known version.
-    """
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no training checkpoint to resume from")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file
-        raise CheckpointError(f"{path}: cannot read training checkpoint: {e}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a simclr-watches pretraining checkpoint")
-    if ckpt.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format v{ckpt['format_version']} is newer than this program")
-    return ckpt
-
-
 def _append_metrics(path: Path, row: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
@@ -595,7 +492,7 @@ def _run(catalog, run_dir: Path, cfg: PretrainConfig, ckpt: dict | None, info: D
         if epoch % cfg.train.checkpoint_every == 0 or epoch == last:
             rng = _all_ranks(rng_state(dev), info)
             if info.main:
-                save_training_checkpoint(run_dir / TRAIN_CHECKPOINT, model, optimizer, cfg=cfg, epoch=epoch,
+                save_training_checkpoint(run_dir / TRAIN_CHECKPOINT, model, optimizer, config=to_dict(cfg), epoch=epoch,
                                          step=step, rng=rng, metrics=metrics)
                 save_encoder(run_dir / ENCODER_FILE, model.encoder, pre,
                              meta={"config": to_dict(cfg), "epochs": epoch, "step": step, "metrics": metrics,

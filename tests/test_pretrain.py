@@ -14,19 +14,16 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from simclr_watches.cli import app
-from simclr_watches.errors import CheckpointError, ConfigError, SimclrWatchesError
+from simclr_watches.errors import ConfigError, SimclrWatchesError
 from simclr_watches.pretrain import (
     ENCODER_FILE,
     METRICS_FILE,
     TRAIN_CHECKPOINT,
     TrainConfig,
     build_model,
-    build_optimizer,
     load_pretrain_config,
-    load_training_checkpoint,
     lr_at,
     run_pretraining,
-    save_training_checkpoint,
 )
 from simclr_watches.weights import read_header
 
@@ -92,36 +89,6 @@ def test_lr_schedule_warmup_then_cosine():
     mid = 10 + 20
     assert lrs[mid] == pytest.approx(1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr_at(7, cfg, spe) == lrs[7]  # pure
-
-
-def test_training_checkpoint_round_trip(tmp_path):
-    cfg = tiny()
-    model = build_model(cfg.model)
-    opt = build_optimizer(model, cfg.train)
-    x = torch.randn(4, 3, 32, 32)
-    model(x).pow(2).mean().backward()
-    opt.step()
-    rng = [{"cpu": torch.get_rng_state()}]
-    path = tmp_path / "ck.pt"
-    save_training_checkpoint(path, model, opt, cfg=cfg, epoch=3, step=17, rng=rng, metrics=[{"epoch": 3, "loss": 1.5}])
-
-    raw = torch.load(path, weights_only=True)
-    assert raw["epoch"] == 3 and raw["step"] == 17 and raw["config"]["train"]["batch_size"] == 4
-    ck = load_training_checkpoint(path)
-    again = build_model(cfg.model)
-    again.load_state_dict(ck["model"], strict=True)
-    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
-        assert torch.equal(a, b), k
-    opt2 = build_optimizer(again, cfg.train)
-    opt2.load_state_dict(ck["optimizer"])
-    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
-    assert torch.equal(ck["rng"][0]["cpu"], rng[0]["cpu"])
-
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.pt"):
-        load_training_checkpoint(tmp_path / "junk.pt")
-    with pytest.raises(CheckpointError, match="no training checkpoint"):
-        load_training_checkpoint(tmp_path / "missing.pt")
 
 
 def test_resume_equals_an_uninterrupted_run(make_catalog, tmp_path):
