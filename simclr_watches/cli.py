@@ -145,6 +145,47 @@ def download(
 
 @app.command()
 @_user_errors
+def pretrain(
+    catalog: Path = typer.Argument(..., help="Folder of catalog images (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint.pt, encoder.safetensors, metrics.jsonl."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pretraining config TOML (default: built-in defaults). Not read with --resume."),
+    overrides: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=50 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out with its stored config, optimizer and RNG state."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (under torchrun: each process's local GPU)."),
+) -> None:
+    """SimCLR-pretrain the encoder on a catalog, without labels (torchrun for several GPUs)."""
+    from simclr_watches.pretrain import ENCODER_FILE, load_pretrain_config, run_config, run_pretraining
+
+    cfg = run_config(out, overrides) if resume else load_pretrain_config(config, overrides)
+    result = run_pretraining(catalog, out, cfg, resume=resume, device=device)
+    if result.metrics and (result.run_dir / ENCODER_FILE).exists():
+        last = result.metrics[-1]
+        stderr.print(
+            f"epoch {last['epoch']}: loss {last['loss']:.4f}, retrieval proxy {last['proxy_top1']:.3f}; "
+            f"encoder written to {result.run_dir / ENCODER_FILE}",
+            highlight=False,
+        )
+
+
+@app.command("augment-preview")
+@_user_errors
+def augment_preview(
+    catalog: Path = typer.Argument(..., help="Folder of catalog images."),
+    out: Path = typer.Option(..., "--out", "-o", help="PNG file to write."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pretraining config TOML whose [augment] to show."),
+    overrides: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set augment.background_p=1"),
+    count: int = typer.Option(8, "--count", "-n", min=1, help="Catalog photos to show (spread over the catalog)."),
+    seed: int = typer.Option(0, help="Random seed of the views."),
+) -> None:
+    """Write a grid of catalog photos next to two augmented views of each."""
+    from simclr_watches.pretrain import load_pretrain_config, write_augment_preview
+
+    path = write_augment_preview(catalog, out, load_pretrain_config(config, overrides), n=count, seed=seed)
+    stderr.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@_user_errors
 def info(path: Path = typer.Argument(..., help="An index folder or an encoder checkpoint file.")) -> None:
     """Describe an index folder or a checkpoint (model, preprocessing, size) as JSON."""
     from simclr_watches.index import SIDECAR_FILE, load_index
