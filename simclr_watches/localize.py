@@ -20,6 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from PIL import Image
+
+from simclr_watches.model import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,17 @@ def window_boxes(width: int, height: int, cfg: LocalizeConfig = LocalizeConfig()
     # Drop windows that rounding made identical (e.g. scale 1.0 on a square image).
     _, first = np.unique(out, axis=0, return_index=True)
     return out[np.sort(first)]
+
+
+def window_crops(img: Image.Image, pre: Preprocessing, cfg: LocalizeConfig = LocalizeConfig()) -> tuple[np.ndarray, torch.Tensor]:
+    """The windows of an RGB image, each prepared as encoder input.
+
+    Returns:
+        boxes: (R, 4) windows from :func:`window_boxes`, whole image first.
+        crops: (R, 3, S, S) uint8, S = ``pre.size``, to normalise and embed in one batch.
+    """
+    boxes = window_boxes(*img.size, cfg)
+    return boxes, torch.stack([pre.to_uint8(img.crop(tuple(int(v) for v in b))) for b in boxes])
 
 
 def fuse_scores(scores: np.ndarray, top_m: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ from simclr_watches.data import Photo, load_image
 from simclr_watches.embed import embed_paths, embed_tensors, resolve_device
 from simclr_watches.errors import CheckpointError, ImageReadError, SimclrWatchesError
 from simclr_watches.index import Index, load_embeddings, load_index
-from simclr_watches.localize import LocalizeConfig, fuse_scores, window_boxes
+from simclr_watches.localize import LocalizeConfig, fuse_scores, window_crops
 from simclr_watches.weights import load_model
 
 # Localised queries are decoded and cropped this many at a time: bounds memory, keeps batches full.
@@ -109,20 +109,21 @@ class Searcher:
     def _search_localized(self, queries, photos: list[Photo | ImageReadError], top_k: int,
                           batch_size: int) -> list[QueryResult]:
         pre, cfg = self.index.preprocessing, self.localize
-        boxes = [window_boxes(*p.rgb.size, cfg) if isinstance(p, Photo) else None for p in photos]
-        crops = [pre.to_uint8(p.rgb.crop(tuple(b))) for p, bs in zip(photos, boxes) if bs is not None for b in bs]
-        emb = np.concatenate([embed_tensors(self.encoder, pre, torch.stack(crops[j : j + batch_size]), self.device)
-                              for j in range(0, len(crops), batch_size)]) if crops else None
+        windows = [window_crops(p.rgb, pre, cfg) if isinstance(p, Photo) else (None, None) for p in photos]
+        boxes = [b for b, _ in windows]
+        crops = torch.cat([c for _, c in windows if c is not None]) if any(b is not None for b in boxes) else None
+        emb = None if crops is None else np.concatenate(
+            [embed_tensors(self.encoder, pre, crops[j : j + batch_size], self.device) for j in range(0, len(crops), batch_size)])
         paths, results, row = self.index.paths, [], 0
         for (label, _), photo, bs in zip(queries, photos, boxes):
             if bs is None:
                 results.append(QueryResult(label, error=str(photo)))
                 continue
-            windows = emb[row : row + len(bs)]
+            regions = emb[row : row + len(bs)]
             row += len(bs)
-            # Annoy proposes candidates per window; fusion is then exact on the stored vectors.
-            cand = sorted({i for w in windows for i in self.index.ann.get_nns_by_vector(w.tolist(), cfg.candidates)})
-            fused, best = fuse_scores(windows @ self.vectors[cand].T, cfg.top_m)
+            # Annoy proposes candidates per region; fusion is then exact on the stored vectors.
+            cand = sorted({i for v in regions for i in self.index.ann.get_nns_by_vector(v.tolist(), cfg.candidates)})
+            fused, best = fuse_scores(regions @ self.vectors[cand].T, cfg.top_m)
             order = np.argsort(-fused, kind="stable")[:top_k]
             hits = [Hit(r + 1, paths[cand[j]], float(fused[j])) for r, j in enumerate(order)]
             results.append(QueryResult(label, hits, box=[int(v) for v in bs[best[order[0]]]]))
