@@ -186,6 +186,29 @@ def augment_preview(
 
 @app.command()
 @_user_errors
+def demo(
+    out: Path = typer.Option(Path("demo"), "--out", "-o", help="Folder for the demo's catalog, index, query and sheet."),
+    catalog: Optional[Path] = typer.Option(None, help="Use this catalog folder instead of rendering synthetic watches."),
+    n: int = typer.Option(60, "--n", min=2, help="Synthetic watches to render."),
+    seed: int = typer.Option(0, help="Picks the catalog, the query watch and its simulated scene."),
+    checkpoint: Optional[str] = typer.Option(None, help="Encoder (default: the default model)."),
+) -> None:
+    """Catalog -> index -> simulated user photo -> search -> contact sheet, on the CPU in minutes."""
+    from simclr_watches.demo import run_demo
+
+    res = run_demo(out, catalog, n=n, seed=seed, checkpoint=checkpoint)
+    _print_table(res.result)
+    rank = res.source_rank
+    stderr.print(
+        f"query {res.query} is a simulated photo of {res.source}: "
+        + (f"found at rank {rank}" if rank else "not in the top results")
+        + f"\ncontact sheet: {', '.join(map(str, res.files))}",
+        highlight=False,
+    )
+
+
+@app.command()
+@_user_errors
 def info(path: Path = typer.Argument(..., help="An index folder or an encoder checkpoint file.")) -> None:
     """Describe an index folder or a checkpoint (model, preprocessing, size) as JSON."""
     from simclr_watches.index import SIDECAR_FILE, load_index
