@@ -315,7 +315,10 @@ class Report:
         parts = []
         for t in self.tasks:
             cols = COLUMNS[t.protocol]
-            parts.append(f"**{t.name}** ({len(t.queries)} queries, gallery {len(t.gallery)})\n")
+            first = next(iter(self.results[t.name].values()), None)
+            scored = int(first.summary["queries"]) if first else 0
+            left = f", {len(t.queries) - scored} without a relevant item left out" if scored < len(t.queries) else ""
+            parts.append(f"**{t.name}** ({scored} queries{left}, gallery {len(t.gallery)})\n")
             parts.append("| method | " + " | ".join(cols) + " | s |")
             parts.append("|---" * (len(cols) + 2) + "|")
             for name, r in self.results[t.name].items():
