@@ -9,6 +9,7 @@ of a query photo and keep the best score per gallery item.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Sequence
 
@@ -28,7 +29,7 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-class Method:
+class Method(ABC):
     """A retrieval method: ``name`` plus embeddings (N, D) float32, unit L2 norm.
 
     Embeddings are cached per file path, so a protocol in which the gallery
@@ -40,9 +41,9 @@ class Method:
     def __init__(self) -> None:
         self._cache: dict[Path, np.ndarray] = {}
 
+    @abstractmethod
     def _embed_uncached(self, paths: Sequence[Path]) -> np.ndarray:
-        """(N, D) float32 unit vectors for ``paths``, in order. Subclasses implement this."""
-        raise NotImplementedError
+        """(N, D) float32 unit vectors for ``paths``, in order, none of them cached yet."""
 
     def embed(self, paths: Sequence[Path]) -> np.ndarray:
         """(N, D) float32 unit vectors for ``paths``, in order.

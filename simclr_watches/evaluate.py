@@ -459,8 +459,10 @@ def write_failures(report: Report, out: Path, worst: int = 8) -> Path:
     html = ["<!doctype html><meta charset='utf-8'><title>evaluation failures</title>",
             "<style>body{font-family:sans-serif}td{vertical-align:middle;padding:2px 6px}</style>",
             f"<h1>Worst queries: {escape(report.protocol)} on {escape(report.data)}</h1>"]
+    def label(p: Path, root: Path) -> str:
+        return str(p.relative_to(root)) if p.is_relative_to(root) else p.name
+
     for t in report.tasks:
-        label = lambda p: str(p.relative_to(t.root)) if p.is_relative_to(t.root) else p.name  # noqa: E731
         for name, r in report.results[t.name].items():
             rank = np.where(r.first_hit > 0, r.first_hit, np.iinfo(np.int64).max)
             has_relevant = t.relevant.any(axis=1)
@@ -468,8 +470,8 @@ def write_failures(report: Report, out: Path, worst: int = 8) -> Path:
             html.append(f"<h2>{escape(t.name)}: {escape(name)}</h2><table>")
             for q in order:
                 hit = f"first hit at rank {r.first_hit[q]}" if r.first_hit[q] else "no hit"
-                cells = [img(t.queries[q], "#333", label(t.queries[q])), escape(hit)]
-                cells += [img(t.gallery[g], "green" if t.relevant[q, g] else "red", label(t.gallery[g]))
+                cells = [img(t.queries[q], "#333", label(t.queries[q], t.root)), escape(hit)]
+                cells += [img(t.gallery[g], "green" if t.relevant[q, g] else "red", label(t.gallery[g], t.root))
                           for g in r.top[q]]
                 cells.append("expected " + img(t.gallery[int(np.argmax(t.relevant[q]))], "green", "expected"))
                 html.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
