@@ -209,6 +209,49 @@ def demo(
 
 @app.command()
 @_user_errors
+def evaluate(
+    data: Path = typer.Argument(..., help="Folder of sub-folders (groups, photo) or CSV (manifest, attributes)."),
+    protocol: str = typer.Option(..., "--protocol", "-p", help="groups, catalog-photo, photo or attributes."),
+    methods: str = typer.Option("hist,phash,thumb,imagenet,random",
+                                help="Comma-separated: hist, phash, thumb, imagenet, random, or a checkpoint path/name."),
+    out: Path = typer.Option(Path("runs/eval"), "--out", "-o", help="Folder for results.md, results.json and the plot."),
+    plot: Optional[Path] = typer.Option(None, help="Recall@k plot PNG (default: OUT/recall_at_k.png)."),
+    failures: Optional[Path] = typer.Option(None, help="Write an HTML page of the worst queries here."),
+    severities: str = typer.Option("mild,medium,hard", help="photo protocol: comma-separated severities."),
+    kind: Optional[str] = typer.Option(None, help="Manifest input: keep only rows of this kind (e.g. packshot)."),
+    attributes: Optional[str] = typer.Option(None, help="attributes protocol: columns to score (default: all but path)."),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="attributes protocol: results per query."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Use at most N queries (a seeded sample)."),
+    seed: int = typer.Option(0, help="Seed of the query sample, the simulator and the random encoder."),
+    batch_size: int = typer.Option(32, min=1),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Measure retrieval quality of baselines and encoders; print a markdown table, write JSON and a plot."""
+    from simclr_watches import evaluate as ev
+    from simclr_watches.baselines import parse_methods
+
+    if protocol not in ev.PROTOCOLS:
+        raise SimclrWatchesError(f"unknown protocol {protocol!r}; known: {', '.join(ev.PROTOCOLS)}")
+    chosen = parse_methods(methods, seed=seed, batch_size=batch_size, device=device)
+    if protocol == "attributes":
+        cols = [c.strip() for c in attributes.split(",") if c.strip()] if attributes else None
+        res = ev.attribute_agreement(data, chosen, top_k, cols)
+        md, payload = ev.attributes_markdown(res), {"protocol": protocol, "data": str(data), **res}
+    else:
+        tasks = ev.build_tasks(protocol, data, severities=[s.strip() for s in severities.split(",") if s.strip()],
+                               cache_dir=out / "simulated", kind=kind, limit=limit, seed=seed)
+        report = ev.run(protocol, tasks, chosen, str(data), seed)
+        md, payload = report.markdown(), report.to_json()
+        stderr.print(f"plot: {ev.plot_recall(report, plot or out / 'recall_at_k.png')}", highlight=False)
+        if failures:
+            stderr.print(f"failures: {ev.write_failures(report, failures)}", highlight=False)
+    typer.echo(md)
+    for path in ev.write_outputs(out, md, payload):
+        stderr.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@_user_errors
 def info(path: Path = typer.Argument(..., help="An index folder or an encoder checkpoint file.")) -> None:
     """Describe an index folder or a checkpoint (model, preprocessing, size) as JSON."""
     from simclr_watches.index import SIDECAR_FILE, load_index
