@@ -150,10 +150,11 @@ class EncoderMethod(Method):
         batch_size, device: passed to :func:`simclr_watches.embed.embed_paths`.
     """
 
-    def __init__(self, name: str, spec: str, seed: int = 0, batch_size: int = 32, device: str = "cpu"):
+    def __init__(self, name: str, spec: str, seed: int = 0, batch_size: int = 32, device: str = "cpu",
+                 crop: bool = False):
         super().__init__()
         self.name, self.spec, self.seed = name, spec, seed
-        self.batch_size, self.device = batch_size, device
+        self.batch_size, self.device, self.crop = batch_size, device, crop
         self._model = None
 
     def _load(self):
@@ -180,11 +181,47 @@ class EncoderMethod(Method):
         from simclr_watches.embed import embed_paths
 
         enc, pre = self._load()
+        from simclr_watches.mask import crop_to_foreground
+
         result = embed_paths(enc, pre, list(paths), batch_size=self.batch_size, device=self.device,
-                             progress=False, label=self.name)
+                             progress=False, label=self.name, view=crop_to_foreground if self.crop else None)
         if result.skipped:
             raise result.skipped[0]
         return result.vectors
+
+
+class LocalizedMethod(Method):
+    """An encoder whose queries are searched window by window (see :mod:`simclr_watches.localize`).
+
+    The gallery is embedded whole, as by the wrapped encoder; each query's windows are
+    scored against it and fused with :func:`simclr_watches.localize.fuse_scores`.
+    """
+
+    def __init__(self, inner: EncoderMethod, cfg=None):
+        super().__init__()
+        from simclr_watches.localize import LocalizeConfig
+
+        self.inner, self.cfg = inner, cfg or LocalizeConfig()
+        self.name = f"{inner.name}+loc"
+
+    def _embed_uncached(self, paths: Sequence[Path]) -> np.ndarray:
+        return self.inner.embed(paths)
+
+    def score_queries(self, paths: Sequence[Path], gallery: np.ndarray) -> np.ndarray:
+        from simclr_watches.embed import resolve_device
+        from simclr_watches.localize import embed_regions, fuse_scores, window_crops
+        from simclr_watches.mask import crop_box
+
+        enc, pre = self.inner._load()
+        device = resolve_device(self.inner.device)
+        enc = enc.to(device)
+        rows = []
+        for p in paths:
+            photo = load_image(p)
+            _, whole, crops = window_crops(photo.rgb, pre, self.cfg, crop_box(photo) if self.inner.crop else None)
+            regions = embed_regions(enc, pre, whole, crops, device, self.inner.batch_size)
+            rows.append(fuse_scores(regions @ gallery.T, self.cfg.top_m)[0])
+        return np.stack(rows) if rows else np.zeros((0, len(gallery)), np.float32)
 
 
 def _is_checkpoint(spec: str) -> bool:
@@ -197,7 +234,9 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
     """Builds a method from its name; an encoder's weights load on first use.
 
     Args:
-        name: one of ``BUILTIN_METHODS``, a checkpoint file or a registered weights name.
+        name: one of ``BUILTIN_METHODS``, a checkpoint file or a registered weights name;
+            an encoder name + ``"+crop"`` crops photos around the watch before embedding,
+            + ``"+loc"`` searches its queries window by window (both: ``imagenet+crop+loc``).
         seed: seed of the ``random`` encoder.
 
     Raises:
@@ -205,6 +244,17 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
     """
     from simclr_watches.weights import IMAGENET_LITE0
 
+    if name.endswith("+crop"):
+        inner = make_method(name[: -len("+crop")], seed=seed, batch_size=batch_size, device=device)
+        if not isinstance(inner, EncoderMethod):
+            raise SimclrWatchesError(f"{name}: cropping (+crop) needs an encoder method, not {inner.name!r}")
+        inner.name, inner.crop = name, True
+        return inner
+    if name.endswith("+loc"):
+        inner = make_method(name[: -len("+loc")], seed=seed, batch_size=batch_size, device=device)
+        if not isinstance(inner, EncoderMethod):
+            raise SimclrWatchesError(f"{name}: localisation (+loc) needs an encoder method, not {inner.name!r}")
+        return LocalizedMethod(inner)
     simple = {"hist": HsvHistogram, "phash": PerceptualHash, "thumb": Thumbnail}
     if name in simple:
         return simple[name]()

@@ -45,13 +45,14 @@ def build_index_cmd(
     batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     n_trees: int = typer.Option(50, min=1, help="Annoy trees: more is more exact and larger."),
+    crop: bool = typer.Option(True, "--crop/--no-crop", help="Crop each photo around the watch (its non-white foreground) before embedding."),
     force: bool = typer.Option(False, "--force", help="Replace an existing index (after the new one is complete)."),
 ) -> None:
     """Embed a catalog folder and write an Annoy index with its JSON sidecar."""
     from simclr_watches.index import build_index
 
     report = build_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
-                         n_trees=n_trees, force=force)
+                         n_trees=n_trees, crop=crop, force=force)
     for path, reason in report.skipped:
         stderr.print(f"[yellow]skipped[/yellow] {path}: {reason}", highlight=False)
     stderr.print(

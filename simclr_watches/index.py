@@ -113,6 +113,12 @@ class Index:
     def preprocessing(self) -> Preprocessing:
         return Preprocessing.from_dict(self.meta["preprocessing"])
 
+    @property
+    def crop_margin(self) -> float | None:
+        """Margin of the foreground crop applied to catalog photos (and so to queries); None: no crop."""
+        view = self.meta.get("catalog_view", {})
+        return float(view["margin"]) if view.get("crop") == "foreground" else None
+
     def __len__(self) -> int:
         return int(self.meta["count"])
 
@@ -194,10 +200,15 @@ def build_index(
     batch_size: int = 32,
     device: str = "auto",
     n_trees: int = 50,
+    crop: bool = True,
     force: bool = False,
     progress: bool = True,
 ) -> BuildReport:
     """Embeds every readable image under ``catalog`` and writes the index to ``out_dir``.
+
+    With ``crop``, each photo is cropped around the watch (its foreground on the white
+    backdrop) before embedding; the sidecar's ``catalog_view`` records it so that
+    search treats queries the same way.
 
     Raises:
         SimclrWatchesError: ``out_dir`` exists (without ``force``), the catalog has no
@@ -205,6 +216,7 @@ def build_index(
     """
     from simclr_watches.data import scan_images
     from simclr_watches.embed import embed_paths
+    from simclr_watches.mask import CROP_MARGIN, crop_to_foreground
     from simclr_watches.weights import load_model
 
     out_dir = Path(out_dir)
@@ -214,9 +226,12 @@ def build_index(
     if not paths:
         raise SimclrWatchesError(f"{catalog}: no image files (jpg, jpeg, png, webp, bmp, tif, tiff) found")
     encoder, model = load_model(checkpoint)
-    emb = embed_paths(encoder, model.preprocessing, paths, batch_size=batch_size, device=device, progress=progress)
+    emb = embed_paths(encoder, model.preprocessing, paths, batch_size=batch_size, device=device, progress=progress,
+                      view=crop_to_foreground if crop else None)
     skipped = [(str(e.path), e.reason) for e in emb.skipped]
     if not emb.items:
         raise SimclrWatchesError(f"{catalog}: none of the {len(paths)} image files could be read")
-    write_index(out_dir, emb.vectors, emb.items, model, model.preprocessing, n_trees=n_trees, skipped=skipped, force=force)
+    view = {"crop": "foreground", "margin": CROP_MARGIN} if crop else {"crop": "none"}
+    write_index(out_dir, emb.vectors, emb.items, model, model.preprocessing, n_trees=n_trees, skipped=skipped,
+                extra={"catalog_view": view}, force=force)
     return BuildReport(out_dir, len(emb.items), skipped, model)

@@ -36,18 +36,23 @@ class LocalizeConfig:
         stride: step between neighbouring windows as a fraction of the window side.
         top_m: number of best window scores averaged per catalog item.
         candidates: catalog items fetched from the index per window before exact fusion.
+        size: input side for windows (0: the model's own). Smaller is faster; the
+            whole image always goes in at the model's size.
     """
 
-    scales: tuple[float, ...] = (0.8, 0.6, 0.4)
+    scales: tuple[float, ...] = (0.4,)
     stride: float = 0.5
     top_m: int = 3
     candidates: int = 50
+    size: int = 0
 
     def __post_init__(self) -> None:
         if not self.scales or not all(0.0 < s <= 1.0 for s in self.scales):
             raise ValueError(f"scales must lie in (0, 1], got {self.scales}")
         if not 0.0 < self.stride <= 1.0:
             raise ValueError(f"stride must lie in (0, 1], got {self.stride}")
+        if self.size < 0 or 0 < self.size < 32:
+            raise ValueError(f"size must be 0 (model's own) or >= 32, got {self.size}")
         if self.top_m < 1 or self.candidates < 1:
             raise ValueError("top_m and candidates must be >= 1")
 
@@ -80,15 +85,35 @@ def window_boxes(width: int, height: int, cfg: LocalizeConfig = LocalizeConfig()
     return out[np.sort(first)]
 
 
-def window_crops(img: Image.Image, pre: Preprocessing, cfg: LocalizeConfig = LocalizeConfig()) -> tuple[np.ndarray, torch.Tensor]:
+def window_crops(img: Image.Image, pre: Preprocessing, cfg: LocalizeConfig = LocalizeConfig(),
+                 whole_box: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """The windows of an RGB image, each prepared as encoder input.
 
+    Args:
+        whole_box: region 0, the "whole image" view, when the catalog was indexed with a
+            crop (the same crop is then applied to the query); default the full image.
+
     Returns:
-        boxes: (R, 4) windows from :func:`window_boxes`, whole image first.
-        crops: (R, 3, S, S) uint8, S = ``pre.size``, to normalise and embed in one batch.
+        boxes: (R, 4) region 0 then the windows of :func:`window_boxes`.
+        whole: (3, S, S) uint8 region 0, S = ``pre.size``.
+        crops: (R - 1, 3, s, s) uint8 windows, s = ``cfg.size or pre.size``.
     """
     boxes = window_boxes(*img.size, cfg)
-    return boxes, torch.stack([pre.to_uint8(img.crop(tuple(int(v) for v in b))) for b in boxes])
+    if whole_box is not None:
+        boxes[0] = whole_box
+    size = cfg.size or pre.size
+    crops = [pre.to_uint8(img.crop(tuple(int(v) for v in b)), size) for b in boxes[1:]]
+    return boxes, pre.to_uint8(img.crop(tuple(int(v) for v in boxes[0]))), torch.stack(crops) if crops else torch.zeros((0, 3, size, size), dtype=torch.uint8)
+
+
+def embed_regions(encoder, pre: Preprocessing, whole: torch.Tensor, crops: torch.Tensor, device: torch.device,
+                  batch_size: int = 32) -> np.ndarray:
+    """Embeds one image's whole view and windows: (R, D) unit vectors, whole image first."""
+    from simclr_watches.embed import embed_tensors
+
+    parts = [embed_tensors(encoder, pre, whole[None], device)]
+    parts += [embed_tensors(encoder, pre, crops[i : i + batch_size], device) for i in range(0, len(crops), batch_size)]
+    return np.concatenate(parts)
 
 
 def fuse_scores(scores: np.ndarray, top_m: int) -> tuple[np.ndarray, np.ndarray]:

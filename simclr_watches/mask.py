@@ -81,3 +81,17 @@ def foreground_box(mask: np.ndarray, margin: float = 0.1) -> tuple[int, int, int
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     pad = int(round(margin * max(x1 - x0, y1 - y0)))
     return max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+
+
+# Margin around the watch when a catalog photo is cropped to it: keeps the lugs and a strip of backdrop.
+CROP_MARGIN = 0.05
+
+
+def crop_box(photo: Photo, margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
+    """The box a photo is cropped to before embedding: the watch plus ``margin`` (whole photo if no backdrop)."""
+    return foreground_box(photo_mask(photo), margin)
+
+
+def crop_to_foreground(photo: Photo, margin: float = CROP_MARGIN) -> Image.Image:
+    """The photo's RGB cropped tightly around the watch, so text, badges and empty backdrop weigh less."""
+    return photo.rgb.crop(crop_box(photo, margin))

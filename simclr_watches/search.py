@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,10 +12,11 @@ import numpy as np
 import torch
 
 from simclr_watches.data import Photo, load_image
-from simclr_watches.embed import embed_paths, embed_tensors, resolve_device
+from simclr_watches.embed import embed_paths, resolve_device
 from simclr_watches.errors import CheckpointError, ImageReadError, SimclrWatchesError
 from simclr_watches.index import Index, load_embeddings, load_index
-from simclr_watches.localize import LocalizeConfig, fuse_scores, window_crops
+from simclr_watches.mask import crop_box, crop_to_foreground
+from simclr_watches.localize import LocalizeConfig, embed_regions, fuse_scores, window_crops
 from simclr_watches.weights import load_model
 
 # Localised queries are decoded and cropped this many at a time: bounds memory, keeps batches full.
@@ -92,8 +94,10 @@ class Searcher:
         return results
 
     def _search_whole(self, queries, top_k, batch_size, progress) -> list[QueryResult]:
+        margin = self.index.crop_margin
+        view = None if margin is None else functools.partial(crop_to_foreground, margin=margin)
         emb = embed_paths(self.encoder, self.index.preprocessing, [p for _, p in queries], batch_size=batch_size,
-                          device=self.device, progress=progress, label="queries")
+                          device=self.device, progress=progress, label="queries", view=view)
         errors = {e.path: e.reason for e in emb.skipped}
         vectors = iter(emb.vectors)  # one row per readable query, in input order
         paths = self.index.paths
@@ -109,21 +113,24 @@ class Searcher:
     def _search_localized(self, queries, photos: list[Photo | ImageReadError], top_k: int,
                           batch_size: int) -> list[QueryResult]:
         pre, cfg = self.index.preprocessing, self.localize
-        windows = [window_crops(p.rgb, pre, cfg) if isinstance(p, Photo) else (None, None) for p in photos]
-        boxes = [b for b, _ in windows]
-        crops = torch.cat([c for _, c in windows if c is not None]) if any(b is not None for b in boxes) else None
-        emb = None if crops is None else np.concatenate(
-            [embed_tensors(self.encoder, pre, crops[j : j + batch_size], self.device) for j in range(0, len(crops), batch_size)])
-        paths, results, row = self.index.paths, [], 0
-        for (label, _), photo, bs in zip(queries, photos, boxes):
+        boxes, regions = [], []
+        for p in photos:
+            if isinstance(p, Photo):
+                margin = self.index.crop_margin
+                bs, whole, crops = window_crops(p.rgb, pre, cfg, None if margin is None else crop_box(p, margin))
+                boxes.append(bs)
+                regions.append(embed_regions(self.encoder, pre, whole, crops, self.device, batch_size))
+            else:
+                boxes.append(None)
+                regions.append(None)
+        paths, results = self.index.paths, []
+        for (label, _), photo, bs, vecs in zip(queries, photos, boxes, regions):
             if bs is None:
                 results.append(QueryResult(label, error=str(photo)))
                 continue
-            regions = emb[row : row + len(bs)]
-            row += len(bs)
             # Annoy proposes candidates per region; fusion is then exact on the stored vectors.
-            cand = sorted({i for v in regions for i in self.index.ann.get_nns_by_vector(v.tolist(), cfg.candidates)})
-            fused, best = fuse_scores(regions @ self.vectors[cand].T, cfg.top_m)
+            cand = sorted({i for v in vecs for i in self.index.ann.get_nns_by_vector(v.tolist(), cfg.candidates)})
+            fused, best = fuse_scores(vecs @ self.vectors[cand].T, cfg.top_m)
             order = np.argsort(-fused, kind="stable")[:top_k]
             hits = [Hit(r + 1, paths[cand[j]], float(fused[j])) for r, j in enumerate(order)]
             results.append(QueryResult(label, hits, box=[int(v) for v in bs[best[order[0]]]]))

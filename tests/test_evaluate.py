@@ -192,3 +192,21 @@ def test_evaluate_command_end_to_end(tmp_path):
 
     bad = runner.invoke(app, ["evaluate", "--protocol", "groups", str(root), "--methods", "nope"])
     assert bad.exit_code == 2 and "unknown method 'nope'" in bad.output
+
+
+def test_localized_method_wraps_an_encoder(tmp_path, small_checkpoint):
+    manifest = _manifest(tmp_path / "data")
+    task = catalog_photo_task(manifest)
+    whole = make_method(str(small_checkpoint))
+    loc = make_method(f"{small_checkpoint}+loc")
+    assert loc.name.endswith("+loc")
+    gallery = loc.embed_gallery(task.gallery)
+    s_loc = loc.score_queries(task.queries, gallery)
+    s_whole = whole.score_queries(task.queries, whole.embed_gallery(task.gallery))
+    assert s_loc.shape == (len(task.queries), len(task.gallery))
+    # The whole image is one of the regions, so fusion never scores below it.
+    assert (s_loc >= s_whole - 1e-5).all()
+    # A gallery image as its own query scores 1 through its whole-image region.
+    assert loc.score_queries(task.gallery[:1], gallery)[0, 0] == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(SimclrWatchesError, match=r"hist\+loc: localisation \(\+loc\) needs an encoder"):
+        make_method("hist+loc")

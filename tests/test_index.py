@@ -27,11 +27,21 @@ def test_sidecar_describes_everything(make_catalog, small_checkpoint, tmp_path):
     assert item["path"] == str((root / "w000.png").resolve())
     assert item["sha256"] == sha256_file(root / "w000.png") and item["bytes"] == (root / "w000.png").stat().st_size
     assert meta["skipped"] == [{"path": str(root / "bad.jpg"), "reason": "empty file"}]
+    assert meta["catalog_view"] == {"crop": "foreground", "margin": 0.05}
     emb = load_embeddings(tmp_path / "idx")
     assert emb.shape == (4, 512)
     idx = load_index(tmp_path / "idx")
     ids, scores = idx.query(emb[2], 2)
     assert ids[0] == 2 and scores[0] == pytest.approx(1.0, abs=1e-5) and scores[0] >= scores[1]
+
+
+def test_no_crop_is_recorded_and_changes_the_embeddings(make_catalog, small_checkpoint, tmp_path):
+    root = make_catalog(3)
+    _build(root, tmp_path / "crop", small_checkpoint)
+    _build(root, tmp_path / "plain", small_checkpoint, crop=False)
+    assert load_index(tmp_path / "plain").crop_margin is None and load_index(tmp_path / "crop").crop_margin == 0.05
+    # The generated watches sit on white with a margin, so cropping changes what is embedded.
+    assert not np.allclose(load_embeddings(tmp_path / "crop"), load_embeddings(tmp_path / "plain"), atol=1e-3)
 
 
 def test_existing_index_needs_force(make_catalog, small_checkpoint, tmp_path):

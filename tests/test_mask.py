@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 
 from conftest import draw_watch
 from simclr_watches.data import load_image
-from simclr_watches.mask import foreground_box, photo_mask, white_background_mask
+from simclr_watches.mask import crop_box, crop_to_foreground, foreground_box, photo_mask, white_background_mask
 
 
 def test_watch_on_white_is_foreground_and_backdrop_is_not():
@@ -51,3 +51,16 @@ def test_foreground_box_with_margin_and_clipping():
     assert foreground_box(mask, 0.25) == (40, 10, 100, 50)
     assert foreground_box(mask, 1.0) == (10, 0, 130, 80)
     assert foreground_box(np.zeros((10, 12), bool)) == (0, 0, 12, 10)
+
+
+def test_catalog_crop_cuts_the_backdrop_but_not_a_scene(tmp_path):
+    canvas = Image.new("RGB", (300, 200), (255, 255, 255))
+    canvas.paste(draw_watch(4, 60).crop((10, 0, 50, 60)), (200, 100))  # a 40 x 60 watch at a known place
+    canvas.save(tmp_path / "packshot.png")
+    photo = load_image(tmp_path / "packshot.png")
+    x0, y0, x1, y1 = crop_box(photo, margin=0.05)
+    assert (x0, y0, x1, y1) == (197, 97, 243, 163)  # 60 px long side: 3 px margin
+    assert crop_to_foreground(photo, margin=0.05).size == (46, 66)
+    scene = Image.fromarray(np.random.default_rng(0).integers(0, 200, (50, 80, 3), dtype=np.uint8))
+    scene.save(tmp_path / "scene.png")
+    assert crop_box(load_image(tmp_path / "scene.png")) == (0, 0, 80, 50)

@@ -1,0 +1,90 @@
+"""Query-side localisation: window layouts compared on catalog-photo, and per-query search latency.
+
+Part 1 runs the `catalog-photo` protocol (gallery = packshots, queries = on-wrist photos) for the
+whole-image encoder and for several window layouts, reporting Recall@k, MRR and ms per query.
+Part 2 times the real search path (`Searcher`, Annoy candidates + exact fusion) one query at a
+time, with and without localisation, on an index of the packshots.
+
+Usage:
+    python benchmarks/localization.py ../shared/data/watches-dev/manifest.csv [--model NAME] [--latency-queries 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from simclr_watches.baselines import LocalizedMethod, make_method
+from simclr_watches.evaluate import catalog_photo_task, run_task
+from simclr_watches.index import write_index
+from simclr_watches.localize import LocalizeConfig
+from simclr_watches.search import Searcher
+from simclr_watches.weights import DEFAULT_MODEL, load_model
+
+LAYOUTS = {
+    "default: whole + 0.4 windows, stride 0.5": LocalizeConfig(),
+    "whole + 0.45 windows, stride 0.7": LocalizeConfig(scales=(0.45,), stride=0.7),
+    "whole + 0.4 windows at 192 px, stride 0.6": LocalizeConfig(scales=(0.4,), stride=0.6, size=192),
+    "whole + 0.6/0.4 windows at 160 px, stride 0.6": LocalizeConfig(scales=(0.6, 0.4), stride=0.6, size=160),
+    "whole + 0.8/0.6/0.4 windows, stride 0.5": LocalizeConfig(scales=(0.8, 0.6, 0.4)),
+}
+
+
+def compare(manifest: Path, model: str) -> None:
+    task = catalog_photo_task(manifest)
+    inner = make_method(model)
+    print(f"catalog-photo: {len(task.queries)} queries, gallery {len(task.gallery)}")
+    print("| method | R@1 | R@5 | R@10 | MRR | ms/query |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    inner.embed(task.gallery)  # the gallery is shared; keep its cost out of the per-query times
+    for name, method in [("whole image (no localisation)", inner)] + [(k, LocalizedMethod(inner, c)) for k, c in LAYOUTS.items()]:
+        t0 = time.perf_counter()
+        s = run_task(task, method).summary
+        ms = (time.perf_counter() - t0) / len(task.queries) * 1000
+        print(f"| {name} | {s['R@1']:.3f} | {s['R@5']:.3f} | {s['R@10']:.3f} | {s['MRR']:.3f} | {ms:.0f} |", flush=True)
+
+
+def latency(manifest: Path, model: str, n: int) -> None:
+    task = catalog_photo_task(manifest)
+    enc, info = load_model(model)
+    gallery = make_method(model).embed(task.gallery)
+    from simclr_watches.embed import EmbeddedItem
+    from simclr_watches.weights import sha256_file
+
+    items = [EmbeddedItem(p, sha256_file(p), p.stat().st_size) for p in task.gallery]
+    with tempfile.TemporaryDirectory() as tmp:
+        write_index(Path(tmp) / "idx", gallery, items, info, info.preprocessing)
+        print(f"\nsearch latency, one query per call, {n} on-wrist photos, {torch.get_num_threads()} torch threads")
+        print("| search | median ms | p90 ms |")
+        print("| --- | --- | --- |")
+        for label, cfg in (("--no-localize", None), ("default (localised)", LocalizeConfig())):
+            s = Searcher(Path(tmp) / "idx", checkpoint=model, device="cpu", localize=cfg)
+            s.search([(str(task.queries[0]), task.queries[0])])  # warm-up
+            times = []
+            for q in task.queries[:n]:
+                t0 = time.perf_counter()
+                s.search([(str(q), q)], top_k=10)
+                times.append((time.perf_counter() - t0) * 1000)
+            times.sort()
+            print(f"| {label} | {statistics.median(times):.0f} | {times[int(0.9 * (len(times) - 1))]:.0f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("manifest", type=Path)
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--latency-queries", type=int, default=30)
+    ap.add_argument("--skip-compare", action="store_true")
+    args = ap.parse_args()
+    if not args.skip_compare:
+        compare(args.manifest, args.model)
+    latency(args.manifest, args.model, args.latency_queries)
+
+
+if __name__ == "__main__":
+    main()
