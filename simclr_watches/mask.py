@@ -85,11 +85,24 @@ def foreground_box(mask: np.ndarray, margin: float = 0.1) -> tuple[int, int, int
 
 # Margin around the watch when a catalog photo is cropped to it: keeps the lugs and a strip of backdrop.
 CROP_MARGIN = 0.05
+# The crop box is found on a copy this size: the mask's morphology on a 4000 px original costs seconds.
+CROP_MASK_SIDE = 256
 
 
 def crop_box(photo: Photo, margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
     """The box a photo is cropped to before embedding: the watch plus ``margin`` (whole photo if no backdrop)."""
-    return foreground_box(photo_mask(photo), margin)
+    w, h = photo.rgb.size
+    scale = CROP_MASK_SIDE / max(w, h)
+    if scale >= 1:
+        return foreground_box(photo_mask(photo), margin)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = Photo(photo.path, photo.rgb.resize(size, Image.Resampling.BILINEAR),
+                  None if photo.alpha is None else photo.alpha.resize(size, Image.Resampling.BILINEAR),
+                  photo.sha256, photo.nbytes)
+    # One small pixel spans 1/scale original pixels: widen the box by one of them on every side.
+    x0, y0, x1, y1 = foreground_box(photo_mask(small), margin)
+    return (max(0, int((x0 - 1) / scale)), max(0, int((y0 - 1) / scale)),
+            min(w, int(np.ceil((x1 + 1) / scale))), min(h, int(np.ceil((y1 + 1) / scale))))
 
 
 def crop_to_foreground(photo: Photo, margin: float = CROP_MARGIN) -> Image.Image:

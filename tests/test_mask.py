@@ -54,7 +54,7 @@ def test_foreground_box_with_margin_and_clipping():
 
 
 def test_catalog_crop_cuts_the_backdrop_but_not_a_scene(tmp_path):
-    canvas = Image.new("RGB", (300, 200), (255, 255, 255))
+    canvas = Image.new("RGB", (250, 200), (255, 255, 255))  # under CROP_MASK_SIDE: the mask is exact
     canvas.paste(draw_watch(4, 60).crop((10, 0, 50, 60)), (200, 100))  # a 40 x 60 watch at a known place
     canvas.save(tmp_path / "packshot.png")
     photo = load_image(tmp_path / "packshot.png")
@@ -64,3 +64,15 @@ def test_catalog_crop_cuts_the_backdrop_but_not_a_scene(tmp_path):
     scene = Image.fromarray(np.random.default_rng(0).integers(0, 200, (50, 80, 3), dtype=np.uint8))
     scene.save(tmp_path / "scene.png")
     assert crop_box(load_image(tmp_path / "scene.png")) == (0, 0, 80, 50)
+
+
+def test_crop_box_of_a_large_photo_is_found_on_a_small_copy(tmp_path):
+    canvas = Image.new("RGB", (2000, 1000), (255, 255, 255))
+    canvas.paste(draw_watch(4, 400).crop((60, 0, 340, 400)), (1200, 300))  # 280 x 400 watch
+    canvas.save(tmp_path / "big.png")
+    photo = load_image(tmp_path / "big.png")
+    ex0, ey0, ex1, ey1 = foreground_box(photo_mask(photo), margin=0.05)  # the full-resolution answer
+    x0, y0, x1, y1 = crop_box(photo, margin=0.05)
+    slack = 3 * 2000 / 256  # a small-copy pixel of rounding, one of widening, one of margin
+    assert ex0 - slack <= x0 <= ex0 and ey0 - slack <= y0 <= ey0
+    assert ex1 <= x1 <= ex1 + slack and ey1 <= y1 <= ey1 + slack
