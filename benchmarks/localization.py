@@ -29,11 +29,10 @@ from simclr_watches.search import Searcher
 from simclr_watches.weights import DEFAULT_MODEL, load_model
 
 LAYOUTS = {
-    "default: whole + 0.4 windows, stride 0.5": LocalizeConfig(),
-    "whole + 0.45 windows, stride 0.7": LocalizeConfig(scales=(0.45,), stride=0.7),
+    "default: whole + 0.45 windows, stride 0.7": LocalizeConfig(),
+    "whole + 0.4 windows, stride 0.5": LocalizeConfig(scales=(0.4,), stride=0.5),
     "whole + 0.4 windows at 192 px, stride 0.6": LocalizeConfig(scales=(0.4,), stride=0.6, size=192),
     "whole + 0.6/0.4 windows at 160 px, stride 0.6": LocalizeConfig(scales=(0.6, 0.4), stride=0.6, size=160),
-    "whole + 0.8/0.6/0.4 windows, stride 0.5": LocalizeConfig(scales=(0.8, 0.6, 0.4)),
 }
 
 

@@ -40,8 +40,8 @@ class LocalizeConfig:
             whole image always goes in at the model's size.
     """
 
-    scales: tuple[float, ...] = (0.4,)
-    stride: float = 0.5
+    scales: tuple[float, ...] = (0.45,)
+    stride: float = 0.7
     top_m: int = 3
     candidates: int = 50
     size: int = 0
