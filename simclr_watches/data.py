@@ -166,10 +166,14 @@ def load_image(path: Path | str, max_pixels: int = MAX_PIXELS) -> Photo:
     return decode_image(data, path, max_pixels)
 
 
+def try_load_image(path: Path | str) -> Photo | ImageReadError:
+    """The Photo, or the ImageReadError that explains why the file is unusable (returned, not raised)."""
+    try:
+        return load_image(path)
+    except ImageReadError as e:
+        return e
+
+
 def iter_images(paths: Iterable[Path]) -> Iterator[Photo | ImageReadError]:
     """Yields a Photo per path, or the ImageReadError that explains why it is unusable."""
-    for p in paths:
-        try:
-            yield load_image(p)
-        except ImageReadError as e:
-            yield e
+    return map(try_load_image, paths)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from simclr_watches.data import Photo, load_image
+from simclr_watches.data import Photo, try_load_image
 from simclr_watches.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.model import Encoder, Preprocessing
 from simclr_watches.progress import progress_bar
@@ -62,10 +62,9 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def _prepare(path: Path, pre: Preprocessing, view: PhotoView | None) -> tuple[EmbeddedItem, torch.Tensor] | ImageReadError:
-    try:
-        photo = load_image(path)
-    except ImageReadError as e:
-        return e
+    photo = try_load_image(path)
+    if isinstance(photo, ImageReadError):
+        return photo
     img = view(photo) if view else photo.rgb
     return EmbeddedItem(path, photo.sha256, photo.nbytes), pre.to_uint8(img)
 

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from simclr_watches.data import Photo, load_image
+from simclr_watches.data import Photo, try_load_image
 from simclr_watches.embed import embed_paths, resolve_device
 from simclr_watches.errors import CheckpointError, ImageReadError, SimclrWatchesError
 from simclr_watches.index import Index, load_embeddings, load_index
@@ -89,7 +89,7 @@ class Searcher:
         with cf.ThreadPoolExecutor(max_workers=2) as pool:
             for i in range(0, len(queries), QUERY_CHUNK):
                 chunk = queries[i : i + QUERY_CHUNK]
-                photos = list(pool.map(lambda q: _try_load(q[1]), chunk))
+                photos = list(pool.map(lambda q: try_load_image(q[1]), chunk))
                 results.extend(self._search_localized(chunk, photos, top_k, batch_size))
         return results
 
@@ -112,22 +112,14 @@ class Searcher:
 
     def _search_localized(self, queries, photos: list[Photo | ImageReadError], top_k: int,
                           batch_size: int) -> list[QueryResult]:
-        pre, cfg = self.index.preprocessing, self.localize
-        boxes, regions = [], []
-        for p in photos:
-            if isinstance(p, Photo):
-                margin = self.index.crop_margin
-                bs, whole, crops = window_crops(p.rgb, pre, cfg, None if margin is None else crop_box(p, margin))
-                boxes.append(bs)
-                regions.append(embed_regions(self.encoder, pre, whole, crops, self.device, batch_size))
-            else:
-                boxes.append(None)
-                regions.append(None)
+        pre, cfg, margin = self.index.preprocessing, self.localize, self.index.crop_margin
         paths, results = self.index.paths, []
-        for (label, _), photo, bs, vecs in zip(queries, photos, boxes, regions):
-            if bs is None:
+        for (label, _), photo in zip(queries, photos):
+            if isinstance(photo, ImageReadError):
                 results.append(QueryResult(label, error=str(photo)))
                 continue
+            bs, whole, crops = window_crops(photo.rgb, pre, cfg, None if margin is None else crop_box(photo, margin))
+            vecs = embed_regions(self.encoder, pre, whole, crops, self.device, batch_size)
             # Annoy proposes candidates per region; fusion is then exact on the stored vectors.
             cand = sorted({i for v in vecs for i in self.index.ann.get_nns_by_vector(v.tolist(), cfg.candidates)})
             fused, best = fuse_scores(vecs @ self.vectors[cand].T, cfg.top_m)
@@ -135,10 +127,3 @@ class Searcher:
             hits = [Hit(r + 1, paths[cand[j]], float(fused[j])) for r, j in enumerate(order)]
             results.append(QueryResult(label, hits, box=[int(v) for v in bs[best[order[0]]]]))
         return results
-
-
-def _try_load(path: Path) -> Photo | ImageReadError:
-    try:
-        return load_image(path)
-    except ImageReadError as e:
-        return e
