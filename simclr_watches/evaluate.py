@@ -427,17 +427,13 @@ def plot_recall(report: Report, out: Path) -> Path:
 
 def _thumb_uri(path: Path, cache: dict[Path, str], size: int = 80) -> str:
     """A small JPEG of the image as a data URI (cached: one gallery image recurs across queries)."""
-    import base64
-    import io
-
     from simclr_watches.data import load_image
+    from simclr_watches.sheet import data_uri
 
     if path not in cache:
         img = load_image(path).rgb
         img.thumbnail((size, size))
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=70)
-        cache[path] = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        cache[path] = data_uri(img, quality=70)
     return cache[path]
 
 

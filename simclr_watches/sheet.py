@@ -10,7 +10,7 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from PIL import Image, ImageDraw, ImageOps
 
@@ -44,7 +44,20 @@ def _cell(img: Image.Image, lines: Sequence[str]) -> Image.Image:
     return cell
 
 
-def render_sheet(results: Sequence[QueryResult]) -> Image.Image:
+def _memo_thumb() -> Callable[[str, Sequence[int] | None], Image.Image]:
+    """A thumbnail maker that decodes each (image, box) once: the PNG and the HTML show the same."""
+    cache: dict[tuple, Image.Image] = {}
+
+    def thumb(path: str, box: Sequence[int] | None = None) -> Image.Image:
+        key = (path, tuple(box) if box is not None else None)
+        if key not in cache:
+            cache[key] = _thumb(path, box)
+        return cache[key]
+
+    return thumb
+
+
+def render_sheet(results: Sequence[QueryResult], thumb: Callable = _thumb) -> Image.Image:
     """One row per answered query: the query (box drawn), then its results left to right."""
     rows = [r for r in results if r.error is None]
     if not rows:
@@ -52,21 +65,22 @@ def render_sheet(results: Sequence[QueryResult]) -> Image.Image:
     cols = 1 + max(len(r.hits) for r in rows)
     sheet = Image.new("RGB", (cols * (THUMB + 8), len(rows) * (THUMB + LABEL_H + 8)), (235, 235, 235))
     for y, r in enumerate(rows):
-        cells = [_cell(_thumb(r.query, r.box), ["query", Path(r.query).name])]
-        cells += [_cell(_thumb(h.path), [f"#{h.rank}  {h.score:.3f}", Path(h.path).parent.name + "/" + Path(h.path).name])
+        cells = [_cell(thumb(r.query, r.box), ["query", Path(r.query).name])]
+        cells += [_cell(thumb(h.path), [f"#{h.rank}  {h.score:.3f}", Path(h.path).parent.name + "/" + Path(h.path).name])
                   for h in r.hits]
         for x, c in enumerate(cells):
             sheet.paste(c, (x * (THUMB + 8) + 4, y * (THUMB + LABEL_H + 8) + 4))
     return sheet
 
 
-def _data_uri(img: Image.Image) -> str:
+def data_uri(img: Image.Image, quality: int = 85) -> str:
+    """The image as an inline JPEG ``data:`` URI, for self-contained HTML pages."""
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    img.save(buf, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def render_html(results: Sequence[QueryResult]) -> str:
+def render_html(results: Sequence[QueryResult], thumb: Callable = _thumb) -> str:
     """A self-contained page (thumbnails inlined) with the same content as the PNG sheet."""
     parts = ["<!doctype html><meta charset='utf-8'><title>simclr-watches results</title>",
              "<style>body{font-family:sans-serif}td{text-align:center;font-size:12px;vertical-align:top}</style>"]
@@ -75,8 +89,8 @@ def render_html(results: Sequence[QueryResult]) -> str:
         if r.error:
             parts.append(f"<p>error: {html.escape(r.error)}</p>")
             continue
-        cells = [f"<td><img src='{_data_uri(_thumb(r.query, r.box))}'><br>query</td>"]
-        cells += [f"<td><img src='{_data_uri(_thumb(h.path))}'><br>#{h.rank} {h.score:.3f}<br>{html.escape(h.path)}</td>"
+        cells = [f"<td><img src='{data_uri(thumb(r.query, r.box))}'><br>query</td>"]
+        cells += [f"<td><img src='{data_uri(thumb(h.path))}'><br>#{h.rank} {h.score:.3f}<br>{html.escape(h.path)}</td>"
                   for h in r.hits]
         parts.append("<table><tr>" + "".join(cells) + "</tr></table>")
     return "\n".join(parts)
@@ -87,9 +101,10 @@ def write_sheet(results: Sequence[QueryResult], out: Path | str) -> list[Path]:
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise SimclrWatchesError(f"{out}: the contact sheet is a .png file (an .html page is written beside it)")
+    thumb = _memo_thumb()
     with atomic_path(out) as tmp:
-        render_sheet(results).save(tmp, "PNG")
+        render_sheet(results, thumb).save(tmp, "PNG")
     page = out.with_suffix(".html")
     with atomic_path(page) as tmp:
-        tmp.write_text(render_html(results), encoding="utf-8")
+        tmp.write_text(render_html(results, thumb), encoding="utf-8")
     return [out, page]
