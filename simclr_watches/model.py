@@ -128,5 +128,16 @@ class Encoder(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
+    def stages(self) -> list[list[nn.Module]]:
+        """The backbone's stages from input to output: the stem, then each block group.
+
+        EfficientNet-Lite0: stem, blocks 0-6 (8 stages); ResNet: stem, layer1-4 (5 stages).
+        The head convolution (EfficientNet) is not a stage: it always trains.
+        """
+        b = self.backbone
+        if self.arch.startswith("efficientnet"):
+            return [[b.conv_stem, b.bn1], *[[blk] for blk in b.blocks]]
+        return [[b.conv1, b.bn1], [b.layer1], [b.layer2], [b.layer3], [b.layer4]]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.features(x).float(), dim=1)

@@ -56,6 +56,10 @@ class ModelConfig:
         channels_last: NHWC memory format on CUDA (faster convolutions with bf16).
         compile: wrap the training model in ``torch.compile``.
         sync_bn: batch-norm statistics over all processes under DDP on CUDA (SimCLR's global BN).
+        frozen_stages: leading backbone stages (``Encoder.stages``: the stem counts as one)
+            kept at their initial weights and batch-norm statistics. Their backward pass is
+            skipped, which makes CPU training several times faster, and a small catalog
+            cannot wear away the generic low-level filters of the ImageNet init.
     """
 
     arch: str = "efficientnet_lite0"
@@ -65,10 +69,13 @@ class ModelConfig:
     channels_last: bool = True
     compile: bool = False
     sync_bn: bool = True
+    frozen_stages: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCH_DIMS:
             raise ValueError(f"unknown arch {self.arch!r}; known: {', '.join(ARCH_DIMS)}")
+        if self.frozen_stages < 0:
+            raise ValueError("frozen_stages must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -196,10 +203,24 @@ class SimCLRModel(nn.Module):
         output: (B, head_out) projections (unnormalised; NT-Xent normalises them).
     """
 
-    def __init__(self, encoder: Encoder, head: nn.Module):
+    def __init__(self, encoder: Encoder, head: nn.Module, frozen_stages: int = 0):
         super().__init__()
         self.encoder = encoder
         self.head = head
+        stages = encoder.stages()
+        if frozen_stages > len(stages):
+            raise ConfigError(f"model.frozen_stages={frozen_stages}, but {encoder.arch} has {len(stages)} stages")
+        # A plain list, not a ModuleList: these modules already live in the encoder's state dict.
+        self.frozen = [m for stage in stages[:frozen_stages] for m in stage]
+        for m in self.frozen:
+            m.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "SimCLRModel":
+        super().train(mode)
+        # Frozen stages keep their batch-norm statistics too, so they stay in eval mode.
+        for m in self.frozen:
+            m.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder.features(x))
@@ -210,13 +231,14 @@ def build_model(cfg: ModelConfig) -> SimCLRModel:
 
     encoder = init_encoder(cfg.arch, cfg.init)
     head = SimCLRProjectionHead(encoder.dim, cfg.head_hidden or encoder.dim, cfg.head_out)
-    return SimCLRModel(encoder, head)
+    return SimCLRModel(encoder, head, cfg.frozen_stages)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; biases and normalisation parameters (1-d tensors) are not weight-decayed."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    """AdamW over the trainable parameters; biases and normalisation parameters (1-d tensors) are not weight-decayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
 

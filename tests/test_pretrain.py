@@ -120,6 +120,35 @@ def test_bad_inputs_are_clear_errors(tmp_path, make_catalog):
         tiny("train.epoch=3")
 
 
+def test_frozen_stages_keep_their_weights_and_statistics():
+    from simclr_watches.pretrain import build_training, simclr_step
+
+    cfg = tiny("model.frozen_stages=3")
+    torch.manual_seed(0)
+    model, optimizer, criterion, _ = build_training(cfg, torch.device("cpu"))
+    stages = model.encoder.stages()
+    assert len(stages) == 8  # EfficientNet-Lite0: stem + 7 block groups
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    for _ in range(2):
+        simclr_step(model, criterion, optimizer, torch.randn(8, 3, 32, 32), torch.device("cpu"))
+    after = model.state_dict()
+    frozen = {id(m) for stage in stages[:3] for m in stage}
+    frozen_keys = {f"encoder.backbone.{name}.{k}" for name, m in model.encoder.backbone.named_modules()
+                   if id(m) in frozen for k in m.state_dict()}
+    assert frozen_keys and all(k in before for k in frozen_keys)
+    for k in before:
+        changed = not torch.equal(before[k], after[k])
+        if k in frozen_keys:
+            assert not changed, k  # weights and batch-norm running statistics
+        elif k.startswith("encoder.backbone.blocks.3.") and k.endswith("running_mean"):
+            assert changed, k  # the first trained stage learns and updates its statistics
+    trainable = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert all(id(p) not in trainable for stage in stages[:3] for m in stage for p in m.parameters())
+    with pytest.raises(ConfigError, match="frozen_stages=9, but efficientnet_lite0 has 8 stages"):
+        build_training(tiny("model.frozen_stages=9"), torch.device("cpu"))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
