@@ -146,6 +146,27 @@ def download(
 
 @app.command()
 @_user_errors
+def export(
+    checkpoint: Path = typer.Argument(..., help="An encoder checkpoint, e.g. RUN_DIR/encoder.safetensors."),
+    out: Path = typer.Option(..., "--out", "-o", help="File to write (.safetensors); its JSON description goes beside it."),
+    fp32: bool = typer.Option(False, "--fp32", help="Keep float32 weights (default: float16, half the size)."),
+    metrics: Optional[Path] = typer.Option(None, help="JSON file of evaluation results to store in the description."),
+) -> None:
+    """Write a checkpoint for shipping: compact safetensors + JSON with sha256 and size for the registry."""
+    from simclr_watches.weights import export_encoder
+
+    extra = None
+    if metrics is not None:
+        try:
+            extra = json.loads(metrics.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise SimclrWatchesError(f"{metrics}: not a readable JSON file: {e}") from None
+    desc = export_encoder(checkpoint, out, half=not fp32, metrics=extra)
+    typer.echo(json.dumps({k: desc[k] for k in ("file", "sha256", "size", "arch", "embedding_dim")}, indent=2))
+
+
+@app.command()
+@_user_errors
 def pretrain(
     catalog: Path = typer.Argument(..., help="Folder of catalog images (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint.pt, encoder.safetensors, metrics.jsonl."),

@@ -203,6 +203,45 @@ def save_encoder(path: Path | str, encoder: Encoder, preprocessing: Preprocessin
     return path
 
 
+def export_encoder(src: Path | str, out: Path | str, *, half: bool = True, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Writes a checkpoint for shipping: ``out`` (safetensors, fp16 by default) and ``out`` with ``.json``.
+
+    The JSON description repeats the header (arch, embedding width, preprocessing,
+    training config) and adds what a registry entry needs: the file's sha256 and
+    byte size. ``metrics`` (e.g. evaluation results) is stored in both.
+
+    Returns:
+        The JSON description.
+
+    Raises:
+        CheckpointError: ``src`` is not a simclr-watches checkpoint, or ``out`` is not a ``.safetensors`` path.
+    """
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise CheckpointError(f"{out}: the exported file must end in .safetensors")
+    encoder, info = load_encoder_file(src)
+    header = read_header(src)
+    meta = dict(header.get("meta", {}))
+    if metrics:
+        meta["evaluation"] = metrics
+    meta["exported_from"] = {"file": Path(src).name, "sha256": info.sha256}
+    save_encoder(out, encoder, info.preprocessing, meta=meta, dtype=torch.float16 if half else torch.float32)
+    description = {
+        "file": out.name,
+        "sha256": sha256_file(out),
+        "size": out.stat().st_size,
+        "dtype": "float16" if half else "float32",
+        "arch": info.arch,
+        "embedding_dim": info.dim,
+        "preprocessing": info.preprocessing.to_dict(),
+        "package_version": __version__,
+        "meta": meta,
+    }
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    return description
+
+
 def read_header(path: Path | str) -> dict[str, Any]:
     """The description stored in a checkpoint's header (no tensors are read).
 

@@ -81,3 +81,14 @@ def test_real_process_json_stdout_is_clean(make_catalog, small_checkpoint, tmp_p
     out = subprocess.run(cmd + ["search", str(root / "w000.png"), "--index", str(tmp_path / "idx"), "--json"],
                          check=True, capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"})
     assert [json.loads(line)["query"] for line in out.stdout.splitlines()] == [str(root / "w000.png")]
+
+
+def test_export_prints_the_registry_fields(small_checkpoint, tmp_path):
+    res = _run("export", small_checkpoint, "--out", tmp_path / "m.safetensors")
+    assert res.exit_code == 0, res.output
+    desc = json.loads(res.stdout)
+    assert desc["file"] == "m.safetensors" and desc["arch"] == "resnet18" and desc["size"] > 0
+    (tmp_path / "bad.json").write_text("{nope")
+    res = _run("export", small_checkpoint, "--out", tmp_path / "n.safetensors", "--metrics", tmp_path / "bad.json")
+    assert res.exit_code == 2 and "bad.json: not a readable JSON file" in res.stderr
+    assert not (tmp_path / "n.safetensors").exists()

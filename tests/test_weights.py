@@ -15,7 +15,9 @@ from simclr_watches.weights import (
     load_encoder_file,
     load_model,
     read_header,
+    export_encoder,
     save_encoder,
+    sha256_file,
 )
 
 ASSETS = Path(__file__).parent / "assets"
@@ -62,6 +64,27 @@ def test_fp16_checkpoint_loads_as_float32(tmp_path):
     path = save_encoder(tmp_path / "h.safetensors", enc, Preprocessing(), dtype=torch.float16)
     loaded, _ = load_encoder_file(path)
     assert loaded.backbone.conv1.weight.dtype == torch.float32
+
+
+def test_export_writes_half_precision_and_a_registry_ready_description(small_checkpoint, tmp_path):
+    import json
+
+    out = tmp_path / "ship" / "m.safetensors"
+    out.parent.mkdir()
+    desc = export_encoder(small_checkpoint, out, metrics={"catalog_photo": {"R@1": 0.5}})
+    assert desc["sha256"] == sha256_file(out) and desc["size"] == out.stat().st_size
+    assert json.loads(out.with_suffix(".json").read_text()) == desc
+    assert out.stat().st_size < 0.6 * small_checkpoint.stat().st_size
+    assert desc["meta"]["evaluation"] == {"catalog_photo": {"R@1": 0.5}}
+    assert read_header(out)["meta"]["exported_from"]["sha256"] == sha256_file(small_checkpoint)
+    full, info_full = load_encoder_file(small_checkpoint)
+    half, info_half = load_encoder_file(out)
+    assert info_half.preprocessing == info_full.preprocessing and info_half.arch == "resnet18"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(full(x), half(x), atol=2e-2)
+    with pytest.raises(CheckpointError, match="must end in .safetensors"):
+        export_encoder(small_checkpoint, tmp_path / "m.pt")
 
 
 def test_user_state_dict_init_is_strict(tmp_path):
