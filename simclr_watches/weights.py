@@ -208,7 +208,8 @@ def export_encoder(src: Path | str, out: Path | str, *, half: bool = True, metri
 
     The JSON description repeats the header (arch, embedding width, preprocessing,
     training config) and adds what a registry entry needs: the file's sha256 and
-    byte size. ``metrics`` (e.g. evaluation results) is stored in both.
+    byte size. ``metrics`` (e.g. evaluation results) goes into the JSON only, so
+    describing a file again after evaluating it leaves its bytes and sha256 unchanged.
 
     Returns:
         The JSON description.
@@ -222,8 +223,6 @@ def export_encoder(src: Path | str, out: Path | str, *, half: bool = True, metri
     encoder, info = load_encoder_file(src)
     header = read_header(src)
     meta = dict(header.get("meta", {}))
-    if metrics:
-        meta["evaluation"] = metrics
     meta["exported_from"] = {"file": Path(src).name, "sha256": info.sha256}
     save_encoder(out, encoder, info.preprocessing, meta=meta, dtype=torch.float16 if half else torch.float32)
     description = {
@@ -235,6 +234,7 @@ def export_encoder(src: Path | str, out: Path | str, *, half: bool = True, metri
         "embedding_dim": info.dim,
         "preprocessing": info.preprocessing.to_dict(),
         "package_version": __version__,
+        "evaluation": metrics or {},
         "meta": meta,
     }
     with atomic_path(out.with_suffix(".json")) as tmp:

@@ -75,7 +75,9 @@ def test_export_writes_half_precision_and_a_registry_ready_description(small_che
     assert desc["sha256"] == sha256_file(out) and desc["size"] == out.stat().st_size
     assert json.loads(out.with_suffix(".json").read_text()) == desc
     assert out.stat().st_size < 0.6 * small_checkpoint.stat().st_size
-    assert desc["meta"]["evaluation"] == {"catalog_photo": {"R@1": 0.5}}
+    assert desc["evaluation"] == {"catalog_photo": {"R@1": 0.5}}
+    again = export_encoder(small_checkpoint, out)  # re-described without metrics: same bytes
+    assert again["sha256"] == desc["sha256"] and again["evaluation"] == {}
     assert read_header(out)["meta"]["exported_from"]["sha256"] == sha256_file(small_checkpoint)
     full, info_full = load_encoder_file(small_checkpoint)
     half, info_half = load_encoder_file(out)
