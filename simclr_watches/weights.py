@@ -365,7 +365,12 @@ def download(name: str | None = None, url: str | None = None, sha256: str | None
     url = url or (entry.url if entry else None)
     sha256 = sha256 or (entry.sha256 if entry else None)
     if not url:
-        source = f"ships in the package {entry.package}" if entry and entry.package else "has no url"
+        if entry and entry.package:
+            source = f"ships in the package {entry.package}"
+        elif entry and entry.artifact:
+            source = f"ships in the repository as artifacts/{entry.artifact} and has no url (pass --url to fetch a mirror)"
+        else:
+            source = "has no url"
         raise CheckpointError(f"{name}: {source}; nothing to download")
     if not sha256 or not is_sha256(sha256):
         raise CheckpointError(f"{url}: a sha256 (64 hex digits) is required to verify the download, got {sha256!r}")

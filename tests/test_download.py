@@ -201,6 +201,8 @@ def test_load_model_artifact_fallback_and_bad_cache(tmp_path, monkeypatch, tiny_
     monkeypatch.setattr(weights, "ARTIFACTS_DIR", tmp_path)
     _register(monkeypatch, sha256=sha, size=src.stat().st_size, artifact=src.name)
     assert weights.load_model("tiny")[1].sha256 == sha
+    with pytest.raises(CheckpointError, match=f"ships in the repository as artifacts/{src.name} and has no url"):
+        weights.download("tiny", progress=False)
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "tiny.safetensors").write_bytes(b"not weights")
     with pytest.raises(CheckpointError, match="tiny.safetensors: sha256 .* does not match"):
