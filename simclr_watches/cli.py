@@ -146,6 +146,24 @@ def download(
 
 @app.command()
 @_user_errors
+def models() -> None:
+    """List the registered models (configs/weights.toml): which is the default and whether its file is here."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from simclr_watches.weights import list_models
+
+    table = Table(title="registered models (configs/weights.toml)", title_justify="left")
+    for col in ("name", "arch", "MB", "status", "description"):
+        table.add_column(col, overflow="fold", justify="right" if col == "MB" else "left")
+    for m in list_models():
+        name = f"{m['name']} (default)" if m["default"] else m["name"]
+        table.add_row(name, m["arch"], f"{m['size'] / 1e6:.1f}", m["status"], m["description"])
+    Console().print(table)
+
+
+@app.command()
+@_user_errors
 def export(
     checkpoint: Path = typer.Argument(..., help="An encoder checkpoint, e.g. RUN_DIR/encoder.safetensors."),
     out: Path = typer.Option(..., "--out", "-o", help="File to write (.safetensors); its JSON description goes beside it."),

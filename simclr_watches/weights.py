@@ -316,6 +316,26 @@ def load_model(spec: str | Path | None = None) -> tuple[Encoder, ModelInfo]:
     raise CheckpointError(f"{spec}: registry entry names no package, artifact or url")
 
 
+def list_models() -> list[dict[str, Any]]:
+    """Every registered model with where its file is found here, for ``simclr-watches models``.
+
+    Each row: ``name``, ``arch``, ``size``, ``default`` (bool), ``description``,
+    ``file`` (the verified local file, or None) and ``status`` ("ready" or why not).
+    """
+    rows = []
+    for entry in load_registry().values():
+        try:
+            path = _package_file(entry.package) if entry.package else _local_copy(entry)
+            if entry.package and sha256_file(path) != entry.sha256:
+                raise CheckpointError(f"{path}: sha256 does not match the registry")
+            file, status = str(path), "ready"
+        except CheckpointError as e:
+            file, status = None, str(e)
+        rows.append({"name": entry.name, "arch": entry.arch, "size": entry.size, "default": entry.name == DEFAULT_MODEL,
+                     "description": entry.description, "file": file, "status": status})
+    return rows
+
+
 def cache_dir() -> Path:
     """Where downloaded weights live: ``$SIMCLR_WATCHES_HOME``, default ``~/.cache/simclr-watches``."""
     return Path(os.environ.get("SIMCLR_WATCHES_HOME") or Path.home() / ".cache" / "simclr-watches")

@@ -92,3 +92,11 @@ def test_export_prints_the_registry_fields(small_checkpoint, tmp_path):
     res = _run("export", small_checkpoint, "--out", tmp_path / "n.safetensors", "--metrics", tmp_path / "bad.json")
     assert res.exit_code == 2 and "bad.json: not a readable JSON file" in res.stderr
     assert not (tmp_path / "n.safetensors").exists()
+
+
+def test_models_lists_the_registry_and_the_default():
+    from simclr_watches.weights import DEFAULT_MODEL
+
+    res = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert f"{DEFAULT_MODEL} (default)" in res.stdout and "efficientnet_lite0-imagenet" in res.stdout

@@ -207,3 +207,17 @@ def test_load_model_artifact_fallback_and_bad_cache(tmp_path, monkeypatch, tiny_
     (tmp_path / "cache" / "tiny.safetensors").write_bytes(b"not weights")
     with pytest.raises(CheckpointError, match="tiny.safetensors: sha256 .* does not match"):
         weights.load_model("tiny")
+
+
+def test_list_models_says_where_each_file_is(tmp_path, monkeypatch, tiny_checkpoint):
+    src, sha = tiny_checkpoint
+    monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "ARTIFACTS_DIR", src.parent)
+    shipped = weights.WeightsEntry(name="shipped", arch="resnet18", sha256=sha, size=1, artifact=src.name)
+    remote = weights.WeightsEntry(name="remote", arch="resnet18", sha256=sha, size=1, url="http://127.0.0.1:9/x")
+    monkeypatch.setattr(weights, "load_registry", lambda: {"shipped": shipped, "remote": remote})
+    monkeypatch.setattr(weights, "DEFAULT_MODEL", "shipped")
+    rows = {m["name"]: m for m in weights.list_models()}
+    assert rows["shipped"]["status"] == "ready" and rows["shipped"]["file"] == str(src) and rows["shipped"]["default"]
+    assert rows["remote"]["file"] is None and not rows["remote"]["default"]
+    assert "run `simclr-watches download remote`" in rows["remote"]["status"]
