@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REGISTRY_PATH = REPO_ROOT / "configs" / "weights.toml"
 ARTIFACTS_DIR = REPO_ROOT / "artifacts"
 IMAGENET_LITE0 = "efficientnet_lite0-imagenet"
-DEFAULT_MODEL = IMAGENET_LITE0
+DEFAULT_MODEL = "watches-lite0-v1"  # the shipped SimCLR checkpoint, artifacts/ (docs/MODEL_CARD.md)
 CHECKPOINT_FORMAT = "simclr-watches-encoder"
 CHECKPOINT_VERSION = 1
 

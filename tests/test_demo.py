@@ -1,3 +1,5 @@
+import pytest
+
 from simclr_watches.demo import run_demo
 
 
@@ -13,3 +15,9 @@ def test_demo_writes_catalog_index_query_and_sheet(tmp_path, small_checkpoint):
     # A second run rebuilds its own index in place.
     again = run_demo(tmp_path / "demo", n=4, seed=1, top_k=3, checkpoint=str(small_checkpoint))
     assert again.source == res.source and [h.path for h in again.result.hits] == [h.path for h in res.result.hits]
+
+
+@pytest.mark.slow
+def test_demo_with_the_shipped_model_finds_the_source_first(tmp_path):
+    res = run_demo(tmp_path / "demo", n=12, seed=0, top_k=3)
+    assert res.source_rank == 1, [(h.rank, h.path, h.score) for h in res.result.hits]

@@ -113,3 +113,21 @@ def test_bad_checkpoint_files(tmp_path):
 def test_registered_imagenet_model(imagenet_model):
     enc, info = imagenet_model
     assert info.id == IMAGENET_LITE0 and info.dim == 1280 and info.preprocessing.size == 224
+
+
+def test_default_model_is_the_shipped_checkpoint(tmp_path, monkeypatch):
+    """The registry, the file in artifacts/ and its JSON description agree, and load_model() loads it."""
+    import json
+
+    from simclr_watches.weights import ARTIFACTS_DIR, DEFAULT_MODEL, load_registry
+
+    monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path))  # no stray cached copy may shadow the artifact
+    entry = load_registry()[DEFAULT_MODEL]
+    path = ARTIFACTS_DIR / entry.artifact
+    desc = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    assert path.stat().st_size == entry.size == desc["size"] < 20_000_000
+    assert sha256_file(path) == entry.sha256 == desc["sha256"]
+    enc, info = load_model()
+    assert (info.id, info.arch, info.dim) == (DEFAULT_MODEL, desc["arch"], desc["embedding_dim"])
+    assert info.preprocessing.to_dict() == desc["preprocessing"]
+    assert next(enc.parameters()).dtype == torch.float32  # fp16 on disk, float32 in memory
