@@ -303,17 +303,29 @@ def load_model(spec: str | Path | None = None) -> tuple[Encoder, ModelInfo]:
         raise CheckpointError(
             f"{spec}: neither a checkpoint file nor a registered model name (known: {', '.join(sorted(registry))})"
         )
-    if entry.url or entry.artifact:
-        return load_encoder_file(_local_copy(entry), model_id=entry.name)
+    path = _verified_file(entry)
+    if not entry.package:
+        return load_encoder_file(path, model_id=entry.name)
+    enc = Encoder(entry.arch)
+    _load_strict(enc.backbone, imagenet_lite0_state_dict(path), str(path))
+    return enc.eval(), ModelInfo(entry.name, entry.sha256, entry.arch, enc.dim, default_preprocessing(entry.arch))
+
+
+def _verified_file(entry: WeightsEntry) -> Path:
+    """The local file of a registry entry, checked against its sha256.
+
+    Raises:
+        CheckpointError: no local file, a wrong sha256, or an entry without a source.
+    """
     if entry.package:
         path = _package_file(entry.package)
         digest = sha256_file(path)
         if digest != entry.sha256:
             raise CheckpointError(f"{path}: sha256 {digest} does not match the registry's {entry.sha256}")
-        enc = Encoder(entry.arch)
-        _load_strict(enc.backbone, imagenet_lite0_state_dict(path), str(path))
-        return enc.eval(), ModelInfo(entry.name, digest, entry.arch, enc.dim, default_preprocessing(entry.arch))
-    raise CheckpointError(f"{spec}: registry entry names no package, artifact or url")
+        return path
+    if entry.url or entry.artifact:
+        return _local_copy(entry)
+    raise CheckpointError(f"{entry.name}: registry entry names no package, artifact or url")
 
 
 def list_models() -> list[dict[str, Any]]:
@@ -325,10 +337,7 @@ def list_models() -> list[dict[str, Any]]:
     rows = []
     for entry in load_registry().values():
         try:
-            path = _package_file(entry.package) if entry.package else _local_copy(entry)
-            if entry.package and sha256_file(path) != entry.sha256:
-                raise CheckpointError(f"{path}: sha256 does not match the registry")
-            file, status = str(path), "ready"
+            file, status = str(_verified_file(entry)), "ready"
         except CheckpointError as e:
             file, status = None, str(e)
         rows.append({"name": entry.name, "arch": entry.arch, "size": entry.size, "default": entry.name == DEFAULT_MODEL,
