@@ -221,8 +221,7 @@ def export_encoder(src: Path | str, out: Path | str, *, half: bool = True, metri
     if out.suffix != ".safetensors":
         raise CheckpointError(f"{out}: the exported file must end in .safetensors")
     encoder, info = load_encoder_file(src)
-    header = read_header(src)
-    meta = dict(header.get("meta", {}))
+    meta = dict(info.meta)
     meta["exported_from"] = {"file": Path(src).name, "sha256": info.sha256}
     save_encoder(out, encoder, info.preprocessing, meta=meta, dtype=torch.float16 if half else torch.float32)
     description = {

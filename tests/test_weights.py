@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -9,13 +10,13 @@ from simclr_watches.errors import CheckpointError
 from simclr_watches.model import Preprocessing, default_preprocessing
 from simclr_watches.weights import (
     IMAGENET_LITE0,
+    export_encoder,
     imagenet_classifier,
     imagenet_lite0_state_dict,
     init_encoder,
     load_encoder_file,
     load_model,
     read_header,
-    export_encoder,
     save_encoder,
     sha256_file,
 )
@@ -67,8 +68,6 @@ def test_fp16_checkpoint_loads_as_float32(tmp_path):
 
 
 def test_export_writes_half_precision_and_a_registry_ready_description(small_checkpoint, tmp_path):
-    import json
-
     out = tmp_path / "ship" / "m.safetensors"
     out.parent.mkdir()
     desc = export_encoder(small_checkpoint, out, metrics={"catalog_photo": {"R@1": 0.5}})
@@ -117,8 +116,6 @@ def test_registered_imagenet_model(imagenet_model):
 
 def test_default_model_is_the_shipped_checkpoint(tmp_path, monkeypatch):
     """The registry, the file in artifacts/ and its JSON description agree, and load_model() loads it."""
-    import json
-
     from simclr_watches.weights import ARTIFACTS_DIR, DEFAULT_MODEL, load_registry
 
     monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path))  # no stray cached copy may shadow the artifact
