@@ -7,8 +7,9 @@ and search.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -139,5 +140,77 @@ class Encoder(nn.Module):
             return [[b.conv_stem, b.bn1], *[[blk] for blk in b.blocks]]
         return [[b.conv1, b.bn1], [b.layer1], [b.layer2], [b.layer3], [b.layer4]]
 
+    def _steps(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """:meth:`features` as a sequence: one step per stage of :meth:`stages`, then the pooling head."""
+        b = self.backbone
+        if self.arch.startswith("efficientnet"):
+            return [lambda x: b.bn1(b.conv_stem(x)), *b.blocks, lambda x: b.forward_head(b.bn2(b.conv_head(x)))]
+        return [lambda x: b.maxpool(b.relu(b.bn1(b.conv1(x)))), b.layer1, b.layer2, b.layer3, b.layer4,
+                lambda x: b.fc(torch.flatten(b.avgpool(x), 1))]
+
+    def run_stages(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Stages ``start`` to ``stop`` of the forward pass (``stop`` None: through the pooling head).
+
+        ``run_stages(x)`` is ``features(x)``; ``run_stages(run_stages(x, 0, k), k)`` is too.
+        """
+        for step in self._steps()[start:stop]:
+            x = step(x)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.features(x).float(), dim=1)
+
+
+def shared_stages(members: Sequence[Encoder]) -> int:
+    """How many leading stages all ``members`` share: same architecture and equal weights at half precision.
+
+    Half precision, because a shipped checkpoint stores its frozen stages (its init's
+    weights, unchanged by training) in float16.
+    """
+    first = members[0]
+    if any(m.arch != first.arch for m in members):
+        return 0
+    n = 0
+    for stages in zip(*(m.stages() for m in members)):
+        states = [{(i, k): v for i, mod in enumerate(stage) for k, v in mod.state_dict().items()} for stage in stages]
+        for other in states[1:]:
+            for k, v in states[0].items():
+                w = other[k]
+                if v.shape != w.shape or not torch.equal(v.half() if v.is_floating_point() else v,
+                                                         w.half() if w.is_floating_point() else w):
+                    return n
+        n += 1
+    return n
+
+
+class EnsembleEncoder(nn.Module):
+    """Output-space ensemble of encoders: their unit embeddings, concatenated, over sqrt(n).
+
+    The cosine of two ensemble embeddings is then the mean of the members' cosines: every
+    member votes equally. Ensembling a fine-tuned model with its initialisation this way
+    keeps what the initial model knew about shifts the fine-tuning data never showed
+    (Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022, output-space
+    ensembles): here, SimCLR on clean packshots with ImageNet, which has seen real scenes.
+
+    All members see the same input. Leading stages the members share (see
+    :func:`shared_stages`; a SimCLR run with ``frozen_stages`` keeps its init's) are
+    computed once, by the first member.
+
+    Shapes:
+        input: (B, 3, H, W), normalised for the members (they must agree on normalisation).
+        forward: (B, sum of the members' D), unit L2 norm.
+    """
+
+    def __init__(self, members: Sequence[Encoder]):
+        super().__init__()
+        if len(members) < 2:
+            raise CheckpointError("an ensemble needs at least two encoders")
+        self.members = nn.ModuleList(members)
+        self.arch = "+".join(m.arch for m in members)
+        self.dim = sum(m.dim for m in members)
+        self.shared = shared_stages(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.members[0].run_stages(x, 0, self.shared)
+        parts = [F.normalize(m.run_stages(h, self.shared).float(), dim=1) for m in self.members]
+        return torch.cat(parts, dim=1) / math.sqrt(len(parts))

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file, safe_open
 from simclr_watches import __version__
 from simclr_watches.atomic import atomic_path
 from simclr_watches.errors import CheckpointError
-from simclr_watches.model import ARCH_DIMS, Encoder, Preprocessing, create_backbone, default_preprocessing
+from simclr_watches.model import ARCH_DIMS, Encoder, EnsembleEncoder, Preprocessing, create_backbone, default_preprocessing
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,23 +34,40 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REGISTRY_PATH = REPO_ROOT / "configs" / "weights.toml"
 ARTIFACTS_DIR = REPO_ROOT / "artifacts"
 IMAGENET_LITE0 = "efficientnet_lite0-imagenet"
-DEFAULT_MODEL = "watches-lite0-v1"  # the shipped SimCLR checkpoint, artifacts/ (docs/MODEL_CARD.md)
+DEFAULT_MODEL = "watches-lite0-v1-ens"  # the shipped SimCLR checkpoint with its ImageNet init (docs/MODEL_CARD.md)
 CHECKPOINT_FORMAT = "simclr-watches-encoder"
 CHECKPOINT_VERSION = 1
+ENSEMBLE_FORMAT = "simclr-watches-ensemble/1"  # part of an ensemble's sha256: bump if its formula changes
 
 
 @dataclass(frozen=True)
 class WeightsEntry:
-    """One named weights file of the registry (``configs/weights.toml``)."""
+    """One named model of the registry (``configs/weights.toml``).
+
+    Either a weights file (``arch``, ``sha256``, ``size`` and where it comes from:
+    ``package``, ``artifact`` or ``url``) or an ensemble of other entries (``members``;
+    see :class:`simclr_watches.model.EnsembleEncoder`), which has no file of its own.
+    """
 
     name: str
-    arch: str
-    sha256: str
-    size: int
+    arch: str = ""
+    sha256: str = ""
+    size: int = 0
     description: str = ""
     package: str | None = None
     artifact: str | None = None
     url: str | None = None
+    members: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", tuple(self.members))
+        if self.members:
+            if self.arch or self.sha256 or self.size or self.package or self.artifact or self.url:
+                raise ValueError(f"{self.name}: an ensemble (members) has no file, arch, sha256 or size of its own")
+            if len(self.members) < 2:
+                raise ValueError(f"{self.name}: an ensemble needs at least two members")
+        elif not (self.arch and self.sha256 and self.size):
+            raise ValueError(f"{self.name}: a weights entry needs arch, sha256 and size")
 
 
 @dataclass(frozen=True)
@@ -65,7 +82,11 @@ class ModelInfo:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "sha256": self.sha256, "arch": self.arch, "dim": self.dim}
+        """What an index sidecar records; an ensemble also lists its members' own records."""
+        d = {"id": self.id, "sha256": self.sha256, "arch": self.arch, "dim": self.dim}
+        if "members" in self.meta:
+            d["members"] = self.meta["members"]
+        return d
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
@@ -87,9 +108,14 @@ def load_registry(path: Path = REGISTRY_PATH) -> dict[str, WeightsEntry]:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise CheckpointError(f"{path}: cannot read the weights registry: {e}") from None
     try:
-        return {name: WeightsEntry(name=name, **fields) for name, fields in raw.items()}
-    except TypeError as e:
+        registry = {name: WeightsEntry(name=name, **fields) for name, fields in raw.items()}
+    except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: malformed weights registry entry: {e}") from None
+    for entry in registry.values():
+        for m in entry.members:
+            if m not in registry or registry[m].members:
+                raise CheckpointError(f"{path}: ensemble {entry.name}: member {m!r} is not a registered weights file")
+    return registry
 
 
 def _package_file(package: str) -> Path:
@@ -284,7 +310,7 @@ def load_encoder_file(path: Path | str, model_id: str | None = None) -> tuple[En
     return enc.eval(), info
 
 
-def load_model(spec: str | Path | None = None) -> tuple[Encoder, ModelInfo]:
+def load_model(spec: str | Path | None = None) -> tuple[Encoder | EnsembleEncoder, ModelInfo]:
     """Resolves a checkpoint path or registered name to an encoder in eval mode.
 
     Args:
@@ -302,12 +328,34 @@ def load_model(spec: str | Path | None = None) -> tuple[Encoder, ModelInfo]:
         raise CheckpointError(
             f"{spec}: neither a checkpoint file nor a registered model name (known: {', '.join(sorted(registry))})"
         )
+    if entry.members:
+        return _load_ensemble(entry)
     path = _verified_file(entry)
     if not entry.package:
         return load_encoder_file(path, model_id=entry.name)
     enc = Encoder(entry.arch)
     _load_strict(enc.backbone, imagenet_lite0_state_dict(path), str(path))
     return enc.eval(), ModelInfo(entry.name, entry.sha256, entry.arch, enc.dim, default_preprocessing(entry.arch))
+
+
+def _load_ensemble(entry: WeightsEntry) -> tuple[EnsembleEncoder, ModelInfo]:
+    """An ensemble entry's members, loaded and verified, as one encoder.
+
+    Its sha256 is derived from the members' (in order), so an index built with it is
+    refused once any member's weights change. The input is the first member's.
+
+    Raises:
+        CheckpointError: a member is missing or bad, or the members normalise differently.
+    """
+    loaded = [load_model(m) for m in entry.members]
+    pre = loaded[0][1].preprocessing
+    for _, info in loaded[1:]:
+        if (info.preprocessing.mean, info.preprocessing.std) != (pre.mean, pre.std):
+            raise CheckpointError(f"{entry.name}: members {entry.members[0]} and {info.id} normalise their input differently")
+    enc = EnsembleEncoder([e for e, _ in loaded]).eval()
+    digest = hashlib.sha256(f"{ENSEMBLE_FORMAT}:{','.join(i.sha256 for _, i in loaded)}".encode()).hexdigest()
+    meta = {"members": [i.to_dict() for _, i in loaded], "shared_stages": enc.shared}
+    return enc, ModelInfo(entry.name, digest, enc.arch, enc.dim, pre, meta)
 
 
 def _verified_file(entry: WeightsEntry) -> Path:
@@ -333,13 +381,23 @@ def list_models() -> list[dict[str, Any]]:
     Each row: ``name``, ``arch``, ``size``, ``default`` (bool), ``description``,
     ``file`` (the verified local file, or None) and ``status`` ("ready" or why not).
     """
+    registry = load_registry()
+    files: dict[str, tuple[str | None, str]] = {}
+    for entry in registry.values():
+        if not entry.members:
+            try:
+                files[entry.name] = str(_verified_file(entry)), "ready"
+            except CheckpointError as e:
+                files[entry.name] = None, str(e)
     rows = []
-    for entry in load_registry().values():
-        try:
-            file, status = str(_verified_file(entry)), "ready"
-        except CheckpointError as e:
-            file, status = None, str(e)
-        rows.append({"name": entry.name, "arch": entry.arch, "size": entry.size, "default": entry.name == DEFAULT_MODEL,
+    for entry in registry.values():
+        arch, size, (file, status) = entry.arch, entry.size, files.get(entry.name, (None, "ready"))
+        if entry.members:
+            # An ensemble has no file: it is as ready as its members, and as large.
+            arch = "+".join(registry[m].arch for m in entry.members)
+            size = sum(registry[m].size for m in entry.members)
+            status = next((f"member {m}: {files[m][1]}" for m in entry.members if files[m][0] is None), "ready")
+        rows.append({"name": entry.name, "arch": arch, "size": size, "default": entry.name == DEFAULT_MODEL,
                      "description": entry.description, "file": file, "status": status})
     return rows
 
@@ -390,6 +448,9 @@ def download(name: str | None = None, url: str | None = None, sha256: str | None
     entry = load_registry().get(name) if name else None
     if name and entry is None and not url:
         raise CheckpointError(f"{name}: not a registered model name; pass --url and --sha256 for another file")
+    if entry and entry.members and not url:
+        raise CheckpointError(f"{name}: an ensemble of {', '.join(entry.members)}, with no file of its own; "
+                              "download those members that have a url")
     url = url or (entry.url if entry else None)
     sha256 = sha256 or (entry.sha256 if entry else None)
     if not url:

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from simclr_watches import weights
 from simclr_watches.errors import CheckpointError
 from simclr_watches.model import Preprocessing, default_preprocessing
 from simclr_watches.weights import (
@@ -16,6 +17,7 @@ from simclr_watches.weights import (
     init_encoder,
     load_encoder_file,
     load_model,
+    load_registry,
     read_header,
     save_encoder,
     sha256_file,
@@ -114,17 +116,100 @@ def test_registered_imagenet_model(imagenet_model):
     assert info.id == IMAGENET_LITE0 and info.dim == 1280 and info.preprocessing.size == 224
 
 
-def test_default_model_is_the_shipped_checkpoint(tmp_path, monkeypatch):
-    """The registry, the file in artifacts/ and its JSON description agree, and load_model() loads it."""
-    from simclr_watches.weights import ARTIFACTS_DIR, DEFAULT_MODEL, load_registry
+def test_shipped_checkpoints_match_the_registry_and_their_descriptions(tmp_path, monkeypatch):
+    """For every artifact entry: the registry, the file in artifacts/ and its JSON description agree, and it loads."""
+    from simclr_watches.weights import ARTIFACTS_DIR
 
     monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path))  # no stray cached copy may shadow the artifact
-    entry = load_registry()[DEFAULT_MODEL]
-    path = ARTIFACTS_DIR / entry.artifact
-    desc = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    assert path.stat().st_size == entry.size == desc["size"] < 20_000_000
-    assert sha256_file(path) == entry.sha256 == desc["sha256"]
+    shipped = [e for e in load_registry().values() if e.artifact]
+    assert shipped
+    for entry in shipped:
+        path = ARTIFACTS_DIR / entry.artifact
+        desc = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        assert path.stat().st_size == entry.size == desc["size"] < 20_000_000
+        assert sha256_file(path) == entry.sha256 == desc["sha256"]
+        enc, info = load_model(entry.name)
+        assert (info.id, info.arch, info.dim) == (entry.name, desc["arch"], desc["embedding_dim"])
+        assert info.preprocessing.to_dict() == desc["preprocessing"]
+        assert next(enc.parameters()).dtype == torch.float32  # fp16 on disk, float32 in memory
+
+
+def test_default_model_is_the_shipped_checkpoint_ensembled_with_its_init(tmp_path, monkeypatch):
+    from simclr_watches.weights import DEFAULT_MODEL
+
+    monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path))
     enc, info = load_model()
-    assert (info.id, info.arch, info.dim) == (DEFAULT_MODEL, desc["arch"], desc["embedding_dim"])
-    assert info.preprocessing.to_dict() == desc["preprocessing"]
-    assert next(enc.parameters()).dtype == torch.float32  # fp16 on disk, float32 in memory
+    shipped, init = load_registry()[DEFAULT_MODEL].members
+    _, shipped_info = load_model(shipped)
+    assert info.id == DEFAULT_MODEL and init == IMAGENET_LITE0
+    assert info.dim == 2 * 1280 and info.preprocessing == shipped_info.preprocessing
+    # The SimCLR run froze the stem and blocks 0-2, so the ImageNet member reuses their output.
+    assert enc.shared == shipped_info.meta["config"]["model"]["frozen_stages"] == 4
+
+
+def test_ensemble_entries_are_checked_when_the_registry_is_read(tmp_path):
+    file_entry = '[a]\narch = "resnet18"\nsha256 = "00"\nsize = 1\nartifact = "a.safetensors"\n'
+    cases = {
+        '[e]\nmembers = ["a", "nope"]\n': "member 'nope' is not a registered weights file",
+        '[e]\nmembers = ["a"]\n': "needs at least two members",
+        '[e]\nmembers = ["a", "a"]\nsha256 = "00"\n': "has no file, arch, sha256 or size of its own",
+        '[e]\nmembers = ["a", "a"]\n[f]\nmembers = ["e", "a"]\n': "member 'e' is not a registered weights file",
+        '[g]\narch = "resnet18"\nartifact = "g.safetensors"\n': "needs arch, sha256 and size",
+    }
+    for text, message in cases.items():
+        (tmp_path / "w.toml").write_text(file_entry + text)
+        with pytest.raises(CheckpointError, match=message):
+            load_registry(tmp_path / "w.toml")
+    (tmp_path / "w.toml").write_text(file_entry + '[e]\nmembers = ["a", "a"]\n')
+    assert load_registry(tmp_path / "w.toml")["e"].members == ("a", "a")
+
+
+def _ensemble_registry(monkeypatch, tmp_path, files: dict[str, Path], members: tuple[str, ...]) -> None:
+    """A registry of artifact entries for ``files`` plus the ensemble ``pair`` of ``members``."""
+    monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "ARTIFACTS_DIR", tmp_path)
+    reg = {n: weights.WeightsEntry(name=n, arch="resnet18", sha256=sha256_file(p), size=p.stat().st_size, artifact=p.name)
+           for n, p in files.items()}
+    reg["pair"] = weights.WeightsEntry(name="pair", members=members)
+    monkeypatch.setattr(weights, "load_registry", lambda: reg)
+
+
+def _resnet_file(path: Path, seed: int, pre: Preprocessing) -> Path:
+    torch.manual_seed(seed)
+    return save_encoder(path, init_encoder("resnet18", "random"), pre)
+
+
+def test_ensemble_entry_loads_its_members_as_one_encoder(tmp_path, monkeypatch):
+    files = {"a": _resnet_file(tmp_path / "a.safetensors", 0, Preprocessing(size=64)),
+             "b": _resnet_file(tmp_path / "b.safetensors", 1, Preprocessing(size=96))}
+    _ensemble_registry(monkeypatch, tmp_path, files, ("a", "b"))
+    enc, info = load_model("pair")
+    a, info_a = load_model("a")
+    b, info_b = load_model("b")
+    assert (info.id, info.dim, info.arch) == ("pair", 1024, "resnet18+resnet18")
+    assert info.preprocessing == info_a.preprocessing  # the first member's input
+    assert info.to_dict()["members"] == [info_a.to_dict(), info_b.to_dict()]  # what an index sidecar records
+    assert info.sha256 not in (info_a.sha256, info_b.sha256)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(enc(x), torch.cat([a(x), b(x)], 1) / 2**0.5, atol=1e-5)
+    # The digest follows the members: another order (or other weights) is another model.
+    _ensemble_registry(monkeypatch, tmp_path, files, ("b", "a"))
+    assert load_model("pair")[1].sha256 != info.sha256
+    rows = {m["name"]: m for m in weights.list_models()}
+    assert rows["pair"]["status"] == "ready" and rows["pair"]["size"] == rows["a"]["size"] + rows["b"]["size"]
+    with pytest.raises(CheckpointError, match="pair: an ensemble of b, a, with no file of its own"):
+        weights.download("pair", progress=False)
+
+
+def test_ensemble_errors_name_the_member(tmp_path, monkeypatch):
+    files = {"a": _resnet_file(tmp_path / "a.safetensors", 0, Preprocessing(size=64)),
+             "b": _resnet_file(tmp_path / "b.safetensors", 1, default_preprocessing("resnet18", 64))}
+    _ensemble_registry(monkeypatch, tmp_path, files, ("a", "b"))
+    with pytest.raises(CheckpointError, match="pair: members a and b normalise their input differently"):
+        load_model("pair")
+    files["b"].unlink()
+    rows = {m["name"]: m for m in weights.list_models()}
+    assert rows["pair"]["status"].startswith("member b: b: registered, but not downloaded")
+    with pytest.raises(CheckpointError, match="b: registered, but not downloaded"):
+        load_model("pair")
