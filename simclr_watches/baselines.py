@@ -225,16 +225,18 @@ class LocalizedMethod(Method):
 
 
 def _is_checkpoint(spec: str) -> bool:
-    from simclr_watches.weights import load_registry
+    from simclr_watches.weights import ENSEMBLE_SEP, load_registry
 
-    return Path(spec).is_file() or spec in load_registry()
+    registry = load_registry()
+    return any(all(Path(p).is_file() or p in registry for p in parts) for parts in ([spec], spec.split(ENSEMBLE_SEP)))
 
 
 def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str = "cpu") -> Method:
     """Builds a method from its name; an encoder's weights load on first use.
 
     Args:
-        name: one of ``BUILTIN_METHODS``, a checkpoint file or a registered weights name;
+        name: one of ``BUILTIN_METHODS``, a checkpoint file, a registered weights name or an
+            ensemble of those (``A+B``, see :func:`simclr_watches.weights.load_model`);
             an encoder name + ``"+crop"`` crops photos around the watch before embedding,
             + ``"+loc"`` searches its queries window by window (both: ``imagenet+crop+loc``).
         seed: seed of the ``random`` encoder.

@@ -41,7 +41,7 @@ def _user_errors(fn: Callable) -> Callable:
 def build_index_cmd(
     catalog: Path = typer.Argument(..., help="Folder of catalog images (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Index folder to write."),
-    checkpoint: Optional[str] = typer.Option(None, help="Encoder checkpoint file or registered name (default: the default model)."),
+    checkpoint: Optional[str] = typer.Option(None, help="Encoder checkpoint file, registered name or ensemble A+B of them (default: the default model)."),
     batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     n_trees: int = typer.Option(50, min=1, help="Annoy trees: more is more exact and larger."),

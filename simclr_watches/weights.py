@@ -14,7 +14,7 @@ import sys
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -38,6 +38,7 @@ DEFAULT_MODEL = "watches-lite0-v1-ens"  # the shipped SimCLR checkpoint with its
 CHECKPOINT_FORMAT = "simclr-watches-encoder"
 CHECKPOINT_VERSION = 1
 ENSEMBLE_FORMAT = "simclr-watches-ensemble/1"  # part of an ensemble's sha256: bump if its formula changes
+ENSEMBLE_SEP = "+"  # load_model("A+B"): an ensemble of A and B without a registry entry
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,9 @@ def load_model(spec: str | Path | None = None) -> tuple[Encoder | EnsembleEncode
     """Resolves a checkpoint path or registered name to an encoder in eval mode.
 
     Args:
-        spec: a checkpoint file, a registry name, or None for the default model.
+        spec: a checkpoint file, a registry name, ``A+B[+...]`` (an ensemble of those files
+            or names, as an ensemble entry of the registry would make), or None for the
+            default model.
 
     Raises:
         CheckpointError: neither an existing file nor a known name, or the file is bad.
@@ -324,12 +327,14 @@ def load_model(spec: str | Path | None = None) -> tuple[Encoder | EnsembleEncode
         return load_encoder_file(spec)
     registry = load_registry()
     entry = registry.get(spec)
+    if entry is None and ENSEMBLE_SEP in spec:
+        return _load_ensemble(None, spec.split(ENSEMBLE_SEP))
     if entry is None:
         raise CheckpointError(
             f"{spec}: neither a checkpoint file nor a registered model name (known: {', '.join(sorted(registry))})"
         )
     if entry.members:
-        return _load_ensemble(entry)
+        return _load_ensemble(entry.name, entry.members)
     path = _verified_file(entry)
     if not entry.package:
         return load_encoder_file(path, model_id=entry.name)
@@ -338,24 +343,33 @@ def load_model(spec: str | Path | None = None) -> tuple[Encoder | EnsembleEncode
     return enc.eval(), ModelInfo(entry.name, entry.sha256, entry.arch, enc.dim, default_preprocessing(entry.arch))
 
 
-def _load_ensemble(entry: WeightsEntry) -> tuple[EnsembleEncoder, ModelInfo]:
-    """An ensemble entry's members, loaded and verified, as one encoder.
+def _load_ensemble(name: str | None, members: Sequence[str]) -> tuple[EnsembleEncoder, ModelInfo]:
+    """The members (files or registered names), loaded and verified, as one encoder.
 
     Its sha256 is derived from the members' (in order), so an index built with it is
-    refused once any member's weights change. The input is the first member's.
+    refused once any member's weights change. The input is the first member's. Without
+    a registry ``name``, the id joins the members' ids (absolute paths for files), so it
+    loads again from any working directory.
 
     Raises:
-        CheckpointError: a member is missing or bad, or the members normalise differently.
+        CheckpointError: a member is missing, bad or itself an ensemble, or the members
+            normalise differently.
     """
-    loaded = [load_model(m) for m in entry.members]
+    if len(members) < 2 or not all(members):
+        raise CheckpointError(f"{ENSEMBLE_SEP.join(members)}: an ensemble needs two or more members, e.g. A{ENSEMBLE_SEP}B")
+    loaded = [load_model(m) for m in members]
+    name = name or ENSEMBLE_SEP.join(info.id for _, info in loaded)
+    for m, (enc, _) in zip(members, loaded):
+        if not isinstance(enc, Encoder):
+            raise CheckpointError(f"{name}: member {m} is itself an ensemble; list its members instead")
     pre = loaded[0][1].preprocessing
     for _, info in loaded[1:]:
         if (info.preprocessing.mean, info.preprocessing.std) != (pre.mean, pre.std):
-            raise CheckpointError(f"{entry.name}: members {entry.members[0]} and {info.id} normalise their input differently")
+            raise CheckpointError(f"{name}: members {loaded[0][1].id} and {info.id} normalise their input differently")
     enc = EnsembleEncoder([e for e, _ in loaded]).eval()
     digest = hashlib.sha256(f"{ENSEMBLE_FORMAT}:{','.join(i.sha256 for _, i in loaded)}".encode()).hexdigest()
     meta = {"members": [i.to_dict() for _, i in loaded], "shared_stages": enc.shared}
-    return enc, ModelInfo(entry.name, digest, enc.arch, enc.dim, pre, meta)
+    return enc, ModelInfo(name, digest, enc.arch, enc.dim, pre, meta)
 
 
 def _verified_file(entry: WeightsEntry) -> Path:

@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import draw_watch
-from simclr_watches.baselines import make_method, parse_methods
+from simclr_watches.baselines import LocalizedMethod, make_method, parse_methods
 from simclr_watches.cli import app
 from simclr_watches.errors import SimclrWatchesError
 from simclr_watches.evaluate import (
@@ -210,3 +210,14 @@ def test_localized_method_wraps_an_encoder(tmp_path, small_checkpoint):
     assert loc.score_queries(task.gallery[:1], gallery)[0, 0] == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(SimclrWatchesError, match=r"hist\+loc: localisation \(\+loc\) needs an encoder"):
         make_method("hist+loc")
+
+
+def test_an_ensemble_of_checkpoints_is_a_method(tmp_path, small_checkpoint):
+    root = _groups_folder(tmp_path / "data")
+    paths = sorted(root.rglob("*.png"))[:3]
+    single = make_method(str(small_checkpoint)).embed(paths)
+    ens = make_method(f"{small_checkpoint}+{small_checkpoint}+crop+loc")
+    assert isinstance(ens, LocalizedMethod) and ens.inner.crop
+    # Two equal members: each embedding is the member's, twice, over sqrt(2).
+    pair = make_method(f"{small_checkpoint}+{small_checkpoint}").embed(paths)
+    assert np.allclose(pair, np.concatenate([single, single], 1) / np.sqrt(2), atol=1e-5)

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from simclr_watches.errors import IndexFormatError
 from simclr_watches.index import build_index
@@ -40,3 +41,20 @@ def test_another_model_is_refused(index_dir, tmp_path):
     other = save_encoder(tmp_path / "other.safetensors", init_encoder("resnet18", "random"), Preprocessing(size=64))
     with pytest.raises(IndexFormatError, match="index was built with model .*small.safetensors.* rebuild it"):
         Searcher(index_dir, checkpoint=str(other))
+
+
+def test_an_index_built_with_an_a_plus_b_ensemble_searches_from_anywhere(make_catalog, tmp_path, monkeypatch):
+    torch.manual_seed(1)
+    other = save_encoder(tmp_path / "other.safetensors", init_encoder("resnet18", "random"), Preprocessing(size=64))
+    torch.manual_seed(2)
+    save_encoder(tmp_path / "third.safetensors", init_encoder("resnet18", "random"), Preprocessing(size=64))
+    catalog = make_catalog(4)
+    monkeypatch.chdir(tmp_path)
+    build_index(catalog, tmp_path / "idx", checkpoint="other.safetensors+third.safetensors", progress=False, n_trees=5)
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert meta["dim"] == 1024 and [m["id"] for m in meta["model"]["members"]] == [
+        str(other.resolve()), str((tmp_path / "third.safetensors").resolve())]
+    monkeypatch.chdir(catalog)  # the recorded id has absolute paths
+    query = sorted(catalog.iterdir())[2]
+    [r] = Searcher(tmp_path / "idx").search([("q", query)], top_k=2)
+    assert r.hits[0].path == str(query.resolve()) and r.hits[0].score > 0.999

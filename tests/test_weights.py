@@ -213,3 +213,23 @@ def test_ensemble_errors_name_the_member(tmp_path, monkeypatch):
     assert rows["pair"]["status"].startswith("member b: b: registered, but not downloaded")
     with pytest.raises(CheckpointError, match="b: registered, but not downloaded"):
         load_model("pair")
+
+
+def test_a_plus_b_is_the_same_ensemble_without_a_registry_entry(tmp_path, monkeypatch):
+    files = {"a": _resnet_file(tmp_path / "a.safetensors", 0, Preprocessing(size=64)),
+             "b": _resnet_file(tmp_path / "b.safetensors", 1, Preprocessing(size=96))}
+    _ensemble_registry(monkeypatch, tmp_path, files, ("a", "b"))
+    monkeypatch.chdir(tmp_path)
+    enc, info = load_model("a.safetensors+b")
+    pair, pair_info = load_model("pair")
+    # Same members, same weights: an index built with one is accepted by the other.
+    assert info.sha256 == pair_info.sha256 and info.dim == pair_info.dim
+    assert info.id == f"{files['a'].resolve()}+b"  # loads again from any working directory
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(enc(x), pair(x))
+    for spec, message in [("a+", "an ensemble needs two or more members"),
+                          ("a+nope", "nope: neither a checkpoint file nor a registered model name"),
+                          ("pair+a", "member pair is itself an ensemble")]:
+        with pytest.raises(CheckpointError, match=message):
+            load_model(spec)
