@@ -167,18 +167,14 @@ def shared_stages(members: Sequence[Encoder]) -> int:
     Half precision, because a shipped checkpoint stores its frozen stages (its init's
     weights, unchanged by training) in float16.
     """
-    first = members[0]
-    if any(m.arch != first.arch for m in members):
+    if any(m.arch != members[0].arch for m in members):
         return 0
     n = 0
     for stages in zip(*(m.stages() for m in members)):
-        states = [{(i, k): v for i, mod in enumerate(stage) for k, v in mod.state_dict().items()} for stage in stages]
-        for other in states[1:]:
-            for k, v in states[0].items():
-                w = other[k]
-                if v.shape != w.shape or not torch.equal(v.half() if v.is_floating_point() else v,
-                                                         w.half() if w.is_floating_point() else w):
-                    return n
+        tensors = [[v.half() if v.is_floating_point() else v for mod in stage for v in mod.state_dict().values()]
+                   for stage in stages]
+        if not all(a.shape == b.shape and torch.equal(a, b) for other in tensors[1:] for a, b in zip(tensors[0], other)):
+            break
         n += 1
     return n
 
