@@ -462,7 +462,7 @@ def download(name: str | None = None, url: str | None = None, sha256: str | None
     entry = load_registry().get(name) if name else None
     if name and entry is None and not url:
         raise CheckpointError(f"{name}: not a registered model name; pass --url and --sha256 for another file")
-    if entry and entry.members and not url:
+    if entry and entry.members:
         raise CheckpointError(f"{name}: an ensemble of {', '.join(entry.members)}, with no file of its own; "
                               "download those members that have a url")
     url = url or (entry.url if entry else None)

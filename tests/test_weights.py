@@ -200,6 +200,9 @@ def test_ensemble_entry_loads_its_members_as_one_encoder(tmp_path, monkeypatch):
     assert rows["pair"]["status"] == "ready" and rows["pair"]["size"] == rows["a"]["size"] + rows["b"]["size"]
     with pytest.raises(CheckpointError, match="pair: an ensemble of b, a, with no file of its own"):
         weights.download("pair", progress=False)
+    with pytest.raises(CheckpointError, match="pair: an ensemble of b, a, with no file of its own"):
+        weights.download("pair", url="http://127.0.0.1:9/pair.safetensors", sha256="0" * 64, progress=False)
+    assert not (tmp_path / "cache").exists()  # nothing was fetched or saved under the ensemble's name
 
 
 def test_ensemble_errors_name_the_member(tmp_path, monkeypatch):
