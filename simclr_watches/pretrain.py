@@ -435,9 +435,7 @@ def build_training(cfg: PretrainConfig, device: torch.device, world: int = 1) ->
 
     model = build_model(cfg.model)
     if world > 1 and device.type == "cuda" and cfg.model.sync_bn:
-        from timm.layers import convert_sync_batchnorm
-
-        model = convert_sync_batchnorm(model)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device).to(memory_format=memory_format(cfg.model, device))
     optimizer = build_optimizer(model, cfg.train)
     criterion = NTXentLoss(temperature=cfg.loss.temperature, gather_distributed=world > 1)
