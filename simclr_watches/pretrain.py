@@ -210,10 +210,14 @@ class SimCLRModel(nn.Module):
         stages = encoder.stages()
         if frozen_stages > len(stages):
             raise ConfigError(f"model.frozen_stages={frozen_stages}, but {encoder.arch} has {len(stages)} stages")
-        # A plain list, not a ModuleList: these modules already live in the encoder's state dict.
-        self.frozen = [m for stage in stages[:frozen_stages] for m in stage]
+        self.frozen_stages = frozen_stages
         for m in self.frozen:
             m.requires_grad_(False)
+
+    @property
+    def frozen(self) -> list[nn.Module]:
+        """The modules of the frozen stages, looked up each time: SyncBatchNorm conversion replaces batch norms."""
+        return [m for stage in self.encoder.stages()[:self.frozen_stages] for m in stage]
 
     def train(self, mode: bool = True) -> "SimCLRModel":
         super().train(mode)

@@ -138,3 +138,15 @@ def test_loading_the_default_model_imports_neither_timm_nor_torchvision(tmp_path
                           cwd=Path(__file__).parent.parent)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"id": "watches-lite0-v1-ens", "loaded": []}
+
+
+def test_frozen_stages_stay_in_eval_mode_after_sync_batchnorm_conversion():
+    """Multi-GPU pretraining converts batch norms to SyncBatchNorm; the frozen stem's must not train after that."""
+    from simclr_watches.pretrain import ModelConfig, build_model
+
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(build_model(ModelConfig(init="random", frozen_stages=2))).train()
+    frozen = [m for stage in model.encoder.stages()[:2] for m in stage]
+    norms = [m for f in frozen for m in f.modules() if isinstance(m, nn.SyncBatchNorm)]
+    assert len(norms) == 3 and not any(m.training for m in norms)  # stem bn1, block 0's bn1 and bn2
+    assert not any(p.requires_grad for f in frozen for p in f.parameters())
+    assert model.encoder.backbone.blocks[1][0].bn1.training
