@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from simclr_watches.errors import CheckpointError
+from simclr_watches.lite0 import EfficientNetLite0
 
 # EfficientNet-Lite was trained on (x - 127) / 128; these are those constants on a [0, 1] scale.
 LITE_MEAN = (127.0 / 255.0,) * 3
@@ -95,11 +96,9 @@ def create_backbone(arch: str, num_classes: int = 0) -> nn.Module:
         CheckpointError: unknown architecture.
     """
     if arch == "efficientnet_lite0":
-        import timm
-
-        return timm.create_model("efficientnet_lite0", pretrained=False, num_classes=num_classes)
+        return EfficientNetLite0(num_classes)
     if arch in ("resnet18", "resnet50"):
-        import torchvision
+        import torchvision  # only here: a second of imports that EfficientNet-Lite0 does without
 
         net = getattr(torchvision.models, arch)(weights=None, num_classes=max(num_classes, 1))
         if num_classes == 0:
@@ -144,7 +143,7 @@ class Encoder(nn.Module):
         """:meth:`features` as a sequence: one step per stage of :meth:`stages`, then the pooling head."""
         b = self.backbone
         if self.arch.startswith("efficientnet"):
-            return [lambda x: b.bn1(b.conv_stem(x)), *b.blocks, lambda x: b.forward_head(b.bn2(b.conv_head(x)))]
+            return [b.forward_stem, *b.blocks, b.forward_head]
         return [lambda x: b.maxpool(b.relu(b.bn1(b.conv1(x)))), b.layer1, b.layer2, b.layer3, b.layer4,
                 lambda x: b.fc(torch.flatten(b.avgpool(x), 1))]
 

@@ -210,10 +210,14 @@ class SimCLRModel(nn.Module):
         stages = encoder.stages()
         if frozen_stages > len(stages):
             raise ConfigError(f"model.frozen_stages={frozen_stages}, but {encoder.arch} has {len(stages)} stages")
-        # A plain list, not a ModuleList: these modules already live in the encoder's state dict.
-        self.frozen = [m for stage in stages[:frozen_stages] for m in stage]
+        self.frozen_stages = frozen_stages
         for m in self.frozen:
             m.requires_grad_(False)
+
+    @property
+    def frozen(self) -> list[nn.Module]:
+        """The modules of the frozen stages, looked up each time: SyncBatchNorm conversion replaces batch norms."""
+        return [m for stage in self.encoder.stages()[:self.frozen_stages] for m in stage]
 
     def train(self, mode: bool = True) -> "SimCLRModel":
         super().train(mode)
@@ -435,9 +439,7 @@ def build_training(cfg: PretrainConfig, device: torch.device, world: int = 1) ->
 
     model = build_model(cfg.model)
     if world > 1 and device.type == "cuda" and cfg.model.sync_bn:
-        from timm.layers import convert_sync_batchnorm
-
-        model = convert_sync_batchnorm(model)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device).to(memory_format=memory_format(cfg.model, device))
     optimizer = build_optimizer(model, cfg.train)
     criterion = NTXentLoss(temperature=cfg.loss.temperature, gather_distributed=world > 1)
