@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# --force: a second `make demo` rebuilds the demo/ it wrote before (a foreign demo/ is still refused).
 demo: $(STAMP)
-	$(VENV)/bin/simclr-watches demo
+	$(VENV)/bin/simclr-watches demo --force
 
 test: $(STAMP)
 	$(PY) -m pytest -q

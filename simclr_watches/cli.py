@@ -46,7 +46,7 @@ def build_index_cmd(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     n_trees: int = typer.Option(50, min=1, help="Annoy trees: more is more exact and larger."),
     crop: bool = typer.Option(True, "--crop/--no-crop", help="Crop each photo around the watch (its non-white foreground) before embedding."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing index (after the new one is complete)."),
+    force: bool = typer.Option(False, "--force", help="Replace an index written earlier by simclr-watches, once the new one is complete (nothing else is ever replaced)."),
 ) -> None:
     """Embed a catalog folder and write an Annoy index with its JSON sidecar."""
     from simclr_watches.index import build_index
@@ -72,6 +72,7 @@ def search(
     checkpoint: Optional[str] = typer.Option(None, help="Model for the queries (default: the index's own)."),
     localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo with multi-scale windows."),
     sheet: Optional[Path] = typer.Option(None, help="Also write a contact sheet PNG (and an .html beside it)."),
+    force: bool = typer.Option(False, "--force", help="Replace a contact sheet written earlier by simclr-watches."),
     batch_size: int = typer.Option(32, min=1),
     device: str = typer.Option("auto"),
 ) -> None:
@@ -79,7 +80,10 @@ def search(
     from simclr_watches.data import expand_inputs
     from simclr_watches.localize import LocalizeConfig
     from simclr_watches.search import Searcher
+    from simclr_watches.sheet import check_sheet, write_sheet
 
+    if sheet is not None:
+        check_sheet(sheet, force=force, inputs=[*queries, index])  # before any work
     searcher = Searcher(index, checkpoint=checkpoint, device=device, localize=LocalizeConfig() if localize else None)
     results = searcher.search(expand_inputs(queries), top_k=top_k, batch_size=batch_size)
     failed = 0
@@ -93,9 +97,8 @@ def search(
         else:
             _print_table(r)
     if sheet is not None and failed < len(results):
-        from simclr_watches.sheet import write_sheet
-
-        stderr.print(f"contact sheet: {', '.join(map(str, write_sheet(results, sheet)))}", highlight=False)
+        files = write_sheet(results, sheet, force=force, inputs=[*queries, index])
+        stderr.print(f"contact sheet: {', '.join(map(str, files))}", highlight=False)
     if failed:
         stderr.print(f"{failed} of {len(results)} queries failed", highlight=False)
         raise typer.Exit(1)
@@ -121,11 +124,12 @@ def synth(
     n: int = typer.Option(200, "--n", min=1, help="Number of watches."),
     seed: int = typer.Option(0, help="Same seed, same files."),
     size: int = typer.Option(256, min=32, help="Image side in pixels."),
+    force: bool = typer.Option(False, "--force", help="Replace a synthetic catalog written earlier by simclr-watches."),
 ) -> None:
     """Render a synthetic watch catalog with known attributes (shape, colours, strap); prints the CSV path."""
     from simclr_watches.synth import make_catalog
 
-    typer.echo(str(make_catalog(out_dir, n, seed=seed, size=size)))
+    typer.echo(str(make_catalog(out_dir, n, seed=seed, size=size, force=force)))
 
 
 @app.command()
@@ -169,17 +173,20 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="File to write (.safetensors); its JSON description goes beside it."),
     fp32: bool = typer.Option(False, "--fp32", help="Keep float32 weights (default: float16, half the size)."),
     metrics: Optional[Path] = typer.Option(None, help="JSON file of evaluation results to store in the description."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier export (checkpoint and description) of simclr-watches."),
 ) -> None:
     """Write a checkpoint for shipping: compact safetensors + JSON with sha256 and size for the registry."""
-    from simclr_watches.weights import export_encoder
+    from simclr_watches.weights import check_export, export_encoder
 
+    inputs = [metrics] if metrics is not None else []
+    check_export(checkpoint, out, force=force, inputs=inputs)
     extra = None
     if metrics is not None:
         try:
             extra = json.loads(metrics.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise SimclrWatchesError(f"{metrics}: not a readable JSON file: {e}") from None
-    desc = export_encoder(checkpoint, out, half=not fp32, metrics=extra)
+    desc = export_encoder(checkpoint, out, half=not fp32, metrics=extra, force=force, inputs=inputs)
     typer.echo(json.dumps({k: desc[k] for k in ("file", "sha256", "size", "arch", "embedding_dim")}, indent=2))
 
 
@@ -191,13 +198,14 @@ def pretrain(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pretraining config TOML (default: built-in defaults). Not read with --resume."),
     overrides: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=50 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out with its stored config, optimizer and RNG state."),
+    force: bool = typer.Option(False, "--force", help="Start afresh in an --out that holds an earlier simclr-watches run (its files are removed)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (under torchrun: each process's local GPU)."),
 ) -> None:
     """SimCLR-pretrain the encoder on a catalog, without labels (torchrun for several GPUs)."""
     from simclr_watches.pretrain import ENCODER_FILE, load_pretrain_config, run_config, run_pretraining
 
     cfg = run_config(out, overrides) if resume else load_pretrain_config(config, overrides)
-    result = run_pretraining(catalog, out, cfg, resume=resume, device=device)
+    result = run_pretraining(catalog, out, cfg, resume=resume, force=force, device=device)
     if result.metrics and (result.run_dir / ENCODER_FILE).exists():
         last = result.metrics[-1]
         stderr.print(
@@ -216,11 +224,12 @@ def augment_preview(
     overrides: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set augment.background_p=1"),
     count: int = typer.Option(8, "--count", "-n", min=1, help="Catalog photos to show (spread over the catalog)."),
     seed: int = typer.Option(0, help="Random seed of the views."),
+    force: bool = typer.Option(False, "--force", help="Replace a PNG written earlier by simclr-watches."),
 ) -> None:
     """Write a grid of catalog photos next to two augmented views of each."""
     from simclr_watches.pretrain import load_pretrain_config, write_augment_preview
 
-    path = write_augment_preview(catalog, out, load_pretrain_config(config, overrides), n=count, seed=seed)
+    path = write_augment_preview(catalog, out, load_pretrain_config(config, overrides), n=count, seed=seed, force=force)
     stderr.print(f"wrote {path}", highlight=False)
 
 
@@ -232,11 +241,12 @@ def demo(
     n: int = typer.Option(60, "--n", min=2, help="Synthetic watches to render."),
     seed: int = typer.Option(0, help="Picks the catalog, the query watch and its simulated scene."),
     checkpoint: Optional[str] = typer.Option(None, help="Encoder (default: the default model)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild a demo folder written earlier by simclr-watches."),
 ) -> None:
     """Catalog -> index -> simulated user photo -> search -> contact sheet, on the CPU in minutes."""
     from simclr_watches.demo import run_demo
 
-    res = run_demo(out, catalog, n=n, seed=seed, checkpoint=checkpoint)
+    res = run_demo(out, catalog, n=n, seed=seed, checkpoint=checkpoint, force=force)
     _print_table(res.result)
     rank = res.source_rank
     stderr.print(
@@ -265,6 +275,7 @@ def evaluate(
     seed: int = typer.Option(0, help="Seed of the query sample, the simulator and the random encoder."),
     batch_size: int = typer.Option(32, min=1),
     device: str = typer.Option("cpu"),
+    force: bool = typer.Option(False, "--force", help="Replace the outputs of an earlier simclr-watches evaluation."),
 ) -> None:
     """Measure retrieval quality of baselines and encoders; print a markdown table, write JSON and a plot."""
     from simclr_watches import evaluate as ev
@@ -272,6 +283,10 @@ def evaluate(
 
     if protocol not in ev.PROTOCOLS:
         raise SimclrWatchesError(f"unknown protocol {protocol!r}; known: {', '.join(ev.PROTOCOLS)}")
+    ranking = protocol != "attributes"  # only ranking protocols draw the plot and the failures page
+    plot = (plot or out / ev.PLOT_FILE) if ranking else None
+    failures = failures if ranking else None
+    ev.check_outputs(out, plot=plot, failures=failures, force=force, inputs=[data])  # before any work
     chosen = parse_methods(methods, seed=seed, batch_size=batch_size, device=device)
     if protocol == "attributes":
         cols = [c.strip() for c in attributes.split(",") if c.strip()] if attributes else None
@@ -279,14 +294,14 @@ def evaluate(
         md, payload = ev.attributes_markdown(res), {"protocol": protocol, "data": str(data), **res}
     else:
         tasks = ev.build_tasks(protocol, data, severities=[s.strip() for s in severities.split(",") if s.strip()],
-                               cache_dir=out / "simulated", kind=kind, limit=limit, seed=seed)
+                               cache_dir=out / ev.SIMULATED_DIR, kind=kind, limit=limit, seed=seed)
         report = ev.run(protocol, tasks, chosen, str(data), seed)
         md, payload = report.markdown(), report.to_json()
-        stderr.print(f"plot: {ev.plot_recall(report, plot or out / 'recall_at_k.png')}", highlight=False)
+        stderr.print(f"plot: {ev.plot_recall(report, plot, force=force)}", highlight=False)
         if failures:
-            stderr.print(f"failures: {ev.write_failures(report, failures)}", highlight=False)
+            stderr.print(f"failures: {ev.write_failures(report, failures, force=force)}", highlight=False)
     typer.echo(md)
-    for path in ev.write_outputs(out, md, payload):
+    for path in ev.write_outputs(out, md, payload, force=force):
         stderr.print(f"wrote {path}", highlight=False)
 
 

@@ -25,14 +25,19 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
+from simclr_watches.atomic import atomic_path, write_text_atomic
 from simclr_watches.baselines import Method
 from simclr_watches.data import scan_images
 from simclr_watches.errors import SimclrWatchesError
 from simclr_watches.metrics import recall_curve, score_rankings, summarize
+from simclr_watches.outputs import (
+    GENERATOR, HTML, HTML_META, PNG, PNG_KEY, OutputKind, html_owned, json_format_owned, owned_folder, png_owned,
+    prepare_output,
+)
 from simclr_watches.weights import sha256_file
 
 PROTOCOLS = ("groups", "catalog-photo", "photo", "attributes")
@@ -403,8 +408,58 @@ def attributes_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_recall(report: Report, out: Path) -> Path:
-    """Recall@k curves (k = 1..20), one panel per task, one line per method; PNG at ``out``."""
+RESULTS_FORMAT = "simclr-watches-evaluation"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+PLOT_FILE = "recall_at_k.png"
+SIMULATED_DIR = "simulated"
+_results_json_owned = json_format_owned(RESULTS_FORMAT)
+
+
+def _results_md_owned(path: Path) -> bool:
+    """results.md is ours when the results.json written before it, beside it, is."""
+    return _results_json_owned(path.with_name(RESULTS_JSON))
+
+
+RESULTS_JSON_OUTPUT = OutputKind("evaluation results file", folder=False, owned=_results_json_owned, suffix=".json")
+RESULTS_MD_OUTPUT = OutputKind("evaluation results table", folder=False, owned=_results_md_owned, suffix=".md")
+EVAL_OUTPUT = OutputKind(
+    "evaluation folder",
+    folder=True,
+    owned=owned_folder({RESULTS_JSON: _results_json_owned, RESULTS_MD: _results_md_owned, SIMULATED_DIR: Path.is_dir},
+                       others=lambda p: png_owned(p) or html_owned(p)),  # plots and failure pages of any name
+)
+
+
+def check_outputs(out_dir: Path, *, plot: Path | None = None, failures: Path | None = None, force: bool = False,
+                  inputs: Iterable[Path | str | None] = ()) -> None:
+    """Checks, before any work, that an evaluation may write its outputs.
+
+    Args:
+        out_dir: folder of results.md, results.json, the default plot and the simulated queries.
+        plot: the Recall@k PNG, if one is drawn (the CLI's default: ``out_dir/recall_at_k.png``).
+        failures: the HTML page of the worst queries, if one is written.
+        force: replace an earlier evaluation's outputs.
+        inputs: the data (folder or CSV) and other inputs the outputs must stay clear of.
+
+    Raises:
+        SimclrWatchesError: an output that may not be written (see :func:`simclr_watches.outputs.prepare_output`).
+    """
+    inputs = list(inputs)
+    prepare_output(out_dir, EVAL_OUTPUT, force=force, inputs=inputs)
+    for path, kind in ((plot, PNG), (failures, HTML)):
+        if path is not None:
+            prepare_output(path, kind, force=force, inputs=inputs)
+
+
+def plot_recall(report: Report, out: Path, force: bool = False) -> Path:
+    """Recall@k curves (k = 1..20), one panel per task, one line per method; PNG at ``out``.
+
+    Args:
+        force: replace a PNG that this program wrote earlier.
+    """
+    out = Path(out)
+    prepare_output(out, PNG, force=force)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -419,8 +474,8 @@ def plot_recall(report: Report, out: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100, format="png", metadata={PNG_KEY: GENERATOR})
     plt.close(fig)
     return out
 
@@ -437,14 +492,20 @@ def _thumb_uri(path: Path, cache: dict[Path, str], size: int = 80) -> str:
     return cache[path]
 
 
-def write_failures(report: Report, out: Path, worst: int = 8) -> Path:
+def write_failures(report: Report, out: Path, worst: int = 8, force: bool = False) -> Path:
     """Self-contained HTML: per task and method, the worst queries and their top 5 results.
 
     Worst = no relevant result at all, then the latest first hit. A result
     framed green is relevant, red is not; the last image is the query's first
     relevant gallery item, for comparison.
+
+    Args:
+        force: replace a page that this program wrote earlier.
     """
     from html import escape
+
+    out = Path(out)
+    prepare_output(out, HTML, force=force)
 
     cache: dict[Path, str] = {}
 
@@ -452,7 +513,7 @@ def write_failures(report: Report, out: Path, worst: int = 8) -> Path:
         return (f'<img src="{_thumb_uri(p, cache)}" title="{escape(title)}" '
                 f'style="border:3px solid {colour};margin:2px;max-height:80px">')
 
-    html = ["<!doctype html><meta charset='utf-8'><title>evaluation failures</title>",
+    html = [f"<!doctype html><meta charset='utf-8'>{HTML_META}<title>evaluation failures</title>",
             "<style>body{font-family:sans-serif}td{vertical-align:middle;padding:2px 6px}</style>",
             f"<h1>Worst queries: {escape(report.protocol)} on {escape(report.data)}</h1>"]
     def label(p: Path, root: Path) -> str:
@@ -472,15 +533,20 @@ def write_failures(report: Report, out: Path, worst: int = 8) -> Path:
                 cells.append("expected " + img(t.gallery[int(np.argmax(t.relevant[q]))], "green", "expected"))
                 html.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
             html.append("</table>")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(html), encoding="utf-8")
-    return out
+    return write_text_atomic(out, "\n".join(html))
 
 
-def write_outputs(out_dir: Path, markdown: str, payload: dict) -> tuple[Path, Path]:
-    """Writes ``results.md`` and ``results.json`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md, js = out_dir / "results.md", out_dir / "results.json"
-    md.write_text(markdown, encoding="utf-8")
-    js.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    return md, js
+def write_outputs(out_dir: Path, markdown: str, payload: dict, force: bool = False) -> tuple[Path, Path]:
+    """Writes ``results.md`` and ``results.json`` into ``out_dir``.
+
+    results.json starts with ``"format": RESULTS_FORMAT``, which marks both files as
+    ours; it is written first.
+
+    Args:
+        force: replace the results of an earlier evaluation.
+    """
+    md, js = Path(out_dir) / RESULTS_MD, Path(out_dir) / RESULTS_JSON
+    prepare_output(js, RESULTS_JSON_OUTPUT, force=force)
+    prepare_output(md, RESULTS_MD_OUTPUT, force=force)
+    write_text_atomic(js, json.dumps({"format": RESULTS_FORMAT, **payload}, indent=2))
+    return write_text_atomic(md, markdown), js

@@ -23,6 +23,7 @@ from simclr_watches.atomic import atomic_dir
 from simclr_watches.embed import EmbeddedItem
 from simclr_watches.errors import IndexFormatError, SimclrWatchesError
 from simclr_watches.model import Preprocessing
+from simclr_watches.outputs import OutputKind, json_format_owned, owned_folder, prepare_output
 from simclr_watches.weights import ModelInfo
 
 FORMAT_VERSION = 1
@@ -35,6 +36,15 @@ METRIC = "angular"
 def cosine_from_angular(distance: np.ndarray | float) -> np.ndarray | float:
     """Annoy's angular distance is ||u - v|| of unit vectors, i.e. sqrt(2 - 2 cos)."""
     return 1.0 - np.square(distance) / 2.0
+
+
+INDEX_FORMAT = "simclr-watches-index"  # the sidecar's first key: what marks a folder as our index
+INDEX_OUTPUT = OutputKind(
+    "index folder",
+    folder=True,
+    owned=owned_folder({SIDECAR_FILE: json_format_owned(INDEX_FORMAT), ANNOY_FILE: Path.is_file,
+                        EMBEDDINGS_FILE: Path.is_file}, required=SIDECAR_FILE),
+)
 
 
 def write_index(
@@ -55,10 +65,12 @@ def write_index(
         vectors: (N, D) unit vectors, row i for items[i].
         skipped: (path, reason) of files left out, recorded for the user.
         extra: further sidecar fields (e.g. how catalog images were cropped before embedding).
-        force: replace an existing index (only once the new one is complete).
+        force: replace an index written earlier by this program (only once the new one is
+            complete); anything else at ``out_dir`` but an empty folder is never replaced.
 
     Raises:
-        SimclrWatchesError: ``out_dir`` exists and ``force`` is False, or the inputs disagree.
+        SimclrWatchesError: ``out_dir`` holds an index and ``force`` is False, holds anything
+            else (see :func:`simclr_watches.outputs.prepare_output`), or the inputs disagree.
     """
     out_dir = Path(out_dir)
     if len(vectors) != len(items) or len(items) == 0:
@@ -67,7 +79,7 @@ def write_index(
         raise SimclrWatchesError(f"n_trees must be >= 1, got {n_trees}")
     dim = int(vectors.shape[1])
     sidecar = {
-        "format": "simclr-watches-index",
+        "format": INDEX_FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -81,8 +93,9 @@ def write_index(
         "skipped": [{"path": str(p), "reason": r} for p, r in skipped],
         **(extra or {}),
     }
+    replace = prepare_output(out_dir, INDEX_OUTPUT, force=force)
     try:
-        with atomic_dir(out_dir, replace=force) as tmp:
+        with atomic_dir(out_dir, replace=replace) as tmp:
             ann = AnnoyIndex(dim, METRIC)
             for i, v in enumerate(vectors):
                 ann.add_item(i, v.tolist())
@@ -92,7 +105,7 @@ def write_index(
             ann.unload()
             np.save(tmp / EMBEDDINGS_FILE, vectors.astype(np.float32))
             (tmp / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
-    except FileExistsError:
+    except (FileExistsError, NotADirectoryError):  # appeared since the check
         raise SimclrWatchesError(f"{out_dir}: already exists; use --force to replace it") from None
     return out_dir
 
@@ -211,8 +224,9 @@ def build_index(
     search treats queries the same way.
 
     Raises:
-        SimclrWatchesError: ``out_dir`` exists (without ``force``), the catalog has no
-            image, or no image in it could be read.
+        SimclrWatchesError: ``out_dir`` may not be written (an index there without ``force``,
+            anything else, or it overlaps ``catalog``; checked before any work), the catalog
+            has no image, or no image in it could be read.
     """
     from simclr_watches.data import scan_images
     from simclr_watches.embed import embed_paths
@@ -220,8 +234,7 @@ def build_index(
     from simclr_watches.weights import load_model
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise SimclrWatchesError(f"{out_dir}: already exists; use --force to replace it")
+    prepare_output(out_dir, INDEX_OUTPUT, force=force, inputs=[catalog])
     paths = scan_images(catalog)
     if not paths:
         raise SimclrWatchesError(f"{catalog}: no image files (jpg, jpeg, png, webp, bmp, tif, tiff) found")

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -34,14 +35,36 @@ from simclr_watches.config import apply_overrides, from_dict, load_config, to_di
 from simclr_watches.embed import resolve_device
 from simclr_watches.errors import CheckpointError, ConfigError, SimclrWatchesError
 from simclr_watches.model import ARCH_DIMS, Encoder, Preprocessing, default_preprocessing
+from simclr_watches.outputs import PNG, OutputKind, check_disjoint, owned_folder, png_info, prepare_output, read_prefix
 from simclr_watches.proxy import make_proxy_set, retrieval_proxy
 from simclr_watches.progress import progress_bar, stderr
 from simclr_watches.train_state import load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
-from simclr_watches.weights import init_encoder, save_encoder
+from simclr_watches.weights import CHECKPOINT_OUTPUT, init_encoder, save_encoder
 
 TRAIN_CHECKPOINT = "checkpoint.pt"
 ENCODER_FILE = "encoder.safetensors"
 METRICS_FILE = "metrics.jsonl"
+
+
+def _metrics_owned(path: Path) -> bool:
+    """Our metrics log: empty, or its first line is a JSON object with an ``epoch``."""
+    first = read_prefix(path).split(b"\n", 1)[0]
+    if not first.strip():
+        return True
+    try:
+        row = json.loads(first)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(row, dict) and "epoch" in row
+
+
+RUN_OUTPUT = OutputKind(
+    "pretraining run",
+    folder=True,
+    owned=owned_folder({TRAIN_CHECKPOINT: zipfile.is_zipfile,  # torch.save's format; never unpickled here
+                        ENCODER_FILE: CHECKPOINT_OUTPUT.owned, METRICS_FILE: _metrics_owned}),
+    taken="already holds a run; pass --resume to continue it, --force to start it afresh, or another --out",
+)
 
 
 @dataclass(frozen=True)
@@ -391,6 +414,7 @@ def run_pretraining(
     cfg: PretrainConfig,
     *,
     resume: bool = False,
+    force: bool = False,
     device: str = "auto",
     progress: bool = True,
     stop_after: int | None = None,
@@ -401,19 +425,20 @@ def run_pretraining(
 
     Args:
         resume: continue from ``run_dir/checkpoint.pt`` (model, optimiser, step, RNG).
+        force: start afresh in a ``run_dir`` that holds an earlier run (its files are
+            removed once the catalog is read, before the first epoch).
         stop_after: end (with a checkpoint) after this many epochs of this call, e.g. to fit
             a time-limited job; a later ``resume`` continues exactly where it stopped.
 
     Raises:
-        SimclrWatchesError: unusable catalog, an existing run without ``resume``, or a batch
-            larger than the catalog.
+        SimclrWatchesError: unusable catalog, an existing run without ``resume`` or ``force``,
+            a ``run_dir`` holding anything else or overlapping the catalog, or a batch larger
+            than the catalog.
         CheckpointError: ``resume`` without a usable checkpoint.
     """
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / TRAIN_CHECKPOINT
-    if not resume and ckpt_path.exists():
-        raise SimclrWatchesError(f"{run_dir}: already holds a run; pass --resume to continue it, or another --out")
-    ckpt = load_training_checkpoint(ckpt_path) if resume else None
+    clear = _check_run_dir(run_dir, catalog, resume=resume, force=force)
+    ckpt = load_training_checkpoint(run_dir / TRAIN_CHECKPOINT) if resume else None
     info = dist_from_env()
     started_dist = info.world > 1 and not dist.is_initialized()
     dev = resolve_device(device)
@@ -423,10 +448,35 @@ def run_pretraining(
     if started_dist:
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     try:
-        return _run(catalog, run_dir, cfg, ckpt, info, dev, progress and info.main, stop_after)
+        return _run(catalog, run_dir, cfg, ckpt, info, dev, progress and info.main, stop_after, clear)
     finally:
         if started_dist:
             dist.destroy_process_group()
+
+
+def _check_run_dir(run_dir: Path, catalog: Path | str, *, resume: bool, force: bool) -> bool:
+    """Checks, before any work, that the run may be written to ``run_dir``.
+
+    Returns:
+        Whether ``run_dir`` holds an earlier run to remove before training (``force``).
+
+    Raises:
+        SimclrWatchesError: see :func:`run_pretraining`.
+    """
+    if not resume:
+        return prepare_output(run_dir, RUN_OUTPUT, force=force, inputs=[catalog])
+    if force:
+        raise SimclrWatchesError(f"{run_dir}: --resume continues the run there and --force starts it afresh; give one of them")
+    check_disjoint(run_dir, [catalog])
+    return False
+
+
+def _start_run_dir(run_dir: Path, clear: bool) -> None:
+    """Creates the run folder; with ``clear``, removes the files of the earlier run in it first."""
+    if clear:
+        for name in (TRAIN_CHECKPOINT, ENCODER_FILE, METRICS_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def build_training(cfg: PretrainConfig, device: torch.device, world: int = 1) -> tuple[SimCLRModel, torch.optim.Optimizer, nn.Module, SimCLRAugment]:
@@ -447,7 +497,7 @@ def build_training(cfg: PretrainConfig, device: torch.device, world: int = 1) ->
 
 
 def _run(catalog, run_dir: Path, cfg: PretrainConfig, ckpt: dict | None, info: DistInfo, dev: torch.device,
-         progress: bool, stop_after: int | None) -> PretrainResult:
+         progress: bool, stop_after: int | None, clear: bool = False) -> PretrainResult:
     torch.manual_seed(cfg.train.seed)
     full = build_cache(catalog, cfg.data.cache_size, progress=progress)
     if info.main:
@@ -483,7 +533,7 @@ def _run(catalog, run_dir: Path, cfg: PretrainConfig, ckpt: dict | None, info: D
     else:
         torch.manual_seed(cfg.train.seed + 1000 * info.rank)  # each process augments differently
     if info.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        _start_run_dir(run_dir, clear)
 
     train_model: nn.Module = model
     if info.world > 1:
@@ -524,12 +574,21 @@ def _run(catalog, run_dir: Path, cfg: PretrainConfig, ckpt: dict | None, info: D
     return PretrainResult(run_dir, model, metrics, epoch)
 
 
-def write_augment_preview(catalog: Path | str, out: Path | str, cfg: PretrainConfig, n: int = 8, seed: int = 0) -> Path:
-    """Writes a PNG grid of ``n`` catalog photos with two augmented views each (CPU)."""
+def write_augment_preview(catalog: Path | str, out: Path | str, cfg: PretrainConfig, n: int = 8, seed: int = 0,
+                          force: bool = False) -> Path:
+    """Writes a PNG grid of ``n`` catalog photos with two augmented views each (CPU).
+
+    Args:
+        force: replace a PNG that this program wrote earlier.
+
+    Raises:
+        SimclrWatchesError: ``out`` may not be written (checked before the catalog is read).
+    """
+    out = Path(out)
+    prepare_output(out, PNG, force=force, inputs=[catalog])
     cache = build_cache(catalog, cfg.data.cache_size, progress=False, limit=n)
     torch.manual_seed(seed)
     grid = preview_grid(cache.images, cache.masks, SimCLRAugment(cfg.augment))
-    out = Path(out)
     with atomic_path(out) as tmp:
-        grid.save(tmp, format="PNG")
+        grid.save(tmp, format="PNG", pnginfo=png_info())
     return out

@@ -10,13 +10,14 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from PIL import Image, ImageDraw, ImageOps
 
-from simclr_watches.atomic import atomic_path
+from simclr_watches.atomic import atomic_path, write_text_atomic
 from simclr_watches.data import load_image
 from simclr_watches.errors import ImageReadError, SimclrWatchesError
+from simclr_watches.outputs import HTML, HTML_META, PNG, png_info, prepare_output
 from simclr_watches.search import QueryResult
 
 THUMB = 160
@@ -82,7 +83,7 @@ def data_uri(img: Image.Image, quality: int = 85) -> str:
 
 def render_html(results: Sequence[QueryResult], thumb: Callable = _thumb) -> str:
     """A self-contained page (thumbnails inlined) with the same content as the PNG sheet."""
-    parts = ["<!doctype html><meta charset='utf-8'><title>simclr-watches results</title>",
+    parts = [f"<!doctype html><meta charset='utf-8'>{HTML_META}<title>simclr-watches results</title>",
              "<style>body{font-family:sans-serif}td{text-align:center;font-size:12px;vertical-align:top}</style>"]
     for r in results:
         parts.append(f"<h3>{html.escape(r.query)}</h3>")
@@ -96,15 +97,32 @@ def render_html(results: Sequence[QueryResult], thumb: Callable = _thumb) -> str
     return "\n".join(parts)
 
 
-def write_sheet(results: Sequence[QueryResult], out: Path | str) -> list[Path]:
-    """Writes ``out`` (PNG) and the HTML page beside it (same name, .html); returns both paths."""
+def check_sheet(out: Path | str, *, force: bool = False, inputs: Iterable[Path | str | None] = ()) -> None:
+    """Checks, before any work, that the sheet ``out`` and its HTML page beside it may be written.
+
+    Raises:
+        SimclrWatchesError: not a .png path, or a path that may not be written (see
+            :func:`simclr_watches.outputs.prepare_output`).
+    """
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise SimclrWatchesError(f"{out}: the contact sheet is a .png file (an .html page is written beside it)")
+    inputs = list(inputs)
+    prepare_output(out, PNG, force=force, inputs=inputs)
+    prepare_output(out.with_suffix(".html"), HTML, force=force, inputs=inputs)
+
+
+def write_sheet(results: Sequence[QueryResult], out: Path | str, *, force: bool = False,
+                inputs: Iterable[Path | str | None] = ()) -> list[Path]:
+    """Writes ``out`` (PNG) and the HTML page beside it (same name, .html); returns both paths.
+
+    Args:
+        force: replace a sheet (and page) that this program wrote earlier.
+        inputs: paths the outputs must neither equal nor lie in (the queries, the index).
+    """
+    out = Path(out)
+    check_sheet(out, force=force, inputs=inputs)
     thumb = _memo_thumb()
     with atomic_path(out) as tmp:
-        render_sheet(results, thumb).save(tmp, "PNG")
-    page = out.with_suffix(".html")
-    with atomic_path(page) as tmp:
-        tmp.write_text(render_html(results, thumb), encoding="utf-8")
-    return [out, page]
+        render_sheet(results, thumb).save(tmp, "PNG", pnginfo=png_info())
+    return [out, write_text_atomic(out.with_suffix(".html"), render_html(results, thumb))]

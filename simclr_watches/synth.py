@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from simclr_watches.atomic import atomic_path
+from simclr_watches.atomic import atomic_dir
+from simclr_watches.outputs import OutputKind, owned_folder, prepare_output, read_prefix
 from simclr_watches.progress import progress_bar
 
 SHAPES = ("round", "square", "tonneau", "cushion")
@@ -311,28 +313,68 @@ def render_watch(attrs: WatchAttributes, size: int = 256, seed: int = 0) -> Imag
     return c.image(size)
 
 
-def make_catalog(out_dir: Path | str, n: int, seed: int = 0, size: int = 256, progress: bool = True) -> Path:
+ATTRIBUTES_FILE = "attributes.csv"
+IMAGES_DIR = "images"
+_IMAGE_NAME = re.compile(r"\d{5}\.png")
+
+
+def _attributes_owned(path: Path) -> bool:
+    """Our attributes CSV: its first line is exactly the header :func:`make_catalog` writes."""
+    return read_prefix(path, 256).splitlines()[:1] == [",".join(CSV_COLUMNS).encode()]
+
+
+def _images_owned(path: Path) -> bool:
+    """Our images folder: nothing but ``NNNNN.png`` files."""
+    try:
+        return path.is_dir() and all(_IMAGE_NAME.fullmatch(c.name) and c.is_file() for c in path.iterdir())
+    except OSError:
+        return False
+
+
+SYNTH_OUTPUT = OutputKind(
+    "synthetic catalog",
+    folder=True,
+    owned=owned_folder({ATTRIBUTES_FILE: _attributes_owned, IMAGES_DIR: _images_owned}, required=ATTRIBUTES_FILE),
+)
+
+
+def make_catalog(out_dir: Path | str, n: int, seed: int = 0, size: int = 256, progress: bool = True,
+                 force: bool = False) -> Path:
     """Writes ``n`` synthetic watches as ``images/NNNNN.png`` plus ``attributes.csv``.
 
-    The CSV is written last (atomically), so its presence means the catalog is complete.
+    The folder is built under a temporary name and renamed when complete, so its
+    presence means the catalog is complete.
+
+    Args:
+        force: replace a synthetic catalog written earlier (only once the new one is
+            complete); anything else at ``out_dir`` but an empty folder is never replaced.
 
     Returns:
         The path of ``attributes.csv``.
+
+    Raises:
+        SimclrWatchesError: ``out_dir`` may not be written (checked before rendering).
     """
     out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    replace = prepare_output(out, SYNTH_OUTPUT, force=force)
+    with atomic_dir(out, replace=replace) as tmp:
+        _render_catalog(tmp, n, seed, size, progress)
+    return out / ATTRIBUTES_FILE
+
+
+def _render_catalog(folder: Path, n: int, seed: int, size: int, progress: bool) -> None:
+    """Renders the images and writes the CSV into ``folder``."""
+    (folder / IMAGES_DIR).mkdir()
     rng = np.random.default_rng(seed)
     rows = []
     with progress_bar("synth", n, enabled=progress) as advance:
         for i in range(n):
             attrs = sample_attributes(rng)
-            rel = f"images/{i:05d}.png"
-            render_watch(attrs, size, seed=int(rng.integers(2**31))).save(out / rel)
+            rel = f"{IMAGES_DIR}/{i:05d}.png"
+            render_watch(attrs, size, seed=int(rng.integers(2**31))).save(folder / rel)
             rows.append({"path": rel, **{k: v for k, v in asdict(attrs).items() if k in CSV_COLUMNS}})
             advance(1)
-    target = out / "attributes.csv"
-    with atomic_path(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    with open(folder / ATTRIBUTES_FILE, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    return target

@@ -21,9 +21,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 
 from simclr_watches import __version__
-from simclr_watches.atomic import atomic_path
+from simclr_watches.atomic import atomic_path, write_text_atomic
 from simclr_watches.errors import CheckpointError
 from simclr_watches.model import ARCH_DIMS, Encoder, EnsembleEncoder, Preprocessing, create_backbone, default_preprocessing
+from simclr_watches.outputs import OutputKind, prepare_output, read_json
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -230,7 +231,49 @@ def save_encoder(path: Path | str, encoder: Encoder, preprocessing: Preprocessin
     return path
 
 
-def export_encoder(src: Path | str, out: Path | str, *, half: bool = True, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+EXPORT_FORMAT = "simclr-watches-export"
+_DESCRIPTION_KEYS = {"file", "sha256", "size", "arch", "embedding_dim"}  # what every description has had
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """A safetensors file with a simclr-watches header."""
+    try:
+        read_header(path)
+    except (CheckpointError, ValueError, AttributeError):  # also a header that is not a JSON object
+        return False
+    return True
+
+
+def _is_description(path: Path) -> bool:
+    """An export description: ``"format": EXPORT_FORMAT``, or one written before that key existed."""
+    desc = read_json(path) or {}
+    return desc.get("format") == EXPORT_FORMAT or (_DESCRIPTION_KEYS <= desc.keys() and "format" not in desc)
+
+
+CHECKPOINT_OUTPUT = OutputKind("simclr-watches checkpoint", folder=False, owned=_is_checkpoint, suffix=".safetensors")
+DESCRIPTION_OUTPUT = OutputKind("checkpoint description", folder=False, owned=_is_description, suffix=".json")
+
+
+def check_export(src: Path | str, out: Path | str, *, force: bool = False, inputs: Sequence[Path | str] = ()) -> None:
+    """Checks, before any work, that ``out`` and its ``.json`` may be written.
+
+    Neither may be the source checkpoint, its description or one of ``inputs``; each may
+    replace only an earlier export (with ``force``).
+
+    Raises:
+        CheckpointError: ``out`` does not end in ``.safetensors``.
+        SimclrWatchesError: an output that may not be written (see :func:`simclr_watches.outputs.prepare_output`).
+    """
+    out, src = Path(out), Path(src)
+    if out.suffix != ".safetensors":
+        raise CheckpointError(f"{out}: the exported file must end in .safetensors")
+    sources = [src, src.with_suffix(".json"), *inputs]
+    prepare_output(out, CHECKPOINT_OUTPUT, force=force, inputs=sources)
+    prepare_output(out.with_suffix(".json"), DESCRIPTION_OUTPUT, force=force, inputs=sources)
+
+
+def export_encoder(src: Path | str, out: Path | str, *, half: bool = True, metrics: dict[str, Any] | None = None,
+                   force: bool = False, inputs: Sequence[Path | str] = ()) -> dict[str, Any]:
     """Writes a checkpoint for shipping: ``out`` (safetensors, fp16 by default) and ``out`` with ``.json``.
 
     The JSON description repeats the header (arch, embedding width, preprocessing,
@@ -238,20 +281,25 @@ def export_encoder(src: Path | str, out: Path | str, *, half: bool = True, metri
     byte size. ``metrics`` (e.g. evaluation results) goes into the JSON only, so
     describing a file again after evaluating it leaves its bytes and sha256 unchanged.
 
+    Args:
+        force: replace an earlier export at ``out`` (and its description).
+        inputs: further input files the outputs must not overwrite (e.g. the metrics JSON).
+
     Returns:
         The JSON description.
 
     Raises:
         CheckpointError: ``src`` is not a simclr-watches checkpoint, or ``out`` is not a ``.safetensors`` path.
+        SimclrWatchesError: ``out`` or its ``.json`` may not be written (see :func:`check_export`).
     """
     out = Path(out)
-    if out.suffix != ".safetensors":
-        raise CheckpointError(f"{out}: the exported file must end in .safetensors")
+    check_export(src, out, force=force, inputs=inputs)
     encoder, info = load_encoder_file(src)
     meta = dict(info.meta)
     meta["exported_from"] = {"file": Path(src).name, "sha256": info.sha256}
     save_encoder(out, encoder, info.preprocessing, meta=meta, dtype=torch.float16 if half else torch.float32)
     description = {
+        "format": EXPORT_FORMAT,
         "file": out.name,
         "sha256": sha256_file(out),
         "size": out.stat().st_size,
@@ -263,8 +311,7 @@ def export_encoder(src: Path | str, out: Path | str, *, half: bool = True, metri
         "evaluation": metrics or {},
         "meta": meta,
     }
-    with atomic_path(out.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out.with_suffix(".json"), json.dumps(description, indent=2) + "\n")
     return description
 
 

@@ -1,6 +1,9 @@
+import json
+
 import pytest
 
 from simclr_watches.demo import run_demo
+from simclr_watches.errors import SimclrWatchesError
 
 
 def test_demo_writes_catalog_index_query_and_sheet(tmp_path, small_checkpoint):
@@ -12,8 +15,11 @@ def test_demo_writes_catalog_index_query_and_sheet(tmp_path, small_checkpoint):
     assert res.source.parent == out / "catalog" / "images"
     assert len(res.result.hits) == 3 and res.result.box is not None
     assert res.source_rank in (None, 1, 2, 3)
-    # A second run rebuilds its own index in place.
-    again = run_demo(tmp_path / "demo", n=4, seed=1, top_k=3, checkpoint=str(small_checkpoint))
+    assert json.loads((out / "demo.json").read_text())["format"] == "simclr-watches-demo"
+    # A second run rebuilds the demo it wrote, but only when asked to (make demo passes --force).
+    with pytest.raises(SimclrWatchesError, match="already exists; use --force"):
+        run_demo(tmp_path / "demo", n=4, seed=1, top_k=3, checkpoint=str(small_checkpoint))
+    again = run_demo(tmp_path / "demo", n=4, seed=1, top_k=3, checkpoint=str(small_checkpoint), force=True)
     assert again.source == res.source and [h.path for h in again.result.hits] == [h.path for h in res.result.hits]
 
 
