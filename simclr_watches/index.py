@@ -207,6 +207,8 @@ def load_index(directory: Path | str) -> Index:
             return _load_once(directory)
         except _Replaced as e:
             error = e.error
+        except OSError as e:  # a read or mapping failing under a file opened fine
+            raise IndexFormatError(f"{directory}: cannot read the index: {_one_line(e)}") from None
     raise error
 
 
@@ -304,13 +306,13 @@ def _changing(directory: Path) -> IndexFormatError:
 def _read_sidecar(fd: int, path: Path) -> Any:
     """The parsed JSON of ``index.json``, read only when it is no larger than MAX_SIDECAR_BYTES."""
     size = os.fstat(fd).st_size
+    if size <= MAX_SIDECAR_BYTES:
+        with open(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_SIDECAR_BYTES + 1)  # bounded even if the file grew since
+        size = len(raw)
     if size > MAX_SIDECAR_BYTES:
         raise IndexFormatError(f"{path}: {size} bytes, more than the {MAX_SIDECAR_BYTES} a sidecar may have")
-    with open(fd, "rb", closefd=False) as f:
-        raw = f.read(MAX_SIDECAR_BYTES + 1)
     try:
-        if len(raw) > MAX_SIDECAR_BYTES:
-            raise ValueError(f"more than {MAX_SIDECAR_BYTES} bytes")
         return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
     except RecursionError:
         raise IndexFormatError(f"{path}: unreadable sidecar: JSON nested too deeply") from None
@@ -421,11 +423,12 @@ def _map_embeddings(fd: int, path: Path, count: int, dim: int) -> np.ndarray:
     """
     size = os.fstat(fd).st_size
     with open(fd, "rb", closefd=False) as f:
+        fmt = np.lib.format
         try:
-            version = np.lib.format.read_magic(f)
+            version = fmt.read_magic(f)
             if version not in ((1, 0), (2, 0)):
                 raise ValueError(f"unsupported .npy version {version}")
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
             shape, fortran, dtype = read_header(f)
         except (ValueError, TypeError, OSError, SyntaxError, tokenize.TokenError) as e:  # what a bad header raises
             raise IndexFormatError(f"{path}: not a readable .npy file: {_one_line(e)}") from None
