@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
+from simclr_watches import validate
 from simclr_watches.errors import CheckpointError
 from simclr_watches.lite0 import EfficientNetLite0
 
@@ -30,18 +31,38 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ARCH_DIMS = {"efficientnet_lite0": 1280, "resnet18": 512, "resnet50": 2048}
 
 
+# Bounds of a Preprocessing: anything outside is a corrupt or hostile description, not a model.
+# 8 px is the smallest view pretraining accepts (AugmentConfig); 1024 px bounds what one image allocates.
+SIZE_RANGE = (8, 1024)
+MEAN_RANGE = (-1e3, 1e3)
+STD_RANGE = (1e-4, 1e3)  # on the [0, 1] scale: nonzero, and normalised pixels stay finite in float32
+CHANNELS = 3
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How an image becomes the encoder's input.
 
     The image is scaled to fit a ``size`` x ``size`` square, padded on
     ``pad_value`` (white: the catalog's background), then normalised per channel.
+
+    Raises:
+        FieldError: on construction, a value of the wrong type or outside ``SIZE_RANGE``,
+            ``MEAN_RANGE``, ``STD_RANGE`` or 0..255, or not ``CHANNELS`` means and stds
+            (so a checkpoint or index sidecar cannot make an image allocate gigabytes
+            or normalise to NaN).
     """
 
     size: int = 224
     mean: tuple[float, float, float] = LITE_MEAN
     std: tuple[float, float, float] = LITE_STD
     pad_value: int = 255
+
+    def __post_init__(self) -> None:
+        validate.int_in(self.size, "size", *SIZE_RANGE)
+        object.__setattr__(self, "mean", validate.reals_in(self.mean, "mean", CHANNELS, *MEAN_RANGE))
+        object.__setattr__(self, "std", validate.reals_in(self.std, "std", CHANNELS, *STD_RANGE))
+        validate.int_in(self.pad_value, "pad_value", 0, 255)
 
     def square(self, img: Image.Image, size: int | None = None) -> Image.Image:
         """Fits ``img`` (RGB) into a padded square of side ``size`` (default ``self.size``)."""
@@ -70,16 +91,27 @@ class Preprocessing:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+    def parse(cls, d: Any) -> "Preprocessing":
+        """The Preprocessing a JSON description gives (``to_dict``'s output).
+
+        Raises:
+            FieldError: not an object, a missing field, or a value :class:`Preprocessing` refuses.
+        """
+        d = validate.obj(d, "")
+        return cls(**{key: validate.member(d, key) for key in ("size", "mean", "std", "pad_value")})
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "") -> "Preprocessing":
+        """:meth:`parse` for a checkpoint's description; ``source`` (the file) prefixes the message.
+
+        Raises:
+            CheckpointError: naming ``preprocessing.<field>`` and the problem.
+        """
         try:
-            return cls(
-                size=int(d["size"]),
-                mean=tuple(float(v) for v in d["mean"]),
-                std=tuple(float(v) for v in d["std"]),
-                pad_value=int(d["pad_value"]),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"invalid preprocessing description {d!r}: {e}") from None
+            with validate.under("preprocessing"):
+                return cls.parse(d)
+        except validate.FieldError as e:
+            raise CheckpointError(f"{source}: {e}" if source else str(e)) from None
 
 
 def default_preprocessing(arch: str, size: int = 224) -> Preprocessing:

@@ -14,7 +14,7 @@ import torch
 from simclr_watches.data import Photo, try_load_image
 from simclr_watches.embed import embed_paths, resolve_device
 from simclr_watches.errors import CheckpointError, ImageReadError, SimclrWatchesError
-from simclr_watches.index import Index, load_embeddings, load_index
+from simclr_watches.index import Index, load_index
 from simclr_watches.mask import crop_box, crop_to_foreground
 from simclr_watches.localize import LocalizeConfig, embed_regions, fuse_scores, window_crops
 from simclr_watches.weights import load_model
@@ -76,7 +76,7 @@ class Searcher:
         self.device = resolve_device(device)
         self.encoder = self.encoder.to(self.device).eval().to(memory_format=torch.channels_last)
         self.localize = localize
-        self.vectors = load_embeddings(index_dir) if localize else None
+        self.vectors = self.index.vectors if localize else None  # read with the forest: the same build
 
     def search(self, queries: Sequence[tuple[str, Path]], top_k: int = 10, batch_size: int = 32,
                progress: bool = False) -> list[QueryResult]:
