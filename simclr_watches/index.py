@@ -21,7 +21,7 @@ from annoy import AnnoyIndex
 from simclr_watches import __version__
 from simclr_watches.atomic import atomic_dir
 from simclr_watches.embed import EmbeddedItem
-from simclr_watches.errors import IndexFormatError, SimclrWatchesError
+from simclr_watches.errors import IndexFormatError, NoReadableImagesError, SimclrWatchesError
 from simclr_watches.model import Preprocessing
 from simclr_watches.weights import ModelInfo
 
@@ -211,8 +211,8 @@ def build_index(
     search treats queries the same way.
 
     Raises:
-        SimclrWatchesError: ``out_dir`` exists (without ``force``), the catalog has no
-            image, or no image in it could be read.
+        SimclrWatchesError: ``out_dir`` exists (without ``force``), or the catalog has no image.
+        NoReadableImagesError: no image in the catalog could be read (with why, for each).
     """
     from simclr_watches.data import scan_images
     from simclr_watches.embed import embed_paths
@@ -230,7 +230,7 @@ def build_index(
                       view=crop_to_foreground if crop else None)
     skipped = [(str(e.path), e.reason) for e in emb.skipped]
     if not emb.items:
-        raise SimclrWatchesError(f"{catalog}: none of the {len(paths)} image files could be read")
+        raise NoReadableImagesError(catalog, emb.skipped)
     view = {"crop": "foreground", "margin": CROP_MARGIN} if crop else {"crop": "none"}
     write_index(out_dir, emb.vectors, emb.items, model, model.preprocessing, n_trees=n_trees, skipped=skipped,
                 extra={"catalog_view": view}, force=force)
