@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clirun import assert_user_error, run_cli
+from hostile import assert_user_error, run_cli
 from simclr_watches.data import MAX_FILE_BYTES, MAX_PIXELS, expand_inputs, iter_images, load_image, scan_images
 from simclr_watches.errors import ImageReadError, SimclrWatchesError
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clirun import run_cli
+from hostile import run_cli
 from conftest import draw_watch
 from simclr_watches.index import build_index
 from simclr_watches.localize import MAX_POSITIONS, MIN_WINDOW, LocalizeConfig, fuse_scores, window_boxes

@@ -1,10 +1,15 @@
-"""The CLI as a real process, and the contract of a user error: exit 2, one line on stderr, no traceback."""
+"""Helpers for tests of hostile input (issue 12): the CLI as a real process, the contract of a user error
+(exit 2, one line on stderr, no traceback), and a pickle that would run code if loaded.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import torch
 
 
 def run_cli(*args, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -26,3 +31,19 @@ def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> str
     for fragment in fragments:
         assert fragment in lines[-1], (fragment, lines[-1])
     return lines[-1]
+
+
+class _Payload:
+    """Unpickling this creates the folder ``marker``: proof that a file's code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def pickle_file(path: Path) -> Path:
+    """A torch file holding an object whose unpickling would create ``path.with_name("ran")``; returns ``path``."""
+    torch.save({"conv1.weight": torch.zeros(1), "x": _Payload(path.with_name("ran"))}, path)
+    return path
