@@ -516,22 +516,42 @@ def _local_copy(entry: WeightsEntry) -> Path:
     raise CheckpointError(f"{entry.name}: registered, but not downloaded; run `simclr-watches download {entry.name}`")
 
 
+UNREGISTERED_DIR = "unregistered"
+
+
+def unregistered_path(url: str, sha256: str, name: str | None = None) -> Path:
+    """Where a download without a registry entry is kept: ``cache_dir()/unregistered/TAG-FILE``.
+
+    Apart from the registered files (``cache_dir()/NAME.safetensors``), so it can neither
+    replace nor shadow one. ``TAG`` is derived from the URL and the digest, so two URLs
+    (or two versions behind one URL) never share a file; ``FILE`` is ``NAME.safetensors``
+    or the URL's file name, reduced to safe characters.
+    """
+    base = f"{name}.safetensors" if name else Path(urllib.parse.urlsplit(url).path).name
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".") or "weights"
+    tag = hashlib.sha256(f"{url}\n{sha256.lower()}".encode()).hexdigest()[:16]
+    return cache_dir() / UNREGISTERED_DIR / f"{tag}-{safe}"
+
+
 def download(name: str | None = None, url: str | None = None, sha256: str | None = None,
              timeout: float | None = None, progress: bool = True) -> Path:
     """Fetches registered (or, with ``url`` and ``sha256``, any) weights into :func:`cache_dir`.
 
     Args:
-        name: a registry name; its url, sha256 and size are used unless overridden.
+        name: a registry name; its url, sha256 and size are used. ``url`` may name a
+            mirror, whose bytes must still be the registered ones.
         url: download address; for an unregistered file ``sha256`` is required too.
-        sha256: expected hex digest.
+        sha256: expected hex digest; for a registered name it must be the registry's.
         timeout: seconds without data before the server counts as stalled.
         progress: show a progress bar on stderr.
 
     Returns:
-        The verified file in the cache (``<name>.safetensors``, or the URL's file name).
+        The verified file: ``cache_dir()/NAME.safetensors`` for a registered name, else
+        :func:`unregistered_path`, which can never be a registered file's.
 
     Raises:
-        CheckpointError: nothing to download, a bad digest, or any transport or verification failure.
+        CheckpointError: nothing to download, a bad or non-registry digest, or any
+            transport or verification failure.
     """
     from simclr_watches.download import DEFAULT_TIMEOUT, fetch, is_sha256
 
@@ -541,6 +561,9 @@ def download(name: str | None = None, url: str | None = None, sha256: str | None
     if entry and entry.members:
         raise CheckpointError(f"{name}: an ensemble of {', '.join(entry.members)}, with no file of its own; "
                               "download those members that have a url")
+    if entry and sha256 and sha256.lower() != entry.sha256:
+        raise CheckpointError(f"{name}: --sha256 {sha256} is not the registered {entry.sha256}; a registered name only "
+                              f"holds its registered file (drop NAME to download another file)")
     url = url or (entry.url if entry else None)
     sha256 = sha256 or (entry.sha256 if entry else None)
     if not url:
@@ -553,9 +576,6 @@ def download(name: str | None = None, url: str | None = None, sha256: str | None
         raise CheckpointError(f"{name}: {source}; nothing to download")
     if not sha256 or not is_sha256(sha256):
         raise CheckpointError(f"{url}: a sha256 (64 hex digits) is required to verify the download, got {sha256!r}")
-    filename = f"{name}.safetensors" if name else Path(urllib.parse.urlsplit(url).path).name
-    if not filename:
-        raise CheckpointError(f"{url}: no file name in the URL; pass a NAME")
-    size = entry.size if entry and sha256.lower() == entry.sha256 else None
-    return fetch(url, cache_dir() / filename, sha256, size=size,
+    dest = cache_dir() / f"{name}.safetensors" if entry else unregistered_path(url, sha256, name)
+    return fetch(url, dest, sha256, size=entry.size if entry else None,
                  timeout=DEFAULT_TIMEOUT if timeout is None else timeout, progress=progress)
