@@ -202,14 +202,10 @@ def export(
     metrics: Optional[Path] = typer.Option(None, help="JSON file of evaluation results to store in the description."),
 ) -> None:
     """Write a checkpoint for shipping: compact safetensors + JSON with sha256 and size for the registry."""
+    from simclr_watches.userfiles import read_json
     from simclr_watches.weights import export_encoder
 
-    extra = None
-    if metrics is not None:
-        try:
-            extra = json.loads(metrics.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise SimclrWatchesError(f"{metrics}: not a readable JSON file: {e}") from None
+    extra = None if metrics is None else read_json(metrics)
     desc = export_encoder(checkpoint, out, half=not fp32, metrics=extra)
     typer.echo(json.dumps({k: desc[k] for k in ("file", "sha256", "size", "arch", "embedding_dim")}, indent=2))
 

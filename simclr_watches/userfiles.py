@@ -9,10 +9,11 @@ program or exhaust its memory.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from simclr_watches.errors import FileReadError
 
@@ -59,19 +60,34 @@ def read_limited(path: Path | str, max_bytes: int,
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as e:
         raise error(path, _open_failure(path, e)) from None
-    with os.fdopen(fd, "rb") as f:
-        try:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise error(path, f"{_kind(info.st_mode)}, not a file")
-            if info.st_size > max_bytes:
-                raise error(path, f"too large: {info.st_size} bytes exceeds the limit of {max_bytes}")
-            data = f.read(max_bytes + 1)
-        except OSError as e:
-            raise error(path, f"cannot read file ({e.strerror or e})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(path, f"{_kind(info.st_mode)}, not a file")
+        if info.st_size > max_bytes:
+            raise error(path, f"too large: {info.st_size} bytes exceeds the limit of {max_bytes}")
+        data = _read_to_end(fd, info.st_size, max_bytes)
+    except OSError as e:
+        raise error(path, f"cannot read file ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
         raise error(path, f"too large: more than the limit of {max_bytes} bytes")
     return data
+
+
+def _read_to_end(fd: int, expected: int, max_bytes: int) -> bytes:
+    """The bytes of ``fd`` up to its end or ``max_bytes + 1``, whichever comes first.
+
+    ``expected`` (the size ``fstat`` gave) is read in one call, so the usual file is one
+    allocation; a file that grew since is read on in chunks, never past the limit.
+    """
+    chunks, size, want = [], 0, min(expected, max_bytes) + 1
+    while size <= max_bytes and (chunk := os.read(fd, want)):
+        chunks.append(chunk)
+        size += len(chunk)
+        want = min(MiB, max_bytes + 1 - size)
+    return b"".join(chunks)
 
 
 def read_text_limited(path: Path | str, max_bytes: int = MAX_TEXT_BYTES) -> str:
@@ -85,3 +101,20 @@ def read_text_limited(path: Path | str, max_bytes: int = MAX_TEXT_BYTES) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise FileReadError(path, f"not UTF-8 text (byte {e.start})") from None
+
+
+def read_json(path: Path | str, max_bytes: int = MAX_TEXT_BYTES) -> Any:
+    """A JSON file of at most ``max_bytes`` bytes, parsed.
+
+    Raises:
+        FileReadError: unreadable, not a regular file, too large, or not JSON (the reason says which).
+    """
+    try:
+        return json.loads(read_text_limited(path, max_bytes))
+    except FileReadError as e:
+        reason = e.reason
+    except ValueError as e:
+        reason = str(e)
+    except RecursionError:
+        reason = "nested too deeply"
+    raise FileReadError(path, f"not a readable JSON file: {reason}")
