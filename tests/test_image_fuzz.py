@@ -27,7 +27,7 @@ from PIL import Image
 from conftest import draw_watch
 from simclr_watches.index import SIDECAR_FILE, build_index
 
-SEED = 5  # its mutants include corrupt EXIF tags that made Pillow raise struct.error before issue 12
+SEED = 6  # its mutants include corrupt EXIF tags that made Pillow raise struct.error and TypeError before issue 12
 PER_FORMAT = 110  # x 3 formats = 330 mutated files
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 HUGE = (0, 1, 0x3FFF, 0xFFFF, 0x7FFF_FFFF, 0xFFFF_FFFF)
@@ -66,18 +66,29 @@ def _delete_run(d: bytearray, rng: random.Random) -> bytearray:
     return d
 
 
-def _fields(d: bytearray) -> list[tuple[int, int]]:
-    """(offset, byte length) of header fields: image dimensions and depth, EXIF entries' tag, type and count."""
+def _dimension_fields(d: bytearray) -> list[tuple[int, int, str]]:
+    """(offset, byte length, byte order) of the width and height fields of a PNG, JPEG or WebP file."""
     fields = []
     if d.startswith(b"\x89PNG"):
-        fields += [(16, 4), (20, 4), (24, 1), (25, 1), (28, 1)]  # IHDR width, height, depth, colour type, interlace
-    for marker in (b"\xff\xc0", b"\xff\xc2"):  # JPEG start of frame: precision, height, width, components
+        fields += [(16, 4, "big"), (20, 4, "big")]  # IHDR
+    for marker in (b"\xff\xc0", b"\xff\xc2"):  # JPEG start of frame
         if (i := d.find(marker)) >= 0:
-            fields += [(i + 4, 1), (i + 5, 2), (i + 7, 2), (i + 9, 1)]
-    if (i := d.find(b"VP8X")) >= 0:  # WebP extended header: canvas width and height
-        fields += [(i + 12, 3), (i + 15, 3)]
-    if (i := d.find(b"VP8 ")) >= 0:  # WebP lossy frame: width and height
-        fields += [(i + 14, 2), (i + 16, 2)]
+            fields += [(i + 5, 2, "big"), (i + 7, 2, "big")]
+    if (i := d.find(b"VP8X")) >= 0:  # WebP extended header: canvas size
+        fields += [(i + 12, 3, "little"), (i + 15, 3, "little")]
+    if (i := d.find(b"VP8 ")) >= 0:  # WebP lossy frame
+        fields += [(i + 14, 2, "little"), (i + 16, 2, "little")]
+    return [f for f in fields if f[0] + f[1] <= len(d)]
+
+
+def _fields(d: bytearray) -> list[tuple[int, int]]:
+    """(offset, byte length) of header fields: dimensions, depth and colour type, EXIF entries' tag, type and count."""
+    fields = [(o, n) for o, n, _ in _dimension_fields(d)]
+    if d.startswith(b"\x89PNG"):
+        fields += [(24, 1), (25, 1), (28, 1)]  # IHDR depth, colour type, interlace
+    for marker in (b"\xff\xc0", b"\xff\xc2"):  # JPEG start of frame: precision, components
+        if (i := d.find(marker)) >= 0:
+            fields += [(i + 4, 1), (i + 9, 1)]
     for order, magic in (("<", b"II*\x00"), (">", b"MM\x00*")):  # EXIF (a TIFF header): the entries of IFD0
         if (i := d.find(magic)) >= 0:
             ifd = i + struct.unpack_from(order + "I", d, i + 4)[0]
@@ -109,8 +120,9 @@ def _corrupt_field(d: bytearray, rng: random.Random) -> bytearray:
 
 
 def _huge_dimension(d: bytearray, rng: random.Random) -> bytearray:
-    o, n = rng.choice([f for f in _fields(d) if f[1] >= 2] or _fields(d))
-    d[o : o + n] = (rng.choice(HUGE) & ((1 << 8 * n) - 1)).to_bytes(n, rng.choice(["big", "little"]))
+    """A width or height set to an extreme value (0, 1, or the most the field holds)."""
+    o, n, order = rng.choice(_dimension_fields(d))
+    d[o : o + n] = (rng.choice(HUGE) & ((1 << 8 * n) - 1)).to_bytes(n, order)
     return _fix_png_crc(d)
 
 
