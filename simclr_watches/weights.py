@@ -323,7 +323,7 @@ def read_header(path: Path | str) -> dict[str, Any]:
         raise CheckpointError(f"{path}: safetensors file without a simclr-watches description")
     try:
         header = json.loads(raw)
-    except ValueError as e:  # JSONDecodeError, or a number too long to convert
+    except (ValueError, RecursionError) as e:  # not JSON, a number too long to convert, nesting too deep
         raise CheckpointError(f"{path}: its simclr-watches description is not valid JSON: {e}") from None
     _check_header(path, header)
     return header
