@@ -257,7 +257,7 @@ GOOD_DESCRIPTION = {"format": "simclr-watches-encoder", "format_version": 1, "ar
 
 @pytest.mark.parametrize("change, message", [
     ("{not json", "description is not valid JSON"),
-    ("[" * 100_000 + "]" * 100_000, "description is not valid JSON"),  # nested too deeply for the parser
+    pytest.param("[" * 100_000 + "]" * 100_000, "description is not valid JSON", id="nested-too-deeply"),
     ("[1, 2]", "description is not a JSON object"),
     ({"format": "other"}, "field 'format' is 'other'"),
     ({"format_version": "1"}, "field 'format_version' must be a positive integer, got '1'"),
