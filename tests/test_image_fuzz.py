@@ -27,6 +27,9 @@ from PIL import Image
 from conftest import draw_watch
 from simclr_watches.index import SIDECAR_FILE, build_index
 
+# Pillow warns about the corrupt metadata it skips; simclr_watches.data silences that outside pytest too.
+pytestmark = pytest.mark.filterwarnings(r"ignore::UserWarning:PIL\..*")
+
 SEED = 6  # its mutants include corrupt EXIF tags that made Pillow raise struct.error and TypeError before issue 12
 PER_FORMAT = 110  # x 3 formats = 330 mutated files
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
