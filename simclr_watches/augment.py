@@ -26,8 +26,12 @@ from kornia.geometry.transform import warp_affine
 from PIL import Image
 from torch import nn
 
+from simclr_watches.config import FieldError, check_pair, check_range
+
 # Background kinds of the swap, in the order of AugmentConfig.background_weights.
 BACKGROUND_KINDS = ("solid", "gradient", "noise", "other")
+# Largest view side: views are the encoder's input (224 by default).
+MAX_VIEW_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -87,12 +91,22 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         for name in ("flip_p", "rotation_p", "perspective_p", "background_p", "small_paste_p", "occlude_p",
                      "jitter_p", "grayscale_p", "gamma_p", "cast_p", "illumination_p", "blur_p"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
-        if self.size < 8:
-            raise ValueError(f"size must be at least 8 pixels, got {self.size}")
-        if sum(self.background_weights) <= 0 or min(self.background_weights) < 0:
-            raise ValueError(f"background_weights must be >= 0 with a positive sum, got {self.background_weights}")
+            check_range(self, name, 0.0, 1.0)
+        check_range(self, "size", 8, MAX_VIEW_SIDE)
+        for name in ("crop_scale", "other_crop_scale", "small_paste_scale", "occlude_width"):
+            check_pair(self, name, 0.0, 1.0, low_open=True)
+        check_pair(self, "crop_ratio", 0.0, 10.0, low_open=True)
+        check_range(self, "rotation_deg", 0.0, 180.0)
+        check_range(self, "perspective", 0.0, 1.0)
+        check_range(self, "background_weights", 0.0)
+        if sum(self.background_weights) <= 0:
+            raise FieldError("background_weights", f"must have a positive sum, got {list(self.background_weights)}")
+        for name in ("brightness", "contrast", "saturation"):
+            check_range(self, name, 0.0, 1.0)
+        check_range(self, "hue", 0.0, 0.5)
+        check_pair(self, "gamma", 0.0, 10.0, low_open=True)
+        check_pair(self, "illumination_gain", 0.0, 1.0)
+        check_pair(self, "blur_sigma", 0.0, 10.0, low_open=True)
 
 
 def _maybe(p: float, op: nn.Module) -> list[nn.Module]:

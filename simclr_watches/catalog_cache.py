@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageOps
 
 from simclr_watches.data import load_image, scan_images
-from simclr_watches.errors import ImageReadError, SimclrWatchesError
+from simclr_watches.errors import ImageReadError, NoReadableImagesError, SimclrWatchesError
 from simclr_watches.mask import photo_mask
 from simclr_watches.model import Preprocessing
 from simclr_watches.progress import progress_bar
@@ -114,7 +114,8 @@ def build_cache(root: Path | str, size: int = 256, workers: int | None = None, p
     many files, spread evenly over the sorted list (a preview wants variety, not one folder).
 
     Raises:
-        SimclrWatchesError: ``root`` is not a folder, or holds no readable image.
+        SimclrWatchesError: ``root`` is not a folder, or holds no image file.
+        NoReadableImagesError: none of its image files could be read (with why, for each).
     """
     paths = scan_images(root)
     if not paths:
@@ -135,7 +136,5 @@ def build_cache(root: Path | str, size: int = 256, workers: int | None = None, p
                 masks.append(result[1])
             advance(1)
     if not kept:
-        raise SimclrWatchesError(
-            f"{root}: none of the {len(paths)} image files could be read (first: {skipped[0]})"
-        )
+        raise NoReadableImagesError(root, skipped)
     return CatalogCache(kept, torch.stack(images), torch.stack(masks), skipped)

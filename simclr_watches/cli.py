@@ -1,7 +1,8 @@
 """The ``simclr-watches`` command line: thin commands that validate input and call library functions.
 
 Results go to stdout; progress, warnings and errors go to stderr. A
-SimclrWatchesError becomes a one-line message and exit code 2.
+SimclrWatchesError, or an OSError (disk full, permission denied, a folder where a
+file was expected), becomes a one-line message and exit code 2.
 """
 
 from __future__ import annotations
@@ -12,22 +13,52 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
+from rich.markup import escape
 
-from simclr_watches.errors import SimclrWatchesError
+from simclr_watches.errors import NoReadableImagesError, SimclrWatchesError, one_line
 from simclr_watches.progress import stderr
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Visual similarity search for a watch catalog, learned without labels.")
 
 
+def _print_error(message: str) -> None:
+    """``error: MESSAGE`` on stderr, on one line; the message is text, never rich markup (paths may hold [ ])."""
+    stderr.print(f"[red]error:[/red] {escape(one_line(message))}", highlight=False)
+
+
+def _print_skipped(path: Path | str, reason: str) -> None:
+    """``skipped PATH: REASON`` on stderr, for a file left out of a catalog."""
+    stderr.print(f"[yellow]skipped[/yellow] {escape(one_line(f'{path}: {reason}'))}", highlight=False)
+
+
+def _os_error_message(e: OSError) -> str:
+    """An OSError in words, naming its file(s): ``PATH: No space left on device``."""
+    files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    reason = e.strerror or str(e) or type(e).__name__
+    return f"{files}: {reason}" if files else reason
+
+
 def _user_errors(fn: Callable) -> Callable:
-    """Turns the library's user-facing errors into a clean message and exit code 2."""
+    """Turns user-facing errors into one line on stderr and exit code 2.
+
+    Those are SimclrWatchesError (a folder of unreadable images first lists why each
+    was skipped) and OSError escaping a command: the disk, permissions or the file
+    system refusing what the user asked for. Any other exception is a bug and keeps
+    its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except SimclrWatchesError as e:
-            stderr.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+            if isinstance(e, NoReadableImagesError):
+                for skipped in e.skipped:
+                    _print_skipped(skipped.path, skipped.reason)
+            _print_error(str(e))
+            raise typer.Exit(2) from None
+        except OSError as e:
+            _print_error(_os_error_message(e))
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             stderr.print("interrupted; nothing half-written was kept")
@@ -54,7 +85,7 @@ def build_index_cmd(
     report = build_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
                          n_trees=n_trees, crop=crop, force=force)
     for path, reason in report.skipped:
-        stderr.print(f"[yellow]skipped[/yellow] {path}: {reason}", highlight=False)
+        _print_skipped(path, reason)
     stderr.print(
         f"indexed {report.count} images with {report.model.id} into {report.directory}"
         + (f"; skipped {len(report.skipped)} unreadable file(s)" if report.skipped else ""),
@@ -90,7 +121,7 @@ def search(
     for r in results:
         if r.error:
             failed += 1
-            stderr.print(f"[red]error:[/red] {r.error}", highlight=False)
+            _print_error(r.error)
             continue
         if as_json:
             typer.echo(json.dumps(r.to_json()))
@@ -176,16 +207,12 @@ def export(
     force: bool = typer.Option(False, "--force", help="Replace an earlier export (checkpoint and description) of simclr-watches."),
 ) -> None:
     """Write a checkpoint for shipping: compact safetensors + JSON with sha256 and size for the registry."""
+    from simclr_watches.userfiles import read_json
     from simclr_watches.weights import check_export, export_encoder
 
     inputs = [metrics] if metrics is not None else []
     check_export(checkpoint, out, force=force, inputs=inputs)
-    extra = None
-    if metrics is not None:
-        try:
-            extra = json.loads(metrics.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise SimclrWatchesError(f"{metrics}: not a readable JSON file: {e}") from None
+    extra = None if metrics is None else read_json(metrics)
     desc = export_encoder(checkpoint, out, half=not fp32, metrics=extra, force=force, inputs=inputs)
     typer.echo(json.dumps({k: desc[k] for k in ("file", "sha256", "size", "arch", "embedding_dim")}, indent=2))
 

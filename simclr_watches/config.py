@@ -1,12 +1,16 @@
 """Frozen dataclass configs loaded from TOML, with dotted command-line overrides.
 
-Unknown keys and wrong types are errors, never silently ignored: a typo in a
-config must not train for an hour with a default the user did not mean.
+Unknown keys, wrong types and out-of-range values are errors, never silently
+ignored: a typo in a config must not train for an hour with a default the user
+did not mean, nor crash an hour in. A config dataclass checks its values' ranges in
+``__post_init__`` with :func:`check_range` and :func:`check_pair`, and the
+:class:`FieldError` they raise becomes a ConfigError naming the full key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -18,9 +22,63 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from simclr_watches.errors import ConfigError
+from simclr_watches.errors import ConfigError, FileReadError
+from simclr_watches.userfiles import MAX_TEXT_BYTES, read_text_limited
 
 T = TypeVar("T")
+
+
+class FieldError(ValueError):
+    """A config value outside its range, raised by a config dataclass's ``__post_init__``.
+
+    :func:`from_dict` reports it as a ConfigError naming the full key (``train.lr: ...``).
+    """
+
+    def __init__(self, key: str, problem: str):
+        self.key, self.problem = key, problem
+        super().__init__(f"{key}: {problem}")
+
+
+def _bounds(low: float | None, high: float | None, low_open: bool) -> str:
+    """A range in words: ``in (0, 1]``, ``>= 1``, ``<= 5``, ``finite``."""
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}]" if isinstance(low, float) else f"in [{low}, {high}]"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    return f"<= {high:g}" if high is not None else "finite"
+
+
+def check_range(cfg: Any, key: str, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False) -> None:
+    """Checks that ``cfg.<key>`` (a number, or every number of a tuple) is finite and within the bounds.
+
+    Args:
+        low, high: inclusive bounds (None: unbounded on that side).
+        low_open: ``low`` itself is excluded, e.g. a learning rate > 0.
+
+    Raises:
+        FieldError: naming ``key``, the range and the value (NaN and infinity are never in range).
+    """
+    value = getattr(cfg, key)
+    for v in value if isinstance(value, tuple) else (value,):
+        finite = isinstance(v, int) or math.isfinite(v)  # an int is exact (math.isfinite overflows on a huge one)
+        inside = finite and (low is None or (v > low if low_open else v >= low)) and (high is None or v <= high)
+        if not inside:
+            each, got = (" each", list(value)) if isinstance(value, tuple) else ("", value)
+            raise FieldError(key, f"must be {_bounds(low, high, low_open)}{each}, got {got!r}")
+
+
+def check_pair(cfg: Any, key: str, low: float | None = None, high: float | None = None, *,
+               low_open: bool = False) -> None:
+    """Checks a ``(lowest, highest)`` range field: both ends as in :func:`check_range`, in order.
+
+    Raises:
+        FieldError: an end out of bounds, or the first above the second.
+    """
+    check_range(cfg, key, low, high, low_open=low_open)
+    first, second = getattr(cfg, key)
+    if first > second:
+        raise FieldError(key, f"must be [lowest, highest], got {[first, second]!r}")
 
 
 def _check_value(value: Any, tp: Any, where: str) -> Any:
@@ -87,6 +145,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     }
     try:
         return cls(**kwargs)
+    except FieldError as e:
+        raise ConfigError(f"{where}.{e.key}: {e.problem}" if where else str(e)) from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
 
@@ -110,10 +170,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.epochs=50")
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        value = _parse_toml(f"v = {raw.strip()}", f"override {key.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return [p.strip() for p in key.split(".")], value
+
+
+def _parse_toml(text: str, what: str) -> dict[str, Any]:
+    """``tomllib.loads``, with nesting too deep for the parser as a ConfigError.
+
+    Raises:
+        tomllib.TOMLDecodeError: not TOML.
+        ConfigError: nested too deeply.
+    """
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{what}: nested too deeply") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -138,16 +211,19 @@ def load_config(cls: type[T], path: Path | None = None, overrides: Sequence[str]
     """Loads ``cls`` from a TOML file (or its defaults when ``path`` is None), then overrides.
 
     Raises:
-        ConfigError: the file is missing or not TOML, or a key or type is wrong.
+        ConfigError: the file is missing, not a regular file, larger than MAX_TEXT_BYTES or
+            not TOML, or a key, type or value is wrong.
     """
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if not path.exists() and not path.is_symlink():
+            raise ConfigError(f"{path}: config file not found")
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            data = _parse_toml(read_text_limited(path, MAX_TEXT_BYTES), str(path))
+        except FileReadError as e:
+            raise ConfigError(str(e)) from None
+        except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
     data = apply_overrides(data, overrides)
     try:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from simclr_watches.data import Photo, try_load_image
+from simclr_watches.data import PILLOW_ERRORS, Photo, try_load_image
 from simclr_watches.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.model import Encoder, Preprocessing
 from simclr_watches.progress import progress_bar
@@ -62,11 +62,15 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def _prepare(path: Path, pre: Preprocessing, view: PhotoView | None) -> tuple[EmbeddedItem, torch.Tensor] | ImageReadError:
+    """The file decoded, viewed (e.g. cropped) and fitted as encoder input, or why it is unusable."""
     photo = try_load_image(path)
     if isinstance(photo, ImageReadError):
         return photo
-    img = view(photo) if view else photo.rgb
-    return EmbeddedItem(path, photo.sha256, photo.nbytes), pre.to_uint8(img)
+    try:
+        tensor = pre.to_uint8(view(photo) if view else photo.rgb)
+    except PILLOW_ERRORS as e:  # the image's content defeated the crop or the resize
+        return ImageReadError(path, f"cannot prepare the decoded image ({e or type(e).__name__})")
+    return EmbeddedItem(path, photo.sha256, photo.nbytes), tensor
 
 
 def _prefetched_batches(paths: Sequence[Path], batch_size: int, fn: Callable, workers: int) -> Iterator[list]:

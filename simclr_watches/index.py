@@ -26,7 +26,7 @@ from annoy import AnnoyIndex
 from simclr_watches import __version__, validate
 from simclr_watches.atomic import atomic_dir
 from simclr_watches.embed import EmbeddedItem
-from simclr_watches.errors import IndexFormatError, SimclrWatchesError
+from simclr_watches.errors import IndexFormatError, NoReadableImagesError, SimclrWatchesError
 from simclr_watches.model import Preprocessing
 from simclr_watches.outputs import OutputKind, json_format_owned, owned_folder, prepare_output
 from simclr_watches.weights import ModelInfo
@@ -594,8 +594,9 @@ def build_index(
 
     Raises:
         SimclrWatchesError: ``out_dir`` may not be written (an index there without ``force``,
-            anything else, or it overlaps ``catalog``; checked before any work), the catalog
-            has no image, or no image in it could be read.
+            anything else, or it overlaps ``catalog``; checked before any work), or the catalog
+            has no image.
+        NoReadableImagesError: no image in the catalog could be read (with why, for each).
     """
     from simclr_watches.data import scan_images
     from simclr_watches.embed import embed_paths
@@ -612,7 +613,7 @@ def build_index(
                       view=crop_to_foreground if crop else None)
     skipped = [(str(e.path), e.reason) for e in emb.skipped]
     if not emb.items:
-        raise SimclrWatchesError(f"{catalog}: none of the {len(paths)} image files could be read")
+        raise NoReadableImagesError(catalog, emb.skipped)
     view = {"crop": "foreground", "margin": CROP_MARGIN} if crop else {"crop": "none"}
     write_index(out_dir, emb.vectors, emb.items, model, model.preprocessing, n_trees=n_trees, skipped=skipped,
                 extra={"catalog_view": view}, force=force)

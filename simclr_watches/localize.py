@@ -25,6 +25,11 @@ from PIL import Image
 
 from simclr_watches.model import Preprocessing
 
+# A window narrower than this says nothing about a watch: a tiny or thin image gets the whole-image view only.
+MIN_WINDOW = 16
+# Window positions per axis and scale at most: a 60000 x 20 px panorama must not become thousands of windows.
+MAX_POSITIONS = 16
+
 
 @dataclass(frozen=True)
 class LocalizeConfig:
@@ -58,24 +63,34 @@ class LocalizeConfig:
 
 
 def _positions(length: float, side: float, stride: float) -> np.ndarray:
-    """Window starts covering [0, length] evenly, first flush left, last flush right."""
+    """Window starts covering [0, length] evenly, first flush left, last flush right.
+
+    At most MAX_POSITIONS of them: along a very long side the windows then leave gaps.
+    """
     if side >= length:
         return np.array([0.0])
     n = int(np.ceil((length - side) / (side * stride))) + 1
-    return np.linspace(0.0, length - side, n)
+    return np.linspace(0.0, length - side, min(n, MAX_POSITIONS))
 
 
 def window_boxes(width: int, height: int, cfg: LocalizeConfig = LocalizeConfig()) -> np.ndarray:
     """Square windows over an image, whole image first.
 
+    Windows whose side would be under MIN_WINDOW pixels are left out, so every box has
+    a positive area, and a tiny image is only looked at whole.
+
     Returns:
         (R, 4) int array of ``[x0, y0, x1, y1]`` pixel boxes (x1, y1 exclusive), all
         inside the image; row 0 is ``[0, 0, width, height]``.
     """
+    if width < 1 or height < 1:
+        raise ValueError(f"an image of {width}x{height} pixels has no windows")
     boxes = [(0.0, 0.0, float(width), float(height))]
     short = min(width, height)
     for s in cfg.scales:
         side = s * short
+        if side < MIN_WINDOW:
+            continue
         for y in _positions(height, side, cfg.stride):
             for x in _positions(width, side, cfg.stride):
                 boxes.append((x, y, x + side, y + side))

@@ -31,7 +31,7 @@ from torch import nn
 from simclr_watches.atomic import atomic_path
 from simclr_watches.augment import AugmentConfig, SimCLRAugment, preview_grid
 from simclr_watches.catalog_cache import CatalogCache, build_cache, cache_placement
-from simclr_watches.config import apply_overrides, from_dict, load_config, to_dict
+from simclr_watches.config import FieldError, apply_overrides, check_range, from_dict, load_config, to_dict
 from simclr_watches.embed import resolve_device
 from simclr_watches.errors import CheckpointError, ConfigError, SimclrWatchesError
 from simclr_watches.model import ARCH_DIMS, Encoder, Preprocessing, default_preprocessing
@@ -44,6 +44,12 @@ from simclr_watches.weights import CHECKPOINT_OUTPUT, init_encoder, save_encoder
 TRAIN_CHECKPOINT = "checkpoint.pt"
 ENCODER_FILE = "encoder.safetensors"
 METRICS_FILE = "metrics.jsonl"
+
+# Config bounds beyond which a value is a typo, not an experiment (and memory would run out first).
+MAX_WIDTH = 65536  # projection head widths
+MAX_CACHE_SIDE = 2048  # a catalog cache of 1000 photos at 2048 px is already 16 GB
+MAX_SEED = 2**32 - 1  # torch generators take 64 bits; batch_order multiplies the seed by ~1e6
+MAX_COUNT = 1_000_000  # epochs, batch sizes, proxy views
 
 
 def _metrics_owned(path: Path) -> bool:
@@ -96,9 +102,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCH_DIMS:
-            raise ValueError(f"unknown arch {self.arch!r}; known: {', '.join(ARCH_DIMS)}")
-        if self.frozen_stages < 0:
-            raise ValueError("frozen_stages must be >= 0")
+            raise FieldError("arch", f"unknown architecture {self.arch!r}; known: {', '.join(ARCH_DIMS)}")
+        check_range(self, "head_hidden", 0, MAX_WIDTH)
+        check_range(self, "head_out", 1, MAX_WIDTH)
+        check_range(self, "frozen_stages", 0)
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,10 @@ class DataConfig:
     cache_size: int = 256
     cache_device: Literal["auto", "gpu", "cpu"] = "auto"
     gpu_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        check_range(self, "cache_size", 16, MAX_CACHE_SIDE)
+        check_range(self, "gpu_fraction", 0.0, 1.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -142,8 +153,16 @@ class TrainConfig:
     checkpoint_every: int = 10
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2 or self.checkpoint_every < 1:
-            raise ValueError("epochs and checkpoint_every must be >= 1, batch_size >= 2")
+        check_range(self, "epochs", 1, MAX_COUNT)
+        check_range(self, "batch_size", 2, MAX_COUNT)
+        check_range(self, "lr", 0.0, 1.0, low_open=True)
+        check_range(self, "min_lr_ratio", 0.0, 1.0)
+        check_range(self, "warmup_epochs", 0.0)
+        if self.warmup_epochs > self.epochs:
+            raise FieldError("warmup_epochs", f"must be <= epochs ({self.epochs}), got {self.warmup_epochs}")
+        check_range(self, "weight_decay", 0.0, 1.0)
+        check_range(self, "seed", 0, MAX_SEED)
+        check_range(self, "checkpoint_every", 1, MAX_COUNT)
 
 
 @dataclass(frozen=True)
@@ -155,6 +174,9 @@ class LossConfig:
     """
 
     temperature: float = 0.2
+
+    def __post_init__(self) -> None:
+        check_range(self, "temperature", 0.0, 10.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -172,6 +194,11 @@ class EvalConfig:
     proxy_views: int = 256
     proxy_seed: int = 1234
     batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        check_range(self, "proxy_views", 1, MAX_COUNT)
+        check_range(self, "proxy_seed", 0, MAX_SEED)
+        check_range(self, "batch_size", 1, MAX_COUNT)
 
 
 @dataclass(frozen=True)
@@ -198,8 +225,12 @@ def load_pretrain_config(path: Path | str | None, overrides: Sequence[str] = ())
 
 def run_config(run_dir: Path | str, overrides: Sequence[str] = ()) -> PretrainConfig:
     """The config stored in a run's training checkpoint, with overrides (e.g. more epochs) on top."""
-    ckpt = load_training_checkpoint(Path(run_dir) / TRAIN_CHECKPOINT)
-    return from_dict(PretrainConfig, apply_overrides(ckpt["config"], overrides))
+    path = Path(run_dir) / TRAIN_CHECKPOINT
+    ckpt = load_training_checkpoint(path)
+    try:
+        return from_dict(PretrainConfig, apply_overrides(ckpt["config"], overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: stored config with --set: {e}") from None
 
 
 def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:

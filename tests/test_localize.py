@@ -1,10 +1,13 @@
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from hostile import run_cli
 from conftest import draw_watch
 from simclr_watches.index import build_index
-from simclr_watches.localize import LocalizeConfig, fuse_scores, window_boxes
+from simclr_watches.localize import MAX_POSITIONS, MIN_WINDOW, LocalizeConfig, fuse_scores, window_boxes
 from simclr_watches.search import Searcher
 
 
@@ -58,3 +61,23 @@ def test_box_finds_a_packshot_pasted_into_a_scene(make_catalog, small_checkpoint
     inter = max(0, min(x1, x + 96) - max(x0, x)) * max(0, min(y1, y + 96) - max(y0, y))
     iou = inter / ((x1 - x0) * (y1 - y0) + 96 * 96 - inter)
     assert iou > 0.5, (res.box, iou)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 200), (15, 15), (36, 36), (60000, 40), (97, 1001)])
+def test_every_window_has_a_positive_area_inside_the_image(size):
+    w, h = size
+    boxes = window_boxes(w, h)
+    assert boxes[0].tolist() == [0, 0, w, h]
+    assert ((boxes[:, 0] >= 0) & (boxes[:, 1] >= 0) & (boxes[:, 2] <= w) & (boxes[:, 3] <= h)).all()
+    assert ((boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)).all()
+    sides = boxes[1:, 2] - boxes[1:, 0]
+    assert (sides >= MIN_WINDOW).all()  # smaller windows are not looked at: the whole image is
+    assert len(boxes) <= 1 + MAX_POSITIONS**2  # a panorama does not become thousands of windows
+
+
+def test_cli_box_of_a_one_pixel_query_is_the_whole_image(make_catalog, small_checkpoint, tmp_path):
+    build_index(make_catalog(2), tmp_path / "idx", checkpoint=str(small_checkpoint), progress=False, n_trees=2)
+    Image.new("RGB", (1, 1), (0, 0, 0)).save(tmp_path / "dot.png")
+    proc = run_cli("search", tmp_path / "dot.png", "--index", tmp_path / "idx", "--json", "-k", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["box"] == [0, 0, 1, 1]

@@ -43,3 +43,29 @@ def test_training_checkpoint_round_trip(tmp_path):
         load_training_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(CheckpointError, match="no training checkpoint"):
         load_training_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_pickle_or_a_torn_checkpoint_is_one_line(tmp_path, make_catalog):
+    from hostile import assert_user_error, pickle_file, run_cli
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pickle_file(run / "checkpoint.pt")
+    line = assert_user_error(run_cli("pretrain", make_catalog(2), "--out", run, "--resume"),
+                             f"{run / 'checkpoint.pt'}: refused as a training checkpoint")
+    assert "only safetensors files and torch files saved with weights only are read" in line
+    assert not (run / "ran").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"config": None}, "field 'config' must be dict, got NoneType"),
+    ({"epoch": "3"}, "field 'epoch' must be int, got str"),
+    ({"format_version": 2}, "format v2 is newer"),
+    ({"format_version": None}, "field 'format_version' must be a positive integer"),
+])
+def test_fields_a_resume_needs_are_checked(tmp_path, change, message):
+    state = {"format": "simclr-watches-pretrain", "format_version": 1, "config": {}, "epoch": 1, "step": 1,
+             "model": {}, "optimizer": {}, "rng": [], "metrics": []}
+    torch.save({**state, **change}, tmp_path / "ck.pt")
+    with pytest.raises(CheckpointError, match=message):
+        load_training_checkpoint(tmp_path / "ck.pt")

@@ -1,4 +1,6 @@
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -6,6 +8,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from hostile import assert_user_error, pickle_file, run_cli
 from simclr_watches import weights
 from simclr_watches.errors import CheckpointError
 from simclr_watches.model import Preprocessing, default_preprocessing
@@ -236,3 +239,96 @@ def test_a_plus_b_is_the_same_ensemble_without_a_registry_entry(tmp_path, monkey
                           ("pair+a", "member pair is itself an ensemble")]:
         with pytest.raises(CheckpointError, match=message):
             load_model(spec)
+
+
+# Issue 12: a checkpoint's description is validated whole; a pickle is refused in one line.
+
+
+def _described(path: Path, description) -> Path:
+    """A safetensors file whose simclr-watches description is ``description`` (a dict as JSON, or raw text)."""
+    text = description if isinstance(description, str) else json.dumps(description)
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"simclr_watches": text})
+    return path
+
+
+GOOD_DESCRIPTION = {"format": "simclr-watches-encoder", "format_version": 1, "arch": "resnet18", "embedding_dim": 512,
+                    "preprocessing": Preprocessing(size=64).to_dict(), "meta": {}}
+
+
+@pytest.mark.parametrize("change, message", [
+    ("{not json", "description is not valid JSON"),
+    pytest.param("[" * 100_000 + "]" * 100_000, "description is not valid JSON", id="nested-too-deeply"),
+    ("[1, 2]", "description is not a JSON object"),
+    ({"format": "other"}, "field 'format' is 'other'"),
+    ({"format_version": "1"}, "field 'format_version' must be a positive integer, got '1'"),
+    ({"format_version": 7}, "checkpoint format v7 is newer than this program reads"),
+    ({"arch": None}, "field 'arch' is None, not one of efficientnet_lite0"),
+    ({"arch": ["resnet18"]}, "field 'arch' is ['resnet18']"),
+    ({"arch": "vit"}, "field 'arch' is 'vit'"),
+    ({"embedding_dim": 128}, "field 'embedding_dim' is 128, but resnet18 embeds in 512 dimensions"),
+    ({"preprocessing": None}, "field 'preprocessing' is invalid"),
+    ({"preprocessing": {"size": 64}}, "field 'preprocessing' is invalid"),
+    ({"meta": [1]}, "field 'meta' must be a JSON object, got list"),
+])
+def test_every_field_of_a_checkpoint_description_is_checked(tmp_path, change, message):
+    description = change if isinstance(change, str) else {**GOOD_DESCRIPTION, **change}
+    path = _described(tmp_path / "c.safetensors", description)
+    for read in (read_header, load_encoder_file):
+        with pytest.raises(CheckpointError, match=re.escape(message)) as err:
+            read(path)
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_missing_arch_and_preprocessing_are_named(tmp_path):
+    for key in ("arch", "preprocessing"):
+        desc = {k: v for k, v in GOOD_DESCRIPTION.items() if k != key}
+        with pytest.raises(CheckpointError, match=f"field '{key}' is"):
+            read_header(_described(tmp_path / f"no-{key}.safetensors", desc))
+
+
+def test_weights_holding_nan_are_refused(small_checkpoint, tmp_path):
+    from safetensors.torch import load_file
+
+    state = load_file(str(small_checkpoint))
+    state["conv1.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_file(state, str(path), metadata={"simclr_watches": json.dumps(GOOD_DESCRIPTION)})
+    with pytest.raises(CheckpointError, match="tensor conv1.weight holds NaN or infinite values"):
+        load_encoder_file(path)
+
+
+def test_a_pickle_is_refused_in_one_line_without_running_it(tmp_path):
+    path = pickle_file(tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError) as err:
+        init_encoder("resnet18", str(path))
+    message = str(err.value)
+    assert "\n" not in message and "weights_only" not in message
+    assert message.startswith(f"{path}: refused as weights") and "only safetensors files and torch files saved with weights only" in message
+    assert not (tmp_path / "ran").exists()
+    (tmp_path / "torn.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="torn.pt: refused as weights|torn.pt: cannot read weights"):
+        init_encoder("resnet18", str(tmp_path / "torn.pt"))
+
+
+def test_cli_bad_checkpoints_are_one_line_errors(make_catalog, tmp_path):
+    no_arch = _described(tmp_path / "noarch.safetensors", {k: v for k, v in GOOD_DESCRIPTION.items() if k != "arch"})
+    proc = run_cli("build-index", make_catalog(1), "--out", tmp_path / "idx", "--checkpoint", no_arch)
+    assert_user_error(proc, f"{no_arch}: checkpoint description field 'arch' is None")
+    not_json = _described(tmp_path / "notjson.safetensors", "{not json")
+    assert_user_error(run_cli("info", not_json), f"{not_json}: its simclr-watches description is not valid JSON")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "not a readable safetensors checkpoint"),
+    (b"garbage" * 10, "not a readable safetensors checkpoint"),
+    (None, "not a readable safetensors checkpoint"),  # a pickle
+])
+def test_cli_info_on_a_file_that_is_no_checkpoint(tmp_path, content, message):
+    from typer.testing import CliRunner
+
+    from simclr_watches.cli import app
+
+    path = tmp_path / "f.safetensors"
+    pickle_file(path) if content is None else path.write_bytes(content)
+    res = CliRunner().invoke(app, ["info", str(path)])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and f"{path}: {message}" in res.stderr
