@@ -26,6 +26,11 @@ def _print_error(message: str) -> None:
     stderr.print(f"[red]error:[/red] {escape(one_line(message))}", highlight=False)
 
 
+def _note(text: str) -> None:
+    """A progress or result note on stderr, printed as plain text (paths may hold rich markup like [/x])."""
+    stderr.print(text, markup=False, highlight=False)
+
+
 def _print_skipped(path: Path | str, reason: str) -> None:
     """``skipped PATH: REASON`` on stderr, for a file left out of a catalog."""
     stderr.print(f"[yellow]skipped[/yellow] {escape(one_line(f'{path}: {reason}'))}", highlight=False)
@@ -86,10 +91,9 @@ def build_index_cmd(
                          n_trees=n_trees, crop=crop, force=force)
     for path, reason in report.skipped:
         _print_skipped(path, reason)
-    stderr.print(
+    _note(
         f"indexed {report.count} images with {report.model.id} into {report.directory}"
         + (f"; skipped {len(report.skipped)} unreadable file(s)" if report.skipped else ""),
-        highlight=False,
     )
 
 
@@ -129,9 +133,9 @@ def search(
             _print_table(r)
     if sheet is not None and failed < len(results):
         files = write_sheet(results, sheet, force=force, inputs=[*queries, index])
-        stderr.print(f"contact sheet: {', '.join(map(str, files))}", highlight=False)
+        _note(f"contact sheet: {', '.join(map(str, files))}")
     if failed:
-        stderr.print(f"{failed} of {len(results)} queries failed", highlight=False)
+        _note(f"{failed} of {len(results)} queries failed")
         raise typer.Exit(1)
 
 
@@ -235,10 +239,9 @@ def pretrain(
     result = run_pretraining(catalog, out, cfg, resume=resume, force=force, device=device)
     if result.metrics and (result.run_dir / ENCODER_FILE).exists():
         last = result.metrics[-1]
-        stderr.print(
+        _note(
             f"epoch {last['epoch']}: loss {last['loss']:.4f}, retrieval proxy {last['proxy_top1']:.3f}; "
             f"encoder written to {result.run_dir / ENCODER_FILE}",
-            highlight=False,
         )
 
 
@@ -257,7 +260,7 @@ def augment_preview(
     from simclr_watches.pretrain import load_pretrain_config, write_augment_preview
 
     path = write_augment_preview(catalog, out, load_pretrain_config(config, overrides), n=count, seed=seed, force=force)
-    stderr.print(f"wrote {path}", highlight=False)
+    _note(f"wrote {path}")
 
 
 @app.command()
@@ -276,11 +279,10 @@ def demo(
     res = run_demo(out, catalog, n=n, seed=seed, checkpoint=checkpoint, force=force)
     _print_table(res.result)
     rank = res.source_rank
-    stderr.print(
+    _note(
         f"query {res.query} is a simulated photo of {res.source}: "
         + (f"found at rank {rank}" if rank else "not in the top results")
         + f"\ncontact sheet: {', '.join(map(str, res.files))}",
-        highlight=False,
     )
 
 
@@ -324,12 +326,12 @@ def evaluate(
                                cache_dir=out / ev.SIMULATED_DIR, kind=kind, limit=limit, seed=seed)
         report = ev.run(protocol, tasks, chosen, str(data), seed)
         md, payload = report.markdown(), report.to_json()
-        stderr.print(f"plot: {ev.plot_recall(report, plot, force=force)}", highlight=False)
+        _note(f"plot: {ev.plot_recall(report, plot, force=force)}")
         if failures:
-            stderr.print(f"failures: {ev.write_failures(report, failures, force=force)}", highlight=False)
+            _note(f"failures: {ev.write_failures(report, failures, force=force)}")
     typer.echo(md)
     for path in ev.write_outputs(out, md, payload, force=force):
-        stderr.print(f"wrote {path}", highlight=False)
+        _note(f"wrote {path}")
 
 
 @app.command()

@@ -57,3 +57,12 @@ def test_cli_skipped_file_whose_path_looks_like_markup(make_catalog, small_check
     proc = run_cli("build-index", root, "--out", tmp_path / "idx", "--checkpoint", small_checkpoint, "--n-trees", 2)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert f"skipped {root}/[/x].png: not an image" in proc.stderr
+
+
+def test_cli_notes_print_paths_that_look_like_markup_literally(make_catalog, small_checkpoint, tmp_path):
+    """The index folder's name is printed in the closing note: '[/x]' in it must not be read as rich markup."""
+    root = make_catalog(2)
+    out = tmp_path / "idx[/x]"
+    proc = run_cli("build-index", root, "--out", out, "--checkpoint", small_checkpoint, "--n-trees", 2)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"into {out}" in proc.stderr
