@@ -30,15 +30,15 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from simclr_watches.augment import AugmentConfig, SimCLRAugment  # noqa: E402
-from simclr_watches.catalog_cache import _decode  # noqa: E402
-from simclr_watches.data import load_image  # noqa: E402
-from simclr_watches.evaluate import Task, catalog_photo_task, photo_tasks  # noqa: E402
-from simclr_watches.localize import LocalizeConfig, fuse_scores, window_crops  # noqa: E402
-from simclr_watches.mask import crop_box, crop_to_foreground  # noqa: E402
-from simclr_watches.metrics import score_rankings, summarize  # noqa: E402
-from simclr_watches.model import Preprocessing  # noqa: E402
-from simclr_watches.weights import IMAGENET_LITE0, load_model  # noqa: E402
+from simclr_watches.train.augment import AugmentConfig, SimCLRAugment  # noqa: E402
+from simclr_watches.train.catalog_cache import _decode  # noqa: E402
+from simclr_watches.data.images import load_image  # noqa: E402
+from simclr_watches.evaluation.evaluate import Task, catalog_photo_task, photo_tasks  # noqa: E402
+from simclr_watches.retrieval.localize import LocalizeConfig, fuse_scores, window_crops  # noqa: E402
+from simclr_watches.data.mask import crop_box, crop_to_foreground  # noqa: E402
+from simclr_watches.evaluation.metrics import score_rankings, summarize  # noqa: E402
+from simclr_watches.model.encoder import Preprocessing  # noqa: E402
+from simclr_watches.weights.loading import IMAGENET_LITE0, load_model  # noqa: E402
 
 WISE = (0.3, 0.5, 0.7)
 VIEWS = 4

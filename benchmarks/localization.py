@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from simclr_watches.baselines import LocalizedMethod, make_method
-from simclr_watches.evaluate import catalog_photo_task, run_task
-from simclr_watches.index import write_index
-from simclr_watches.localize import LocalizeConfig
-from simclr_watches.mask import CROP_MARGIN
-from simclr_watches.search import Searcher
-from simclr_watches.weights import DEFAULT_MODEL, load_model
+from simclr_watches.evaluation.baselines import LocalizedMethod, make_method
+from simclr_watches.evaluation.evaluate import catalog_photo_task, run_task
+from simclr_watches.retrieval.index import write_index
+from simclr_watches.retrieval.localize import LocalizeConfig
+from simclr_watches.data.mask import CROP_MARGIN
+from simclr_watches.retrieval.search import Searcher
+from simclr_watches.weights.loading import DEFAULT_MODEL, load_model
 
 LAYOUTS = {
     "default: whole + 0.45 windows, stride 0.7": LocalizeConfig(),
@@ -57,8 +57,8 @@ def latency(manifest: Path, model: str, n: int) -> None:
     task = catalog_photo_task(manifest)
     enc, info = load_model(model)
     gallery = make_method(f"{model}+crop").embed(task.gallery)
-    from simclr_watches.embed import EmbeddedItem
-    from simclr_watches.weights import sha256_file
+    from simclr_watches.retrieval.embed import EmbeddedItem
+    from simclr_watches.weights.loading import sha256_file
 
     items = [EmbeddedItem(p, sha256_file(p), p.stat().st_size) for p in task.gallery]
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,8 +15,8 @@ from typing import Callable, List, Optional
 import typer
 from rich.markup import escape
 
-from simclr_watches.errors import NoReadableImagesError, SimclrWatchesError, one_line
-from simclr_watches.progress import stderr
+from simclr_watches.core.errors import NoReadableImagesError, SimclrWatchesError, one_line
+from simclr_watches.core.progress import stderr
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Visual similarity search for a watch catalog, learned without labels.")
 
@@ -85,7 +85,7 @@ def build_index_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an index written earlier by simclr-watches, once the new one is complete (nothing else is ever replaced)."),
 ) -> None:
     """Embed a catalog folder and write an Annoy index with its JSON sidecar."""
-    from simclr_watches.index import build_index
+    from simclr_watches.retrieval.index import build_index
 
     report = build_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
                          n_trees=n_trees, crop=crop, force=force)
@@ -112,10 +112,10 @@ def search(
     device: str = typer.Option("auto"),
 ) -> None:
     """Find the catalog items most similar to each query photo."""
-    from simclr_watches.data import expand_inputs
-    from simclr_watches.localize import LocalizeConfig
-    from simclr_watches.search import Searcher
-    from simclr_watches.sheet import check_sheet, write_sheet
+    from simclr_watches.data.images import expand_inputs
+    from simclr_watches.retrieval.localize import LocalizeConfig
+    from simclr_watches.retrieval.search import Searcher
+    from simclr_watches.retrieval.sheet import check_sheet, write_sheet
 
     if sheet is not None:
         check_sheet(sheet, force=force, inputs=[*queries, index])  # before any work
@@ -162,7 +162,7 @@ def synth(
     force: bool = typer.Option(False, "--force", help="Replace a synthetic catalog written earlier by simclr-watches."),
 ) -> None:
     """Render a synthetic watch catalog with known attributes (shape, colours, strap); prints the CSV path."""
-    from simclr_watches.synth import make_catalog
+    from simclr_watches.data.synth import make_catalog
 
     typer.echo(str(make_catalog(out_dir, n, seed=seed, size=size, force=force)))
 
@@ -176,7 +176,7 @@ def download(
     timeout: float = typer.Option(30.0, min=0.1, help="Seconds without data before the server counts as stalled."),
 ) -> None:
     """Download weights into the cache ($SIMCLR_WATCHES_HOME), verified by size and sha256; prints the path."""
-    from simclr_watches.weights import download as fetch_weights
+    from simclr_watches.weights.loading import download as fetch_weights
 
     if not name and not url:
         raise SimclrWatchesError("give a registered NAME or --url with --sha256")
@@ -190,7 +190,7 @@ def models() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from simclr_watches.weights import list_models
+    from simclr_watches.weights.loading import list_models
 
     table = Table(title="registered models (configs/weights.toml)", title_justify="left")
     for col in ("name", "arch", "MB", "status", "description"):
@@ -211,8 +211,8 @@ def export(
     force: bool = typer.Option(False, "--force", help="Replace an earlier export (checkpoint and description) of simclr-watches."),
 ) -> None:
     """Write a checkpoint for shipping: compact safetensors + JSON with sha256 and size for the registry."""
-    from simclr_watches.userfiles import read_json
-    from simclr_watches.weights import check_export, export_encoder
+    from simclr_watches.core.files import read_json
+    from simclr_watches.weights.loading import check_export, export_encoder
 
     inputs = [metrics] if metrics is not None else []
     check_export(checkpoint, out, force=force, inputs=inputs)
@@ -233,7 +233,7 @@ def pretrain(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (under torchrun: each process's local GPU)."),
 ) -> None:
     """SimCLR-pretrain the encoder on a catalog, without labels (torchrun for several GPUs)."""
-    from simclr_watches.pretrain import ENCODER_FILE, load_pretrain_config, run_config, run_pretraining
+    from simclr_watches.train.pretrain import ENCODER_FILE, load_pretrain_config, run_config, run_pretraining
 
     cfg = run_config(out, overrides) if resume else load_pretrain_config(config, overrides)
     result = run_pretraining(catalog, out, cfg, resume=resume, force=force, device=device)
@@ -257,7 +257,7 @@ def augment_preview(
     force: bool = typer.Option(False, "--force", help="Replace a PNG written earlier by simclr-watches."),
 ) -> None:
     """Write a grid of catalog photos next to two augmented views of each."""
-    from simclr_watches.pretrain import load_pretrain_config, write_augment_preview
+    from simclr_watches.train.pretrain import load_pretrain_config, write_augment_preview
 
     path = write_augment_preview(catalog, out, load_pretrain_config(config, overrides), n=count, seed=seed, force=force)
     _note(f"wrote {path}")
@@ -307,8 +307,8 @@ def evaluate(
     force: bool = typer.Option(False, "--force", help="Replace the outputs of an earlier simclr-watches evaluation."),
 ) -> None:
     """Measure retrieval quality of baselines and encoders; print a markdown table, write JSON and a plot."""
-    from simclr_watches import evaluate as ev
-    from simclr_watches.baselines import parse_methods
+    from simclr_watches.evaluation import evaluate as ev
+    from simclr_watches.evaluation.baselines import parse_methods
 
     if protocol not in ev.PROTOCOLS:
         raise SimclrWatchesError(f"unknown protocol {protocol!r}; known: {', '.join(ev.PROTOCOLS)}")
@@ -338,8 +338,8 @@ def evaluate(
 @_user_errors
 def info(path: Path = typer.Argument(..., help="An index folder or an encoder checkpoint file.")) -> None:
     """Describe an index folder or a checkpoint (model, preprocessing, size) as JSON."""
-    from simclr_watches.index import SIDECAR_FILE, load_index
-    from simclr_watches.weights import read_header
+    from simclr_watches.retrieval.index import SIDECAR_FILE, load_index
+    from simclr_watches.weights.loading import read_header
 
     if path.is_dir():
         meta = load_index(path).meta

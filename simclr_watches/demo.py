@@ -1,7 +1,7 @@
 """The first five minutes: a catalog, an index, a simulated user photo, a search, a contact sheet.
 
 Runs on a CPU in a few minutes with the default model and no data of the user's:
-the catalog is rendered by :mod:`simclr_watches.synth` unless one is given.
+the catalog is rendered by :mod:`simclr_watches.data.synth` unless one is given.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simclr_watches import __version__
-from simclr_watches.atomic import atomic_path, write_text_atomic
-from simclr_watches.data import scan_images
-from simclr_watches.errors import SimclrWatchesError
-from simclr_watches.index import INDEX_OUTPUT, build_index
-from simclr_watches.outputs import OutputKind, html_owned, json_format_owned, owned_folder, png_owned, prepare_output
-from simclr_watches.search import QueryResult, Searcher
-from simclr_watches.sheet import write_sheet
-from simclr_watches.synth import SYNTH_OUTPUT
+from simclr_watches.core.atomic import atomic_path, write_text_atomic
+from simclr_watches.data.images import scan_images
+from simclr_watches.core.errors import SimclrWatchesError
+from simclr_watches.retrieval.index import INDEX_OUTPUT, build_index
+from simclr_watches.core.outputs import OutputKind, html_owned, json_format_owned, owned_folder, png_owned, prepare_output
+from simclr_watches.retrieval.search import QueryResult, Searcher
+from simclr_watches.retrieval.sheet import write_sheet
+from simclr_watches.data.synth import SYNTH_OUTPUT
 
 DEMO_FORMAT = "simclr-watches-demo"
 DEMO_FILE = "demo.json"  # written first: marks the folder as a demo, even one that was interrupted
@@ -57,8 +57,8 @@ def run_demo(out_dir: Path | str, catalog: Path | str | None = None, *, n: int =
         SimclrWatchesError: ``out_dir`` may not be written or overlaps the given catalog
             (checked before any work), or the given catalog has no image.
     """
-    from simclr_watches.simulate import simulate_file
-    from simclr_watches.synth import make_catalog
+    from simclr_watches.data.simulate import simulate_file
+    from simclr_watches.data.synth import make_catalog
 
     out_dir = Path(out_dir)
     prepare_output(out_dir, DEMO_OUTPUT, force=force, inputs=[catalog])

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hostile import assert_user_error, run_cli
-from simclr_watches import weights
+from simclr_watches.weights import loading as weights
 from simclr_watches.cli import app
 
 
@@ -39,7 +39,7 @@ def test_other_exceptions_are_bugs_and_keep_their_traceback(monkeypatch, tmp_pat
 
 @pytest.mark.parametrize("message", ["first line\n  second line", "a [bold]path[/bold] and [/x]"])
 def test_messages_print_as_one_literal_line(monkeypatch, message, tmp_path):
-    from simclr_watches.errors import SimclrWatchesError
+    from simclr_watches.core.errors import SimclrWatchesError
 
     def fail(*args, **kwargs):
         raise SimclrWatchesError(message)

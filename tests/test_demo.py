@@ -3,7 +3,7 @@ import json
 import pytest
 
 from simclr_watches.demo import run_demo
-from simclr_watches.errors import SimclrWatchesError
+from simclr_watches.core.errors import SimclrWatchesError
 
 
 def test_demo_writes_catalog_index_query_and_sheet(tmp_path, small_checkpoint):

@@ -1,0 +1,120 @@
+"""Reading files a user hands in: regular files only, bounded in size, every failure a FileReadError.
+
+A path typed by a user may name anything: a folder, a FIFO that blocks forever, a
+device like ``/dev/zero`` that never ends, a broken symbolic link or a 40 GB file.
+:func:`read_limited` reads only a regular file no larger than a limit, decided by
+``fstat`` on the opened file before a byte is read, so none of these can hang the
+program or exhaust its memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any, Callable
+
+from simclr_watches.core.errors import FileReadError
+
+MiB = 1 << 20
+
+# Text files a user hands in (a config TOML, a --metrics JSON) are a few KB; this is far above.
+MAX_TEXT_BYTES = 8 * MiB
+
+_KINDS = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket",
+          stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    return next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
+
+
+def _open_failure(path: Path, e: OSError) -> str:
+    """Why ``path`` could not be opened, in words (a broken symbolic link names its target)."""
+    if isinstance(e, FileNotFoundError) and path.is_symlink():
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return f"cannot read file ({e.strerror or e})"
+
+
+def read_limited(path: Path | str, max_bytes: int,
+                 error: Callable[[Path, str], FileReadError] = FileReadError) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes`` bytes.
+
+    The file is opened without blocking (a FIFO is refused, not waited on) and its type
+    and size are checked on the open file before anything is read; at most
+    ``max_bytes`` bytes are ever read, even from a file that grows meanwhile.
+
+    Args:
+        path: the file.
+        max_bytes: largest size accepted.
+        error: the FileReadError subclass raised (e.g. ImageReadError).
+
+    Raises:
+        FileReadError (``error``): missing, a broken link, unreadable, not a regular
+            file, or larger than ``max_bytes``; the message names the file and the reason.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise error(path, _open_failure(path, e)) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(path, f"{_kind(info.st_mode)}, not a file")
+        if info.st_size > max_bytes:
+            raise error(path, f"too large: {info.st_size} bytes exceeds the limit of {max_bytes}")
+        data = _read_to_end(fd, info.st_size, max_bytes)
+    except OSError as e:
+        raise error(path, f"cannot read file ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise error(path, f"too large: more than the limit of {max_bytes} bytes")
+    return data
+
+
+def _read_to_end(fd: int, expected: int, max_bytes: int) -> bytes:
+    """The bytes of ``fd`` up to its end or ``max_bytes + 1``, whichever comes first.
+
+    ``expected`` (the size ``fstat`` gave) is read in one call, so the usual file is one
+    allocation; a file that grew since is read on in chunks, never past the limit.
+    """
+    chunks, size, want = [], 0, min(expected, max_bytes) + 1
+    while size <= max_bytes and (chunk := os.read(fd, want)):
+        chunks.append(chunk)
+        size += len(chunk)
+        want = min(MiB, max_bytes + 1 - size)
+    return b"".join(chunks)
+
+
+def read_text_limited(path: Path | str, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """A UTF-8 text file of at most ``max_bytes`` bytes (see :func:`read_limited`).
+
+    Raises:
+        FileReadError: unreadable, not a regular file, too large, or not UTF-8 text.
+    """
+    data = read_limited(path, max_bytes)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FileReadError(path, f"not UTF-8 text (byte {e.start})") from None
+
+
+def read_json(path: Path | str, max_bytes: int = MAX_TEXT_BYTES) -> Any:
+    """A JSON file of at most ``max_bytes`` bytes, parsed.
+
+    Raises:
+        FileReadError: unreadable, not a regular file, too large, or not JSON (the reason says which).
+    """
+    try:
+        return json.loads(read_text_limited(path, max_bytes))
+    except FileReadError as e:
+        reason = e.reason
+    except ValueError as e:
+        reason = str(e)
+    except RecursionError:
+        reason = "nested too deeply"
+    raise FileReadError(path, f"not a readable JSON file: {reason}")

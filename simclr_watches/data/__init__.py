@@ -1,0 +1,1 @@
+"""Images in: finding and decoding catalog photos, the foreground mask, synthetic catalogs and simulated user photos."""

@@ -1,0 +1,1 @@
+"""Retrieval quality: protocols, methods and baselines, metrics, reports."""

@@ -1,0 +1,1 @@
+"""The encoder: architectures (EfficientNet-Lite0, ResNet), preprocessing, ensembles."""

@@ -1,0 +1,1 @@
+"""Embedding, the Annoy index, localisation and search: what a user runs."""

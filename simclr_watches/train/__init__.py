@@ -1,0 +1,1 @@
+"""SimCLR pretraining: config, Kornia augmentations, the catalog cache, the training loop, checkpoints."""

@@ -1,0 +1,1 @@
+"""Encoder weights: the named registry, ImageNet initialisation, self-describing checkpoints, verified downloads."""

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+import torch
+
+from simclr_watches.core.errors import IndexFormatError
+from simclr_watches.retrieval.index import build_index
+from simclr_watches.model.encoder import Preprocessing
+from simclr_watches.retrieval.search import Searcher
+from simclr_watches.weights.loading import init_encoder, save_encoder
+
+
+@pytest.fixture
+def index_dir(make_catalog, small_checkpoint, tmp_path):
+    build_index(make_catalog(6), tmp_path / "idx", checkpoint=str(small_checkpoint), progress=False, n_trees=5)
+    return tmp_path / "idx"
+
+
+def test_each_catalog_image_finds_itself_first(index_dir, tmp_path):
+    s = Searcher(index_dir, device="cpu")
+    queries = [(str(p), p) for p in sorted((tmp_path / "catalog").iterdir())]
+    results = s.search(queries, top_k=3)
+    for (label, p), r in zip(queries, results):
+        assert r.query == label and r.error is None and len(r.hits) == 3
+        assert r.hits[0].path == str(p.resolve()) and r.hits[0].score > 0.999
+        assert [h.rank for h in r.hits] == [1, 2, 3]
+        assert r.hits[0].score >= r.hits[1].score >= r.hits[2].score
+
+
+def test_unreadable_query_is_reported_and_others_answered(index_dir, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    good = tmp_path / "catalog" / "w001.png"
+    results = Searcher(index_dir).search([("bad", bad), ("good", good)], top_k=20)
+    assert results[0].error and "bad.png: not an image" in results[0].error and results[0].hits == []
+    assert results[1].error is None and len(results[1].hits) == 6  # top-k capped at catalog size
+    assert json.loads(json.dumps(results[1].to_json()))["query"] == "good"
+
+
+def test_another_model_is_refused(index_dir, tmp_path):
+    other = save_encoder(tmp_path / "other.safetensors", init_encoder("resnet18", "random"), Preprocessing(size=64))
+    with pytest.raises(IndexFormatError, match="index was built with model .*small.safetensors.* rebuild it"):
+        Searcher(index_dir, checkpoint=str(other))
+
+
+def test_an_index_built_with_an_a_plus_b_ensemble_searches_from_anywhere(make_catalog, tmp_path, monkeypatch):
+    torch.manual_seed(1)
+    other = save_encoder(tmp_path / "other.safetensors", init_encoder("resnet18", "random"), Preprocessing(size=64))
+    torch.manual_seed(2)
+    save_encoder(tmp_path / "third.safetensors", init_encoder("resnet18", "random"), Preprocessing(size=64))
+    catalog = make_catalog(4)
+    monkeypatch.chdir(tmp_path)
+    build_index(catalog, tmp_path / "idx", checkpoint="other.safetensors+third.safetensors", progress=False, n_trees=5)
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert meta["dim"] == 1024 and [m["id"] for m in meta["model"]["members"]] == [
+        str(other.resolve()), str((tmp_path / "third.safetensors").resolve())]
+    monkeypatch.chdir(catalog)  # the recorded id has absolute paths
+    query = sorted(catalog.iterdir())[2]
+    [r] = Searcher(tmp_path / "idx").search([("q", query)], top_k=2)
+    assert r.hits[0].path == str(query.resolve()) and r.hits[0].score > 0.999
