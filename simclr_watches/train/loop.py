@@ -1,0 +1,109 @@
+"""The training loop: the learning-rate schedule, the data order, one SimCLR step, one epoch.
+
+Every collaborator (model, loss, optimiser, augmentation, catalog cache) is an argument,
+so the loop runs the same for ``simclr-watches pretrain``, under DDP and in benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from simclr_watches.model.encoder import Preprocessing
+from simclr_watches.train.augment import SimCLRAugment
+from simclr_watches.train.catalog_cache import CatalogCache
+from simclr_watches.train.config import PretrainConfig, TrainConfig
+from simclr_watches.train.simclr import memory_format
+
+
+def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    """Learning rate at optimiser step ``step``: linear warmup from 0, then cosine decay.
+
+    Pure: the schedule position is the step count alone, so a resumed run continues on
+    the same curve. Cosine decay follows SGDR (Loshchilov & Hutter 2017, arXiv:1608.03983)
+    as used by SimCLR.
+    """
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    floor = cfg.lr * cfg.min_lr_ratio
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def batch_order(n: int, batch_size: int, epoch: int, seed: int) -> list[torch.Tensor]:
+    """Index batches of one epoch; the incomplete last batch is dropped (NT-Xent wants full batches).
+
+    The order depends only on (seed, epoch), not on the global RNG, so it is the same
+    after a resume.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=gen)
+    return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+def simclr_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                device: torch.device) -> torch.Tensor:
+    """One optimiser step on a batch of view pairs.
+
+    Args:
+        x: (2B, 3, S, S) normalised; rows i and B + i are the two views of photo i. Both
+            views go through one forward pass, so batch norm sees the whole batch.
+
+    Returns:
+        the loss, a detached scalar tensor (reading it waits for the device).
+    """
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        z = model(x)
+    z1, z2 = z.float().chunk(2)
+    loss = criterion(z1, z2)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    augment: SimCLRAugment,
+    preprocessing: Preprocessing,
+    cache: CatalogCache,
+    *,
+    epoch: int,
+    step: int,
+    cfg: PretrainConfig,
+    device: torch.device,
+    advance: Callable[..., None] = lambda n=1, **kw: None,
+) -> tuple[int, float]:
+    """One pass over ``cache``: augment, embed both views, NT-Xent, AdamW step.
+
+    Args:
+        model: the training model (possibly DDP- or compile-wrapped); maps views to projections.
+        step: global optimiser step at the start of the epoch (drives ``lr_at``).
+
+    Returns:
+        (global step at the end, mean loss of the epoch).
+    """
+    model.train()
+    batches = batch_order(len(cache), cfg.train.batch_size, epoch, cfg.train.seed)
+    memory = memory_format(cfg.model, device)
+    total = torch.zeros((), device=device)
+    for idx in batches:
+        lr = lr_at(step, cfg.train, len(batches))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images, masks = cache.batch(idx, device)
+        v1, v2 = augment(images, masks)
+        x = preprocessing.normalize(torch.cat([v1, v2])).contiguous(memory_format=memory)
+        loss = simclr_step(model, criterion, optimizer, x, device)
+        total += loss
+        step += 1
+        # Reading the loss waits for the GPU; do it rarely so the host keeps queueing work ahead.
+        advance(1, **({"loss": float(loss)} if step % 20 == 1 else {}))
+    return step, float(total) / max(1, len(batches))
