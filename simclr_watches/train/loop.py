@@ -16,7 +16,10 @@ from simclr_watches.model.encoder import Preprocessing
 from simclr_watches.train.augment import SimCLRAugment
 from simclr_watches.train.catalog_cache import CatalogCache
 from simclr_watches.train.config import PretrainConfig, TrainConfig
+from simclr_watches.train.divergence import NonFiniteWatch, check_finite_weights
 from simclr_watches.train.simclr import memory_format
+
+READ_EVERY = 20  # steps between reads of the loss on the host (each waits for the device)
 
 
 def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
@@ -85,15 +88,22 @@ def train_one_epoch(
 
     Args:
         model: the training model (possibly DDP- or compile-wrapped); maps views to projections.
+        epoch: 0-based epoch (with ``cfg.train.seed``, it fixes the order of the batches).
         step: global optimiser step at the start of the epoch (drives ``lr_at``).
 
     Returns:
         (global step at the end, mean loss of the epoch).
+
+    Raises:
+        TrainingDivergedError: the loss or the weights became NaN or infinite. It is noticed
+            within ``READ_EVERY`` steps, and at the latest at the end of the epoch, so an epoch
+            never ends with such weights.
     """
     model.train()
     batches = batch_order(len(cache), cfg.train.batch_size, epoch, cfg.train.seed)
     memory = memory_format(cfg.model, device)
     total = torch.zeros((), device=device)
+    watch = NonFiniteWatch(device)
     for idx in batches:
         lr = lr_at(step, cfg.train, len(batches))
         for group in optimizer.param_groups:
@@ -104,6 +114,14 @@ def train_one_epoch(
         loss = simclr_step(model, criterion, optimizer, x, device)
         total += loss
         step += 1
+        watch.record(loss, step)
         # Reading the loss waits for the GPU; do it rarely so the host keeps queueing work ahead.
-        advance(1, **({"loss": float(loss)} if step % 20 == 1 else {}))
-    return step, float(total) / max(1, len(batches))
+        if step % READ_EVERY == 1:
+            advance(1, loss=float(loss))
+            watch.check(epoch + 1)  # the device is idle now: this read costs no further wait
+        else:
+            advance(1)
+    mean = float(total) / max(1, len(batches))
+    watch.check(epoch + 1)
+    check_finite_weights(model, epoch + 1, step)
+    return step, mean

@@ -1,9 +1,12 @@
-"""A pretraining run end to end (CPU): resume, bad inputs, and the CLI from catalog to index."""
+"""A pretraining run end to end (CPU): resume, bad inputs, divergence, and the CLI from catalog to index."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +16,11 @@ from typer.testing import CliRunner
 from simclr_watches.cli import app
 from simclr_watches.core.errors import ConfigError, SimclrWatchesError
 from simclr_watches.train.config import load_pretrain_config
+from simclr_watches.train.divergence import TrainingDivergedError
 from simclr_watches.train.run import ENCODER_FILE, METRICS_FILE, TRAIN_CHECKPOINT, run_pretraining
 from simclr_watches.weights.loading import read_header
 
+from hostile import assert_user_error
 from tiny_pretrain import TINY, one_thread, tiny  # noqa: F401 (one_thread: a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +53,38 @@ def test_bad_inputs_are_clear_errors(tmp_path, make_catalog):
         run_pretraining(tmp_path / "bad", tmp_path / "run", tiny(), progress=False)
     with pytest.raises(ConfigError, match="batch_size=64 is more than the 3"):
         run_pretraining(make_catalog(3), tmp_path / "run", tiny("train.batch_size=64"), progress=False)
+
+
+def _poison_nt_xent(monkeypatch) -> None:
+    """From now on lightly's NT-Xent returns NaN (through the graph, so the update is NaN too)."""
+    from lightly.loss import NTXentLoss
+
+    forward = NTXentLoss.forward
+    monkeypatch.setattr(NTXentLoss, "forward", lambda self, z1, z2: forward(self, z1, z2) * float("nan"))
+
+
+def test_a_diverged_run_stops_and_keeps_its_last_checkpoint(make_catalog, tmp_path, monkeypatch):
+    catalog, run = make_catalog(8), tmp_path / "run"
+    cfg = tiny("train.epochs=3")  # 8 photos, 4 per step: 2 steps an epoch, a checkpoint after each
+    run_pretraining(catalog, run, cfg, progress=False, stop_after=1)
+    files = {name: (run / name).read_bytes() for name in (TRAIN_CHECKPOINT, ENCODER_FILE, METRICS_FILE)}
+    _poison_nt_xent(monkeypatch)
+    with pytest.raises(TrainingDivergedError, match=r"the loss became nan at epoch 2, step 3\b.*train\.grad_clip"):
+        run_pretraining(catalog, run, cfg, resume=True, progress=False)
+    assert {name: (run / name).read_bytes() for name in files} == files
+
+
+def test_cli_a_diverged_run_is_a_one_line_error(make_catalog, tmp_path):
+    """The CLI as a process, with NT-Xent patched to NaN before the app starts: exit 2, one line, nothing saved."""
+    code = ("import lightly.loss as L; f = L.NTXentLoss.forward; "
+            "L.NTXentLoss.forward = lambda s, a, b: f(s, a, b) * float('nan'); "
+            "from simclr_watches.cli import app; app()")
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", code, "pretrain", str(make_catalog(4)), "--config", str(TINY),
+                           "--out", str(run), "--device", "cpu"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"})
+    assert_user_error(proc, "error: the loss became nan at epoch 1, step 1:", "Lower train.lr or set train.grad_clip")
+    assert list(run.iterdir()) == []
 
 
 def test_cli_pretrain_then_build_index(make_catalog, tmp_path):
