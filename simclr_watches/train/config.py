@@ -90,6 +90,8 @@ class TrainConfig:
         weight_decay: AdamW decay of weights; biases and norm parameters are not decayed.
         seed: seeds model init, data order and augmentations.
         checkpoint_every: epochs between checkpoints (one is always written at the end).
+        grad_clip: largest global L2 norm of the gradients before each optimiser step; larger
+            ones are scaled down to it (Pascanu et al. 2013, arXiv:1211.5063). 0: off.
     """
 
     epochs: int = 100
@@ -100,6 +102,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     seed: int = 0
     checkpoint_every: int = 10
+    grad_clip: float = 0.0
 
     def __post_init__(self) -> None:
         check_range(self, "epochs", 1, MAX_COUNT)
@@ -112,6 +115,7 @@ class TrainConfig:
         check_range(self, "weight_decay", 0.0, 1.0)
         check_range(self, "seed", 0, MAX_SEED)
         check_range(self, "checkpoint_every", 1, MAX_COUNT)
+        check_range(self, "grad_clip", 0.0)
 
 
 @dataclass(frozen=True)

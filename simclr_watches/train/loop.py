@@ -50,12 +50,16 @@ def batch_order(n: int, batch_size: int, epoch: int, seed: int) -> list[torch.Te
 
 
 def simclr_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                device: torch.device) -> torch.Tensor:
+                device: torch.device, grad_clip: float = 0.0) -> torch.Tensor:
     """One optimiser step on a batch of view pairs.
 
     Args:
         x: (2B, 3, S, S) normalised; rows i and B + i are the two views of photo i. Both
             views go through one forward pass, so batch norm sees the whole batch.
+        grad_clip: when > 0, the gradients of all parameters are scaled down together so that
+            their global L2 norm is at most this (Pascanu et al. 2013, arXiv:1211.5063); on the
+            device, without waiting for it. Under DDP they are the all-reduced gradients, so
+            every process scales alike.
 
     Returns:
         the loss, a detached scalar tensor (reading it waits for the device).
@@ -66,6 +70,8 @@ def simclr_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.O
     loss = criterion(z1, z2)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss.detach()
 
@@ -84,7 +90,7 @@ def train_one_epoch(
     device: torch.device,
     advance: Callable[..., None] = lambda n=1, **kw: None,
 ) -> tuple[int, float]:
-    """One pass over ``cache``: augment, embed both views, NT-Xent, AdamW step.
+    """One pass over ``cache``: augment, embed both views, NT-Xent, gradient clipping (``train.grad_clip``), AdamW step.
 
     Args:
         model: the training model (possibly DDP- or compile-wrapped); maps views to projections.
@@ -111,7 +117,7 @@ def train_one_epoch(
         images, masks = cache.batch(idx, device)
         v1, v2 = augment(images, masks)
         x = preprocessing.normalize(torch.cat([v1, v2])).contiguous(memory_format=memory)
-        loss = simclr_step(model, criterion, optimizer, x, device)
+        loss = simclr_step(model, criterion, optimizer, x, device, cfg.train.grad_clip)
         total += loss
         step += 1
         watch.record(loss, step)

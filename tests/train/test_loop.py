@@ -13,7 +13,7 @@ from simclr_watches.train.augment import SimCLRAugment
 from simclr_watches.train.catalog_cache import CatalogCache, build_cache
 from simclr_watches.train.config import PretrainConfig, TrainConfig
 from simclr_watches.train.divergence import TrainingDivergedError
-from simclr_watches.train.loop import lr_at, train_one_epoch
+from simclr_watches.train.loop import lr_at, simclr_step, train_one_epoch
 from simclr_watches.train.run import build_training
 
 from tiny_pretrain import one_thread, tiny  # noqa: F401 (one_thread: a fixture)
@@ -107,3 +107,41 @@ def test_weights_that_turn_non_finite_with_a_finite_loss_stop_the_epoch(parts):
     parts.optimizer.step = step
     with pytest.raises(TrainingDivergedError, match=r"the weights became non-finite at epoch 2, by step 8\b"):
         parts.run()
+
+
+def _sgd_step(grad_clip: float) -> tuple[float, float]:
+    """One ``simclr_step`` of the tiny model with plain SGD (update = lr x gradient); (gradient norm, update norm)."""
+    torch.manual_seed(0)
+    model, _, criterion, _ = build_training(tiny(), CPU)
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    simclr_step(model, criterion, torch.optim.SGD(params, lr=0.1), x, CPU, grad_clip=grad_clip)
+    grad = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+    update = torch.linalg.vector_norm(torch.stack([(p.detach() - b).norm() for p, b in zip(params, before)]))
+    return float(grad), float(update)
+
+
+def test_grad_clip_bounds_the_gradient_norm_and_shrinks_the_update():
+    grad, update = _sgd_step(0.0)
+    bound = grad / 100  # a tiny clip
+    clipped_grad, clipped_update = _sgd_step(bound)
+    assert clipped_grad <= bound * (1 + 1e-5)
+    assert clipped_update < update / 50
+    assert clipped_update == pytest.approx(0.1 * clipped_grad, rel=1e-3)  # SGD moved by the clipped gradient
+    assert _sgd_step(grad * 10) == pytest.approx((grad, update), rel=1e-6)  # a bound above the norm changes nothing
+
+
+def test_the_epoch_clips_with_train_grad_clip(parts, monkeypatch):
+    bounds, clip = [], torch.nn.utils.clip_grad_norm_
+
+    def recorded(params, max_norm, **kwargs):
+        bounds.append(max_norm)
+        return clip(params, max_norm, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recorded)
+    parts.run()
+    assert bounds == []  # the default, 0: off, as before
+    parts.cfg = tiny("train.batch_size=2", "train.grad_clip=0.5")
+    parts.run(epoch=2, step=8)
+    assert bounds == [0.5] * 4
