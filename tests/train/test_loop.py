@@ -37,7 +37,6 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_at(7, cfg, spe) == lrs[7]  # pure
 
 
-
 @dataclass
 class Epoch:
     """The collaborators of ``train_one_epoch`` as a run builds them: 8 photos, 2 per step, so 4 steps."""
@@ -57,6 +56,7 @@ class Epoch:
 
 @pytest.fixture
 def parts(make_catalog) -> Epoch:
+    """An :class:`Epoch` of the tiny config; a test may replace any collaborator before ``run``."""
     cfg = tiny("train.batch_size=2")
     torch.manual_seed(0)
     model, optimizer, criterion, augment = build_training(cfg, CPU)
