@@ -4,7 +4,7 @@ Three measurements in one run, on one device, with the same model, loss and opti
 (EfficientNet-Lite0, 224 px, 256 photos x 2 views per step by default):
 
   (a) this project's pipeline: uint8 catalog cache on the device + Kornia augmentations
-      (``pretrain.train_one_epoch``, exactly what ``simclr-watches pretrain`` runs);
+      (``train.loop.train_one_epoch``, exactly what ``simclr-watches pretrain`` runs);
   (b) the usual CPU path: lightly's ``SimCLRTransform`` (PIL/torchvision, with rotation)
       in a DataLoader with one worker per CPU core, feeding the same training step;
   (c) the ceiling: the training step alone on device-resident random tensors.
@@ -35,13 +35,10 @@ sys.path.insert(0, str(REPO))
 
 from simclr_watches.train.catalog_cache import CatalogCache, build_cache, cache_placement  # noqa: E402
 from simclr_watches.retrieval.embed import resolve_device  # noqa: E402
-from simclr_watches.train.pretrain import (  # noqa: E402
-    build_training,
-    load_pretrain_config,
-    memory_format,
-    simclr_step,
-    train_one_epoch,
-)
+from simclr_watches.train.config import load_pretrain_config  # noqa: E402
+from simclr_watches.train.loop import simclr_step, train_one_epoch  # noqa: E402
+from simclr_watches.train.run import build_training  # noqa: E402
+from simclr_watches.train.simclr import memory_format  # noqa: E402
 
 DEFAULT_CATALOG = Path("/work/shared/data/watches-dev/images")
 

@@ -233,7 +233,8 @@ def pretrain(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (under torchrun: each process's local GPU)."),
 ) -> None:
     """SimCLR-pretrain the encoder on a catalog, without labels (torchrun for several GPUs)."""
-    from simclr_watches.train.pretrain import ENCODER_FILE, load_pretrain_config, run_config, run_pretraining
+    from simclr_watches.train.config import load_pretrain_config
+    from simclr_watches.train.run import ENCODER_FILE, run_config, run_pretraining
 
     cfg = run_config(out, overrides) if resume else load_pretrain_config(config, overrides)
     result = run_pretraining(catalog, out, cfg, resume=resume, force=force, device=device)
@@ -257,7 +258,8 @@ def augment_preview(
     force: bool = typer.Option(False, "--force", help="Replace a PNG written earlier by simclr-watches."),
 ) -> None:
     """Write a grid of catalog photos next to two augmented views of each."""
-    from simclr_watches.train.pretrain import load_pretrain_config, write_augment_preview
+    from simclr_watches.train.config import load_pretrain_config
+    from simclr_watches.train.preview import write_augment_preview
 
     path = write_augment_preview(catalog, out, load_pretrain_config(config, overrides), n=count, seed=seed, force=force)
     _note(f"wrote {path}")

@@ -97,7 +97,7 @@ def test_override_values_parse_as_toml_else_string():
     ("augment.background_weights=[0, 0, 0, 0]", "augment.background_weights: must have a positive sum"),
 ])
 def test_every_pretraining_value_is_range_checked(override, message):
-    from simclr_watches.train.pretrain import load_pretrain_config
+    from simclr_watches.train.config import load_pretrain_config
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_pretrain_config(None, [override])
@@ -106,7 +106,7 @@ def test_every_pretraining_value_is_range_checked(override, message):
 def test_shipped_pretraining_configs_are_in_range():
     from pathlib import Path
 
-    from simclr_watches.train.pretrain import load_pretrain_config
+    from simclr_watches.train.config import load_pretrain_config
 
     for path in sorted((Path(__file__).resolve().parents[2] / "configs").glob("pretrain*.toml")):
         load_pretrain_config(path)

@@ -142,7 +142,8 @@ def test_loading_the_default_model_imports_neither_timm_nor_torchvision(tmp_path
 
 def test_frozen_stages_stay_in_eval_mode_after_sync_batchnorm_conversion():
     """Multi-GPU pretraining converts batch norms to SyncBatchNorm; the frozen stem's must not train after that."""
-    from simclr_watches.train.pretrain import ModelConfig, build_model
+    from simclr_watches.train.config import ModelConfig
+    from simclr_watches.train.simclr import build_model
 
     model = nn.SyncBatchNorm.convert_sync_batchnorm(build_model(ModelConfig(init="random", frozen_stages=2))).train()
     frozen = [m for stage in model.encoder.stages()[:2] for m in stage]

@@ -9,7 +9,8 @@ import torch
 
 from simclr_watches.core.config import to_dict
 from simclr_watches.core.errors import CheckpointError
-from simclr_watches.train.pretrain import build_model, build_optimizer, load_pretrain_config
+from simclr_watches.train.config import load_pretrain_config
+from simclr_watches.train.simclr import build_model, build_optimizer
 from simclr_watches.train.state import load_training_checkpoint, save_training_checkpoint
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "pretrain-cpu-tiny.toml"
