@@ -123,13 +123,14 @@ class LossConfig:
     """NT-Xent (Chen et al. 2020, eq. 1).
 
     Attributes:
-        temperature: softmax temperature of the cosine similarities.
+        temperature: softmax temperature of the cosine similarities (lightly's NTXentLoss
+            refuses values below 1e-8).
     """
 
     temperature: float = 0.2
 
     def __post_init__(self) -> None:
-        check_range(self, "temperature", 0.0, 10.0, low_open=True)
+        check_range(self, "temperature", 1e-8, 10.0)
 
 
 @dataclass(frozen=True)
