@@ -58,7 +58,7 @@ def latency(manifest: Path, model: str, n: int) -> None:
     enc, info = load_model(model)
     gallery = make_method(f"{model}+crop").embed(task.gallery)
     from simclr_watches.retrieval.embed import EmbeddedItem
-    from simclr_watches.weights.loading import sha256_file
+    from simclr_watches.core.files import sha256_file
 
     items = [EmbeddedItem(p, sha256_file(p), p.stat().st_size) for p in task.gallery]
     with tempfile.TemporaryDirectory() as tmp:

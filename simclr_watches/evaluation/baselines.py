@@ -208,7 +208,7 @@ class LocalizedMethod(Method):
         return self.inner.embed(paths)
 
     def score_queries(self, paths: Sequence[Path], gallery: np.ndarray) -> np.ndarray:
-        from simclr_watches.retrieval.embed import resolve_device
+        from simclr_watches.core.device import resolve_device
         from simclr_watches.retrieval.localize import embed_regions, fuse_scores, window_crops
         from simclr_watches.data.mask import crop_box
 

@@ -31,8 +31,9 @@ from torch import nn
 from simclr_watches.core.atomic import atomic_path
 from simclr_watches.train.augment import AugmentConfig, SimCLRAugment, preview_grid
 from simclr_watches.train.catalog_cache import CatalogCache, build_cache, cache_placement
-from simclr_watches.core.config import FieldError, apply_overrides, check_range, from_dict, load_config, to_dict
-from simclr_watches.retrieval.embed import resolve_device
+from simclr_watches.core.config import apply_overrides, check_range, from_dict, load_config, to_dict
+from simclr_watches.core.validate import FieldError
+from simclr_watches.core.device import resolve_device
 from simclr_watches.core.errors import CheckpointError, ConfigError, SimclrWatchesError
 from simclr_watches.model.encoder import ARCH_DIMS, Encoder, Preprocessing, default_preprocessing
 from simclr_watches.core.outputs import PNG, OutputKind, check_disjoint, owned_folder, png_info, prepare_output, read_prefix

@@ -27,7 +27,8 @@ from simclr_watches import __version__
 from simclr_watches.core.atomic import atomic_path, write_text_atomic
 from simclr_watches.core.errors import CheckpointError, one_line
 from simclr_watches.model.encoder import ARCH_DIMS, Encoder, EnsembleEncoder, Preprocessing, create_backbone, default_preprocessing
-from simclr_watches.core.outputs import OutputKind, prepare_output, read_json
+from simclr_watches.core.files import sha256_file
+from simclr_watches.core.outputs import OutputKind, prepare_output, try_read_json_object
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -92,14 +93,6 @@ class ModelInfo:
         if "members" in self.meta:
             d["members"] = self.meta["members"]
         return d
-
-
-def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_registry(path: Path = REGISTRY_PATH) -> dict[str, WeightsEntry]:
@@ -283,7 +276,7 @@ def _is_checkpoint(path: Path) -> bool:
 
 def _is_description(path: Path) -> bool:
     """An export description: ``"format": EXPORT_FORMAT``, or one written before that key existed."""
-    desc = read_json(path) or {}
+    desc = try_read_json_object(path) or {}
     return desc.get("format") == EXPORT_FORMAT or (_DESCRIPTION_KEYS <= desc.keys() and "format" not in desc)
 
 

@@ -14,7 +14,7 @@ import pytest
 import simclr_watches.retrieval.index as index_mod
 from simclr_watches.core.errors import IndexFormatError, SimclrWatchesError
 from simclr_watches.retrieval.index import build_index, cosine_from_angular, load_embeddings, load_index
-from simclr_watches.weights.loading import sha256_file
+from simclr_watches.core.files import sha256_file
 
 
 def _build(root, out, ckpt, **kw):
