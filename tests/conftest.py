@@ -62,7 +62,7 @@ def small_checkpoint(tmp_path_factory) -> Path:
     """A random-init ResNet-18 checkpoint at 64 px: fast, and its embeddings still tell images apart."""
     import torch
 
-    from simclr_watches.model.encoder import Preprocessing
+    from simclr_watches.model import Preprocessing
     from simclr_watches.weights.loading import init_encoder, save_encoder
 
     torch.manual_seed(0)

@@ -162,7 +162,7 @@ class EncoderMethod(Method):
             if self.spec == "random":
                 import torch
 
-                from simclr_watches.model.encoder import default_preprocessing
+                from simclr_watches.model import default_preprocessing
                 from simclr_watches.weights.loading import init_encoder
 
                 # fork_rng: seed the initialisation without changing the caller's global RNG.

@@ -6,7 +6,7 @@ ICML 2019 (arXiv:1905.11946), in its Lite variant (TensorFlow TPU repository,
 The state dict's keys, shapes and order are those of timm's
 ``timm.create_model("efficientnet_lite0")``, which the shipped checkpoints and the
 ImageNet weights use, so the encoder needs neither timm nor torchvision (a second of
-imports at every cold start). ``tests/test_lite0.py`` checks it against timm.
+imports at every cold start). ``tests/model/test_lite0.py`` checks it against timm.
 """
 
 from __future__ import annotations

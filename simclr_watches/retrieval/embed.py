@@ -16,7 +16,7 @@ from PIL import Image
 from simclr_watches.data.images import PILLOW_ERRORS, Photo, try_load_image
 from simclr_watches.core.device import resolve_device
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
-from simclr_watches.model.encoder import Encoder, Preprocessing
+from simclr_watches.model import Encoder, Preprocessing
 from simclr_watches.core.progress import progress_bar
 
 # Turns a decoded photo into the picture the encoder should see (e.g. a crop around the watch).

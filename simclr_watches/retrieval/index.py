@@ -28,7 +28,7 @@ from simclr_watches.core import validate
 from simclr_watches.core.atomic import atomic_dir
 from simclr_watches.retrieval.embed import EmbeddedItem
 from simclr_watches.core.errors import IndexFormatError, NoReadableImagesError, SimclrWatchesError
-from simclr_watches.model.encoder import Preprocessing
+from simclr_watches.model import Preprocessing
 from simclr_watches.core.outputs import OutputKind, json_format_owned, owned_folder, prepare_output
 from simclr_watches.weights.loading import ModelInfo
 

@@ -35,7 +35,7 @@ from simclr_watches.core.config import apply_overrides, check_range, from_dict, 
 from simclr_watches.core.validate import FieldError
 from simclr_watches.core.device import resolve_device
 from simclr_watches.core.errors import CheckpointError, ConfigError, SimclrWatchesError
-from simclr_watches.model.encoder import ARCH_DIMS, Encoder, Preprocessing, default_preprocessing
+from simclr_watches.model import ARCH_DIMS, Encoder, Preprocessing, default_preprocessing
 from simclr_watches.core.outputs import PNG, OutputKind, check_disjoint, owned_folder, png_info, prepare_output, read_prefix
 from simclr_watches.train.proxy import make_proxy_set, retrieval_proxy
 from simclr_watches.core.progress import progress_bar, stderr

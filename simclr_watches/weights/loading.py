@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file, safe_open
 from simclr_watches import __version__
 from simclr_watches.core.atomic import atomic_path, write_text_atomic
 from simclr_watches.core.errors import CheckpointError, one_line
-from simclr_watches.model.encoder import ARCH_DIMS, Encoder, EnsembleEncoder, Preprocessing, create_backbone, default_preprocessing
+from simclr_watches.model import ARCH_DIMS, Encoder, EnsembleEncoder, Preprocessing, create_backbone, default_preprocessing
 from simclr_watches.core.files import sha256_file
 from simclr_watches.core.outputs import OutputKind, prepare_output, try_read_json_object
 
@@ -52,7 +52,7 @@ class WeightsEntry:
 
     Either a weights file (``arch``, ``sha256``, ``size`` and where it comes from:
     ``package``, ``artifact`` or ``url``) or an ensemble of other entries (``members``;
-    see :class:`simclr_watches.model.encoder.EnsembleEncoder`), which has no file of its own.
+    see :class:`simclr_watches.model.ensemble.EnsembleEncoder`), which has no file of its own.
     """
 
     name: str

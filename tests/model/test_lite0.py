@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from simclr_watches.model.lite0 import EfficientNetLite0
-from simclr_watches.model.encoder import Encoder, create_backbone
+from simclr_watches.model import Encoder, create_backbone
 from simclr_watches.weights.loading import ARTIFACTS_DIR, imagenet_lite0_state_dict
 
 SHIPPED = ARTIFACTS_DIR / "watches-lite0-v1.safetensors"

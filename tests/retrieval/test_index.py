@@ -120,7 +120,7 @@ def test_preprocessing_refuses_absurd_values_for_checkpoints_too(small_checkpoin
     from safetensors.torch import load_file, save_file
 
     from simclr_watches.core.errors import CheckpointError
-    from simclr_watches.model.encoder import Preprocessing
+    from simclr_watches.model import Preprocessing
     from simclr_watches.core.validate import FieldError
     from simclr_watches.weights.loading import load_encoder_file, read_header
 
@@ -248,7 +248,7 @@ def test_tampered_index_is_one_error_line_in_process(index_pair, tmp_path):
 def _random_index(out, n, dim=8, seed=0, force=False, n_trees=3):
     """An index of n random unit vectors (no encoder): item paths /cat/<seed>-<i>.jpg."""
     from simclr_watches.retrieval.embed import EmbeddedItem
-    from simclr_watches.model.encoder import Preprocessing
+    from simclr_watches.model import Preprocessing
     from simclr_watches.weights.loading import ModelInfo
 
     v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)

@@ -47,7 +47,7 @@ def build_bases(root: Path) -> dict[str, Path]:
     """Three small valid indexes: ``a`` (the one mutated), ``b`` (same shape, other vectors), ``c`` (other shape)."""
     from simclr_watches.retrieval.embed import EmbeddedItem
     from simclr_watches.retrieval.index import write_index
-    from simclr_watches.model.encoder import Preprocessing
+    from simclr_watches.model import Preprocessing
     from simclr_watches.weights.loading import ModelInfo
 
     rng = np.random.default_rng(SEED)

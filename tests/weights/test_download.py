@@ -175,7 +175,7 @@ def test_cli_download_unregistered(server, tmp_path):
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
-    from simclr_watches.model.encoder import Encoder, default_preprocessing
+    from simclr_watches.model import Encoder, default_preprocessing
 
     path = weights.save_encoder(tmp_path / "tiny.safetensors", Encoder("resnet18"), default_preprocessing("resnet18"),
                                 dtype=weights.torch.float16)

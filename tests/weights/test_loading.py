@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from hostile import assert_user_error, pickle_file, run_cli
 from simclr_watches.weights import loading as weights
 from simclr_watches.core.errors import CheckpointError
-from simclr_watches.model.encoder import Preprocessing, default_preprocessing
+from simclr_watches.model import Preprocessing, default_preprocessing
 from simclr_watches.weights.loading import (
     IMAGENET_LITE0,
     export_encoder,
