@@ -6,7 +6,7 @@ encoders as one is :mod:`simclr_watches.model.ensemble`.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,40 @@ class Encoder(nn.Module):
         self.arch = arch
         self.dim = ARCH_DIMS.get(arch, 0)
         self.backbone = create_backbone(arch)
+
+    @classmethod
+    def from_state_dict(cls, arch: str, state: Mapping[str, torch.Tensor], source: str, *,
+                        copy: bool = False) -> "Encoder":
+        """An encoder whose backbone holds ``state`` (floating tensors as float32), loaded strictly.
+
+        By default the backbone is built on the meta device and takes the tensors of
+        ``state`` as its own (float32 ones without a copy): nothing is allocated or
+        initialised only to be overwritten.
+
+        Args:
+            arch: one of ``ARCH_DIMS``.
+            state: the backbone's state dict.
+            source: where ``state`` comes from (a file), for the message.
+            copy: build a randomly initialised backbone and copy ``state`` into it, so its
+                parameters share memory with nothing else (for training).
+
+        Raises:
+            CheckpointError: ``state`` misses, adds or misshapes a tensor of ``arch``, naming ``source``.
+        """
+        if copy:
+            enc = cls(arch)
+        else:
+            with torch.device("meta"):
+                enc = cls(arch)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        try:
+            enc.backbone.load_state_dict(state, strict=True, assign=not copy)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise CheckpointError(f"{source}: weights do not fit the architecture: {' '.join(first[:3])}") from None
+        if any(t.is_meta for t in (*enc.parameters(), *enc.buffers())):  # a buffer kept out of the state dict
+            raise RuntimeError(f"{arch}: the state dict does not set every tensor of the backbone")
+        return enc
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)

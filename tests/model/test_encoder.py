@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from simclr_watches.model import ARCH_DIMS, Encoder, shared_stages
@@ -45,3 +46,24 @@ def test_shared_stages_are_the_leading_stages_equal_at_half_precision():
     assert shared_stages([a, Encoder("resnet18")]) == 0
     # ResNet's stem is two modules (conv1, bn1): freshly initialised batch norms agree, the convolutions do not.
     assert shared_stages([Encoder("resnet18"), Encoder("resnet18")]) == 0
+
+
+def test_from_state_dict_takes_the_tensors_as_float32_and_refuses_a_misfit():
+    from simclr_watches.core.errors import CheckpointError
+
+    torch.manual_seed(0)
+    state = Encoder("efficientnet_lite0").backbone.state_dict()
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    loaded = Encoder.from_state_dict("efficientnet_lite0", half, "h.safetensors")
+    stem = loaded.backbone.conv_stem.weight
+    assert stem.dtype == torch.float32 and torch.equal(stem, state["conv_stem.weight"].half().float())
+    assert not any(t.is_meta for t in (*loaded.parameters(), *loaded.buffers()))
+    # float32 tensors are taken as they are; with copy=True the encoder's are its own.
+    shared = Encoder.from_state_dict("efficientnet_lite0", state, "f.safetensors")
+    own = Encoder.from_state_dict("efficientnet_lite0", state, "f.safetensors", copy=True)
+    assert shared.backbone.conv_stem.weight.data_ptr() == state["conv_stem.weight"].data_ptr()
+    assert own.backbone.conv_stem.weight.data_ptr() != state["conv_stem.weight"].data_ptr()
+    assert torch.equal(own.backbone.conv_stem.weight, state["conv_stem.weight"])
+    for bad in ({k: v for k, v in state.items() if k != "conv_head.weight"}, {**state, "conv_stem.weight": torch.zeros(1)}):
+        with pytest.raises(CheckpointError, match=r"^bad\.pt: weights do not fit the architecture"):
+            Encoder.from_state_dict("efficientnet_lite0", bad, "bad.pt")
