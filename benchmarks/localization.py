@@ -26,7 +26,7 @@ from simclr_watches.retrieval.index import write_index
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.data.mask import CROP_MARGIN
 from simclr_watches.retrieval.search import Searcher
-from simclr_watches.weights.loading import DEFAULT_MODEL, load_model
+from simclr_watches.weights import DEFAULT_MODEL, load_model
 
 LAYOUTS = {
     "default: whole + 0.45 windows, stride 0.7": LocalizeConfig(),

@@ -18,7 +18,7 @@ from simclr_watches.core.errors import CheckpointError, ImageReadError, SimclrWa
 from simclr_watches.retrieval.index import Index, load_index
 from simclr_watches.data.mask import crop_box, crop_to_foreground
 from simclr_watches.retrieval.localize import LocalizeConfig, embed_regions, fuse_scores, window_crops
-from simclr_watches.weights.loading import load_model
+from simclr_watches.weights import load_model
 
 # Localised queries are decoded and cropped this many at a time: bounds memory, keeps batches full.
 QUERY_CHUNK = 8

@@ -40,7 +40,7 @@ from simclr_watches.core.outputs import PNG, OutputKind, check_disjoint, owned_f
 from simclr_watches.train.proxy import make_proxy_set, retrieval_proxy
 from simclr_watches.core.progress import progress_bar, stderr
 from simclr_watches.train.state import load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
-from simclr_watches.weights.loading import CHECKPOINT_OUTPUT, init_encoder, save_encoder
+from simclr_watches.weights import CHECKPOINT_OUTPUT, init_encoder, save_encoder
 
 TRAIN_CHECKPOINT = "checkpoint.pt"
 ENCODER_FILE = "encoder.safetensors"

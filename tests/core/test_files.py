@@ -51,7 +51,7 @@ def test_a_fifo_where_an_output_goes_is_refused_not_waited_on(tmp_path):
     """A FIFO named like one of our files is foreign: the marker tests must not block reading it."""
     from simclr_watches.core.outputs import PNG, OutputError, prepare_output
     from simclr_watches.retrieval.index import INDEX_OUTPUT
-    from simclr_watches.weights.loading import DESCRIPTION_OUTPUT
+    from simclr_watches.weights import DESCRIPTION_OUTPUT
 
     (tmp_path / "idx").mkdir()
     for fifo in (tmp_path / "idx" / "index.json", tmp_path / "m.json", tmp_path / "sheet.png"):

@@ -2,7 +2,7 @@ import numpy as np
 
 from simclr_watches.data.images import scan_images
 from simclr_watches.retrieval.embed import embed_paths
-from simclr_watches.weights.loading import load_encoder_file
+from simclr_watches.weights import load_encoder_file
 
 
 def test_embeds_in_order_skips_bad_files_and_is_batch_independent(make_catalog, small_checkpoint):

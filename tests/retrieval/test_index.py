@@ -122,7 +122,7 @@ def test_preprocessing_refuses_absurd_values_for_checkpoints_too(small_checkpoin
     from simclr_watches.core.errors import CheckpointError
     from simclr_watches.model import Preprocessing
     from simclr_watches.core.validate import FieldError
-    from simclr_watches.weights.loading import load_encoder_file, read_header
+    from simclr_watches.weights import load_encoder_file, read_header
 
     for bad, field in [({"size": 100000}, "size"), ({"size": 0}, "size"), ({"std": (0.0, 0.0, 0.0)}, "std[0]"),
                        ({"mean": (float("nan"), 0.0, 0.0)}, "mean[0]"), ({"std": (0.5, 0.5)}, "std"),
@@ -249,7 +249,7 @@ def _random_index(out, n, dim=8, seed=0, force=False, n_trees=3):
     """An index of n random unit vectors (no encoder): item paths /cat/<seed>-<i>.jpg."""
     from simclr_watches.retrieval.embed import EmbeddedItem
     from simclr_watches.model import Preprocessing
-    from simclr_watches.weights.loading import ModelInfo
+    from simclr_watches.weights import ModelInfo
 
     v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)

@@ -25,7 +25,7 @@ from simclr_watches.train.pretrain import (
     lr_at,
     run_pretraining,
 )
-from simclr_watches.weights.loading import read_header
+from simclr_watches.weights import read_header
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "pretrain-cpu-tiny.toml"
