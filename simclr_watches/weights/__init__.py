@@ -9,13 +9,7 @@
 """
 
 from simclr_watches.weights._hub import ARTIFACTS_DIR, cache_dir, download, unregistered_path
-from simclr_watches.weights._pretrained import (
-    imagenet_classifier,
-    imagenet_lite0_state_dict,
-    init_encoder,
-    load_weights_only,
-    read_state_dict,
-)
+from simclr_watches.weights._pretrained import imagenet_classifier, imagenet_lite0_state_dict, init_encoder, load_weights_only
 from simclr_watches.weights._registry import DEFAULT_MODEL, IMAGENET_LITE0, REGISTRY_PATH, WeightsEntry, load_registry
 from simclr_watches.weights.checkpoint import (
     CHECKPOINT_OUTPUT,
@@ -33,6 +27,6 @@ __all__ = [
     "ARTIFACTS_DIR", "CHECKPOINT_OUTPUT", "DEFAULT_MODEL", "DESCRIPTION_OUTPUT", "ENSEMBLE_SEP", "IMAGENET_LITE0",
     "REGISTRY_PATH", "ModelInfo", "WeightsEntry", "cache_dir", "check_export", "download", "export_encoder",
     "imagenet_classifier", "imagenet_lite0_state_dict", "init_encoder", "list_models", "load_encoder_file",
-    "load_model", "load_registry", "load_weights_only", "read_header", "read_state_dict", "save_encoder",
+    "load_model", "load_registry", "load_weights_only", "read_header", "save_encoder",
     "unregistered_path",
 ]
