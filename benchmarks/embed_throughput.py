@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from simclr_watches.data.images import scan_images
-from simclr_watches.retrieval.embed import embed_paths, embed_tensors, resolve_device
+from simclr_watches.core.device import resolve_device
+from simclr_watches.retrieval.embed import embed_paths, embed_tensors
 from simclr_watches.retrieval.index import build_index
-from simclr_watches.weights.loading import DEFAULT_MODEL, load_model
+from simclr_watches.weights import DEFAULT_MODEL, load_model
 
 
 def main() -> None:

@@ -37,8 +37,8 @@ from simclr_watches.evaluation.evaluate import Task, catalog_photo_task, photo_t
 from simclr_watches.retrieval.localize import LocalizeConfig, fuse_scores, window_crops  # noqa: E402
 from simclr_watches.data.mask import crop_box, crop_to_foreground  # noqa: E402
 from simclr_watches.evaluation.metrics import score_rankings, summarize  # noqa: E402
-from simclr_watches.model.encoder import Preprocessing  # noqa: E402
-from simclr_watches.weights.loading import IMAGENET_LITE0, load_model  # noqa: E402
+from simclr_watches.model import Preprocessing  # noqa: E402
+from simclr_watches.weights import IMAGENET_LITE0, load_model  # noqa: E402
 
 WISE = (0.3, 0.5, 0.7)
 VIEWS = 4

@@ -26,7 +26,7 @@ from simclr_watches.retrieval.index import write_index
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.data.mask import CROP_MARGIN
 from simclr_watches.retrieval.search import Searcher
-from simclr_watches.weights.loading import DEFAULT_MODEL, load_model
+from simclr_watches.weights import DEFAULT_MODEL, load_model
 
 LAYOUTS = {
     "default: whole + 0.45 windows, stride 0.7": LocalizeConfig(),
@@ -58,7 +58,7 @@ def latency(manifest: Path, model: str, n: int) -> None:
     enc, info = load_model(model)
     gallery = make_method(f"{model}+crop").embed(task.gallery)
     from simclr_watches.retrieval.embed import EmbeddedItem
-    from simclr_watches.weights.loading import sha256_file
+    from simclr_watches.core.files import sha256_file
 
     items = [EmbeddedItem(p, sha256_file(p), p.stat().st_size) for p in task.gallery]
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from simclr_watches.train.catalog_cache import CatalogCache, build_cache, cache_placement  # noqa: E402
-from simclr_watches.retrieval.embed import resolve_device  # noqa: E402
+from simclr_watches.core.device import resolve_device  # noqa: E402
 from simclr_watches.train.config import load_pretrain_config  # noqa: E402
 from simclr_watches.train.loop import simclr_step, train_one_epoch  # noqa: E402
 from simclr_watches.train.run import build_training  # noqa: E402

@@ -176,7 +176,7 @@ def download(
     timeout: float = typer.Option(30.0, min=0.1, help="Seconds without data before the server counts as stalled."),
 ) -> None:
     """Download weights into the cache ($SIMCLR_WATCHES_HOME), verified by size and sha256; prints the path."""
-    from simclr_watches.weights.loading import download as fetch_weights
+    from simclr_watches.weights import download as fetch_weights
 
     if not name and not url:
         raise SimclrWatchesError("give a registered NAME or --url with --sha256")
@@ -190,7 +190,7 @@ def models() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from simclr_watches.weights.loading import list_models
+    from simclr_watches.weights import list_models
 
     table = Table(title="registered models (configs/weights.toml)", title_justify="left")
     for col in ("name", "arch", "MB", "status", "description"):
@@ -212,7 +212,7 @@ def export(
 ) -> None:
     """Write a checkpoint for shipping: compact safetensors + JSON with sha256 and size for the registry."""
     from simclr_watches.core.files import read_json
-    from simclr_watches.weights.loading import check_export, export_encoder
+    from simclr_watches.weights import check_export, export_encoder
 
     inputs = [metrics] if metrics is not None else []
     check_export(checkpoint, out, force=force, inputs=inputs)
@@ -341,7 +341,7 @@ def evaluate(
 def info(path: Path = typer.Argument(..., help="An index folder or an encoder checkpoint file.")) -> None:
     """Describe an index folder or a checkpoint (model, preprocessing, size) as JSON."""
     from simclr_watches.retrieval.index import SIDECAR_FILE, load_index
-    from simclr_watches.weights.loading import read_header
+    from simclr_watches.weights import read_header
 
     if path.is_dir():
         meta = load_index(path).meta

@@ -52,7 +52,7 @@ def make_catalog(tmp_path: Path):
 @pytest.fixture(scope="session")
 def imagenet_model():
     """The ImageNet-initialised EfficientNet-Lite0 encoder and its ModelInfo (loaded once)."""
-    from simclr_watches.weights.loading import IMAGENET_LITE0, load_model
+    from simclr_watches.weights import IMAGENET_LITE0, load_model
 
     return load_model(IMAGENET_LITE0)
 
@@ -62,8 +62,8 @@ def small_checkpoint(tmp_path_factory) -> Path:
     """A random-init ResNet-18 checkpoint at 64 px: fast, and its embeddings still tell images apart."""
     import torch
 
-    from simclr_watches.model.encoder import Preprocessing
-    from simclr_watches.weights.loading import init_encoder, save_encoder
+    from simclr_watches.model import Preprocessing
+    from simclr_watches.weights import init_encoder, save_encoder
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "small.safetensors"

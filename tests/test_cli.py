@@ -95,7 +95,7 @@ def test_export_prints_the_registry_fields(small_checkpoint, tmp_path):
 
 
 def test_models_lists_the_registry_and_the_default():
-    from simclr_watches.weights.loading import DEFAULT_MODEL
+    from simclr_watches.weights import DEFAULT_MODEL
 
     res = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output

@@ -4,7 +4,8 @@ Unknown keys, wrong types and out-of-range values are errors, never silently
 ignored: a typo in a config must not train for an hour with a default the user
 did not mean, nor crash an hour in. A config dataclass checks its values' ranges in
 ``__post_init__`` with :func:`check_range` and :func:`check_pair`, and the
-:class:`FieldError` they raise becomes a ConfigError naming the full key.
+:class:`simclr_watches.core.validate.FieldError` they raise becomes a ConfigError
+naming the full key.
 """
 
 from __future__ import annotations
@@ -24,19 +25,9 @@ else:  # pragma: no cover
 
 from simclr_watches.core.errors import ConfigError, FileReadError
 from simclr_watches.core.files import MAX_TEXT_BYTES, read_text_limited
+from simclr_watches.core.validate import FieldError
 
 T = TypeVar("T")
-
-
-class FieldError(ValueError):
-    """A config value outside its range, raised by a config dataclass's ``__post_init__``.
-
-    :func:`from_dict` reports it as a ConfigError naming the full key (``train.lr: ...``).
-    """
-
-    def __init__(self, key: str, problem: str):
-        self.key, self.problem = key, problem
-        super().__init__(f"{key}: {problem}")
 
 
 def _bounds(low: float | None, high: float | None, low_open: bool) -> str:
@@ -145,8 +136,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     }
     try:
         return cls(**kwargs)
-    except FieldError as e:
-        raise ConfigError(f"{where}.{e.key}: {e.problem}" if where else str(e)) from None
+    except FieldError as e:  # a range check of the dataclass: the message names the full key
+        raise ConfigError(f"{where}.{e.field}: {e.problem}" if where else str(e)) from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
 

@@ -2,18 +2,19 @@
 
 A path typed by a user may name anything: a folder, a FIFO that blocks forever, a
 device like ``/dev/zero`` that never ends, a broken symbolic link or a 40 GB file.
-:func:`read_limited` reads only a regular file no larger than a limit, decided by
-``fstat`` on the opened file before a byte is read, so none of these can hang the
-program or exhaust its memory.
+:func:`open_regular` opens only a regular file, decided by ``fstat`` on the opened
+file before a byte is read, and :func:`read_limited` reads one no larger than a
+limit, so none of these can hang the program or exhaust its memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from simclr_watches.core.errors import FileReadError
 
@@ -38,13 +39,44 @@ def _open_failure(path: Path, e: OSError) -> str:
     return f"cannot read file ({e.strerror or e})"
 
 
+def open_regular(path: Path | str, error: Callable[[Path, str], FileReadError] = FileReadError) -> BinaryIO:
+    """``path`` opened for binary reading, if it is a regular file.
+
+    The file is opened without blocking (a FIFO is refused, not waited on) and its type
+    is checked on the open file, so it cannot be swapped for another between the check
+    and the read.
+
+    Args:
+        path: the file.
+        error: the FileReadError subclass raised (e.g. ImageReadError).
+
+    Raises:
+        FileReadError (``error``): missing, a broken link, unreadable or not a regular
+            file; the message names the file and the reason.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise error(path, _open_failure(path, e)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as e:
+        os.close(fd)
+        raise error(path, f"cannot read file ({e.strerror or e})") from None
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise error(path, f"{_kind(mode)}, not a file")
+    return os.fdopen(fd, "rb")
+
+
 def read_limited(path: Path | str, max_bytes: int,
                  error: Callable[[Path, str], FileReadError] = FileReadError) -> bytes:
     """The bytes of a regular file of at most ``max_bytes`` bytes.
 
-    The file is opened without blocking (a FIFO is refused, not waited on) and its type
-    and size are checked on the open file before anything is read; at most
-    ``max_bytes`` bytes are ever read, even from a file that grows meanwhile.
+    The file is opened with :func:`open_regular` and its size is checked on the open
+    file before anything is read; at most ``max_bytes`` bytes are ever read, even from
+    a file that grows meanwhile.
 
     Args:
         path: the file.
@@ -56,21 +88,14 @@ def read_limited(path: Path | str, max_bytes: int,
             file, or larger than ``max_bytes``; the message names the file and the reason.
     """
     path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except OSError as e:
-        raise error(path, _open_failure(path, e)) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise error(path, f"{_kind(info.st_mode)}, not a file")
-        if info.st_size > max_bytes:
-            raise error(path, f"too large: {info.st_size} bytes exceeds the limit of {max_bytes}")
-        data = _read_to_end(fd, info.st_size, max_bytes)
-    except OSError as e:
-        raise error(path, f"cannot read file ({e.strerror or e})") from None
-    finally:
-        os.close(fd)
+    with open_regular(path, error) as f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise error(path, f"too large: {size} bytes exceeds the limit of {max_bytes}")
+            data = _read_to_end(f.fileno(), size, max_bytes)
+        except OSError as e:
+            raise error(path, f"cannot read file ({e.strerror or e})") from None
     if len(data) > max_bytes:
         raise error(path, f"too large: more than the limit of {max_bytes} bytes")
     return data
@@ -118,3 +143,12 @@ def read_json(path: Path | str, max_bytes: int = MAX_TEXT_BYTES) -> Any:
     except RecursionError:
         reason = "nested too deeply"
     raise FileReadError(path, f"not a readable JSON file: {reason}")
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file's bytes, read in chunks of ``chunk`` bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

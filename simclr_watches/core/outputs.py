@@ -13,8 +13,9 @@ The rule, for every command that writes a file or folder:
 Each module describes what it writes as an :class:`OutputKind` whose ``owned``
 test recognises its earlier outputs by a marker written into them (a PNG
 ``tEXt`` chunk, an HTML ``<meta name="generator">``, a JSON ``"format"`` key, a
-safetensors header, ...). The tests read a bounded prefix of a file, never
-unpickle anything and never follow a user's file further than that.
+safetensors header, ...). The tests read a bounded prefix of a regular file (a
+FIFO or a device is never opened for reading), never unpickle anything and never
+follow a user's file further than that.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from simclr_watches.core.atomic import temp_target
-from simclr_watches.core.errors import SimclrWatchesError
+from simclr_watches.core.errors import FileReadError, SimclrWatchesError
+from simclr_watches.core.files import open_regular, read_json
 
 GENERATOR = "simclr-watches"
 PNG_KEY = "Software"  # standard PNG tEXt keyword; its value marks our PNGs
@@ -68,11 +70,11 @@ class OutputKind:
 
 
 def read_prefix(path: Path, size: int = PREFIX_BYTES) -> bytes:
-    """The first ``size`` bytes of a file (b"" if it cannot be read)."""
+    """The first ``size`` bytes of a regular file (b"" if it is none or cannot be read)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return f.read(size)
-    except OSError:
+    except (FileReadError, OSError):
         return b""
 
 
@@ -90,9 +92,9 @@ def png_owned(path: Path) -> bool:
     from PIL import Image
 
     try:
-        with Image.open(path, formats=["PNG"]) as img:
+        with open_regular(path) as f, Image.open(f, formats=["PNG"]) as img:
             return img.info.get(PNG_KEY) == GENERATOR
-    except Exception:  # PIL raises many types for a foreign or broken file
+    except Exception:  # not a regular file, or one of the many types PIL raises for a foreign or broken file
         return False
 
 
@@ -114,13 +116,15 @@ def json_format_owned(fmt: str) -> Owned:
     return owned
 
 
-def read_json(path: Path) -> dict | None:
-    """A small JSON object file's content, or None if it is large, unreadable or not an object."""
+def try_read_json_object(path: Path) -> dict | None:
+    """A JSON object file of at most ``JSON_LIMIT`` bytes, parsed; None if it is anything else.
+
+    For marker tests, which must answer rather than raise: :func:`simclr_watches.core.files.read_json`
+    with every failure (not a regular file, too large, not JSON) and a non-object as None.
+    """
     try:
-        if path.stat().st_size > JSON_LIMIT:
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        data = read_json(path, JSON_LIMIT)
+    except FileReadError:
         return None
     return data if isinstance(data, dict) else None
 

@@ -3,6 +3,7 @@
 Each check returns the value when it has the expected type and range, and raises
 :class:`FieldError` naming the field otherwise. Callers turn a FieldError into their
 own one-line user error, prefixed with the file: ``idx/index.json: dim: expected ...``.
+Config dataclasses raise it too, from their range checks (:mod:`simclr_watches.core.config`).
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class EncoderMethod(Method):
     Args:
         name: how results are labelled.
         spec: ``"random"`` for a seeded random initialisation of EfficientNet-Lite0, or
-            a checkpoint path / registered name for :func:`simclr_watches.weights.loading.load_model`.
+            a checkpoint path / registered name for :func:`simclr_watches.weights.load_model`.
         seed: initialisation seed for ``"random"``.
         batch_size, device: passed to :func:`simclr_watches.retrieval.embed.embed_paths`.
     """
@@ -162,8 +162,8 @@ class EncoderMethod(Method):
             if self.spec == "random":
                 import torch
 
-                from simclr_watches.model.encoder import default_preprocessing
-                from simclr_watches.weights.loading import init_encoder
+                from simclr_watches.model import default_preprocessing
+                from simclr_watches.weights import init_encoder
 
                 # fork_rng: seed the initialisation without changing the caller's global RNG.
                 with torch.random.fork_rng():
@@ -171,7 +171,7 @@ class EncoderMethod(Method):
                     enc = init_encoder("efficientnet_lite0", "random")
                 self._model = (enc.eval(), default_preprocessing("efficientnet_lite0"))
             else:
-                from simclr_watches.weights.loading import load_model
+                from simclr_watches.weights import load_model
 
                 enc, info = load_model(self.spec)
                 self._model = (enc, info.preprocessing)
@@ -208,7 +208,7 @@ class LocalizedMethod(Method):
         return self.inner.embed(paths)
 
     def score_queries(self, paths: Sequence[Path], gallery: np.ndarray) -> np.ndarray:
-        from simclr_watches.retrieval.embed import resolve_device
+        from simclr_watches.core.device import resolve_device
         from simclr_watches.retrieval.localize import embed_regions, fuse_scores, window_crops
         from simclr_watches.data.mask import crop_box
 
@@ -225,7 +225,7 @@ class LocalizedMethod(Method):
 
 
 def _is_checkpoint(spec: str) -> bool:
-    from simclr_watches.weights.loading import ENSEMBLE_SEP, load_registry
+    from simclr_watches.weights import ENSEMBLE_SEP, load_registry
 
     registry = load_registry()
     return any(all(Path(p).is_file() or p in registry for p in parts) for parts in ([spec], spec.split(ENSEMBLE_SEP)))
@@ -236,7 +236,7 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
 
     Args:
         name: one of ``BUILTIN_METHODS``, a checkpoint file, a registered weights name or an
-            ensemble of those (``A+B``, see :func:`simclr_watches.weights.loading.load_model`);
+            ensemble of those (``A+B``, see :func:`simclr_watches.weights.load_model`);
             an encoder name + ``"+crop"`` crops photos around the watch before embedding,
             + ``"+loc"`` searches its queries window by window (both: ``imagenet+crop+loc``).
         seed: seed of the ``random`` encoder.
@@ -244,7 +244,7 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
     Raises:
         SimclrWatchesError: the name is neither a method, a file nor a registered name.
     """
-    from simclr_watches.weights.loading import IMAGENET_LITE0
+    from simclr_watches.weights import IMAGENET_LITE0
 
     if name.endswith("+crop"):
         inner = make_method(name[: -len("+crop")], seed=seed, batch_size=batch_size, device=device)

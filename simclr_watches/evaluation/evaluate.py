@@ -38,7 +38,7 @@ from simclr_watches.core.outputs import (
     GENERATOR, HTML, HTML_META, PNG, PNG_KEY, OutputKind, html_owned, json_format_owned, owned_folder, png_owned,
     prepare_output,
 )
-from simclr_watches.weights.loading import sha256_file
+from simclr_watches.core.files import sha256_file
 
 PROTOCOLS = ("groups", "catalog-photo", "photo", "attributes")
 COLUMNS = {

@@ -1,124 +1,22 @@
 """The encoder: a CNN backbone whose global-average-pooled features are the embedding.
 
-Preprocessing is part of a model's description (it travels in checkpoints and
-index sidecars), so the same pixels reach the network at pretraining, indexing
-and search.
+How images become its input is :mod:`simclr_watches.model.preprocessing`; several
+encoders as one is :mod:`simclr_watches.model.ensemble`.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 from torch import nn
 
-from simclr_watches.core import validate
 from simclr_watches.core.errors import CheckpointError
 from simclr_watches.model.lite0 import EfficientNetLite0
 
-# EfficientNet-Lite was trained on (x - 127) / 128; these are those constants on a [0, 1] scale.
-LITE_MEAN = (127.0 / 255.0,) * 3
-LITE_STD = (128.0 / 255.0,) * 3
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 # Embedding width of each supported architecture.
 ARCH_DIMS = {"efficientnet_lite0": 1280, "resnet18": 512, "resnet50": 2048}
-
-
-# Bounds of a Preprocessing: anything outside is a corrupt or hostile description, not a model.
-# 8 px is the smallest view pretraining accepts (AugmentConfig); 1024 px bounds what one image allocates.
-SIZE_RANGE = (8, 1024)
-MEAN_RANGE = (-1e3, 1e3)
-STD_RANGE = (1e-4, 1e3)  # on the [0, 1] scale: nonzero, and normalised pixels stay finite in float32
-CHANNELS = 3
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes the encoder's input.
-
-    The image is scaled to fit a ``size`` x ``size`` square, padded on
-    ``pad_value`` (white: the catalog's background), then normalised per channel.
-
-    Raises:
-        FieldError: on construction, a value of the wrong type or outside ``SIZE_RANGE``,
-            ``MEAN_RANGE``, ``STD_RANGE`` or 0..255, or not ``CHANNELS`` means and stds
-            (so a checkpoint or index sidecar cannot make an image allocate gigabytes
-            or normalise to NaN).
-    """
-
-    size: int = 224
-    mean: tuple[float, float, float] = LITE_MEAN
-    std: tuple[float, float, float] = LITE_STD
-    pad_value: int = 255
-
-    def __post_init__(self) -> None:
-        validate.int_in(self.size, "size", *SIZE_RANGE)
-        object.__setattr__(self, "mean", validate.reals_in(self.mean, "mean", CHANNELS, *MEAN_RANGE))
-        object.__setattr__(self, "std", validate.reals_in(self.std, "std", CHANNELS, *STD_RANGE))
-        validate.int_in(self.pad_value, "pad_value", 0, 255)
-
-    def square(self, img: Image.Image, size: int | None = None) -> Image.Image:
-        """Fits ``img`` (RGB) into a padded square of side ``size`` (default ``self.size``)."""
-        s = size or self.size
-        return ImageOps.pad(img, (s, s), method=Image.Resampling.BICUBIC, color=(self.pad_value,) * 3)
-
-    def to_uint8(self, img: Image.Image, size: int | None = None) -> torch.Tensor:
-        """Returns the padded square as a uint8 tensor of shape (3, S, S)."""
-        arr = np.asarray(self.square(img, size), dtype=np.uint8)
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalises a batch (B, 3, H, W) of uint8 or [0, 1] floats."""
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255.0)
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        return (x - mean) / std
-
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        """Returns the normalised float tensor (3, size, size) for one RGB image."""
-        return self.normalize(self.to_uint8(img)[None])[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def parse(cls, d: Any) -> "Preprocessing":
-        """The Preprocessing a JSON description gives (``to_dict``'s output).
-
-        Raises:
-            FieldError: not an object, a missing field, or a value :class:`Preprocessing` refuses.
-        """
-        d = validate.obj(d, "")
-        return cls(**{key: validate.member(d, key) for key in ("size", "mean", "std", "pad_value")})
-
-    @classmethod
-    def from_dict(cls, d: Any, source: str = "") -> "Preprocessing":
-        """:meth:`parse` for a checkpoint's description; ``source`` (the file) prefixes the message.
-
-        Raises:
-            CheckpointError: naming ``preprocessing.<field>`` and the problem.
-        """
-        try:
-            with validate.under("preprocessing"):
-                return cls.parse(d)
-        except validate.FieldError as e:
-            raise CheckpointError(f"{source}: {e}" if source else str(e)) from None
-
-
-def default_preprocessing(arch: str, size: int = 224) -> Preprocessing:
-    """The normalisation each architecture's ImageNet weights were trained with."""
-    if arch.startswith("efficientnet_lite"):
-        return Preprocessing(size=size)
-    return Preprocessing(size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 def create_backbone(arch: str, num_classes: int = 0) -> nn.Module:
@@ -156,6 +54,40 @@ class Encoder(nn.Module):
         self.arch = arch
         self.dim = ARCH_DIMS.get(arch, 0)
         self.backbone = create_backbone(arch)
+
+    @classmethod
+    def from_state_dict(cls, arch: str, state: Mapping[str, torch.Tensor], source: str, *,
+                        copy: bool = False) -> "Encoder":
+        """An encoder whose backbone holds ``state`` (floating tensors as float32), loaded strictly.
+
+        By default the backbone is built on the meta device and takes the tensors of
+        ``state`` as its own (float32 ones without a copy): nothing is allocated or
+        initialised only to be overwritten.
+
+        Args:
+            arch: one of ``ARCH_DIMS``.
+            state: the backbone's state dict.
+            source: where ``state`` comes from (a file), for the message.
+            copy: build a randomly initialised backbone and copy ``state`` into it, so its
+                parameters share memory with nothing else (for training).
+
+        Raises:
+            CheckpointError: ``state`` misses, adds or misshapes a tensor of ``arch``, naming ``source``.
+        """
+        if copy:
+            enc = cls(arch)
+        else:
+            with torch.device("meta"):
+                enc = cls(arch)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        try:
+            enc.backbone.load_state_dict(state, strict=True, assign=not copy)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise CheckpointError(f"{source}: weights do not fit the architecture: {' '.join(first[:3])}") from None
+        if any(t.is_meta for t in (*enc.parameters(), *enc.buffers())):  # a buffer kept out of the state dict
+            raise RuntimeError(f"{arch}: the state dict does not set every tensor of the backbone")
+        return enc
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -208,36 +140,3 @@ def shared_stages(members: Sequence[Encoder]) -> int:
             break
         n += 1
     return n
-
-
-class EnsembleEncoder(nn.Module):
-    """Output-space ensemble of encoders: their unit embeddings, concatenated, over sqrt(n).
-
-    The cosine of two ensemble embeddings is then the mean of the members' cosines: every
-    member votes equally. Ensembling a fine-tuned model with its initialisation this way
-    keeps what the initial model knew about shifts the fine-tuning data never showed
-    (Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022, output-space
-    ensembles): here, SimCLR on clean packshots with ImageNet, which has seen real scenes.
-
-    All members see the same input. Leading stages the members share (see
-    :func:`shared_stages`; a SimCLR run with ``frozen_stages`` keeps its init's) are
-    computed once, by the first member.
-
-    Shapes:
-        input: (B, 3, H, W), normalised for the members (they must agree on normalisation).
-        forward: (B, sum of the members' D), unit L2 norm.
-    """
-
-    def __init__(self, members: Sequence[Encoder]):
-        super().__init__()
-        if len(members) < 2:
-            raise CheckpointError("an ensemble needs at least two encoders")
-        self.members = nn.ModuleList(members)
-        self.arch = "+".join(m.arch for m in members)
-        self.dim = sum(m.dim for m in members)
-        self.shared = shared_stages(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.members[0].run_stages(x, 0, self.shared)
-        parts = [F.normalize(m.run_stages(h, self.shared).float(), dim=1) for m in self.members]
-        return torch.cat(parts, dim=1) / math.sqrt(len(parts))

@@ -6,7 +6,7 @@ ICML 2019 (arXiv:1905.11946), in its Lite variant (TensorFlow TPU repository,
 The state dict's keys, shapes and order are those of timm's
 ``timm.create_model("efficientnet_lite0")``, which the shipped checkpoints and the
 ImageNet weights use, so the encoder needs neither timm nor torchvision (a second of
-imports at every cold start). ``tests/test_lite0.py`` checks it against timm.
+imports at every cold start). ``tests/model/test_lite0.py`` checks it against timm.
 """
 
 from __future__ import annotations
@@ -106,7 +106,14 @@ class EfficientNetLite0(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """TensorFlow's EfficientNet initialisation, as timm's: normal convs by fan-out, uniform classifier."""
+        """TensorFlow's EfficientNet initialisation, as timm's: normal convs by fan-out, uniform classifier.
+
+        Skipped on the meta device (a network built for its shapes, or for weights loaded next:
+        :meth:`simclr_watches.model.encoder.Encoder.from_state_dict`): there are no values to
+        draw, and torch's meta ``normal_`` would import ``torch._dynamo`` (seconds).
+        """
+        if self.conv_stem.weight.is_meta:
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups

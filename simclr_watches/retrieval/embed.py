@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from simclr_watches.data.images import PILLOW_ERRORS, Photo, try_load_image
+from simclr_watches.core.device import resolve_device
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
-from simclr_watches.model.encoder import Encoder, Preprocessing
+from simclr_watches.model import Encoder, Preprocessing
 from simclr_watches.core.progress import progress_bar
 
 # Turns a decoded photo into the picture the encoder should see (e.g. a crop around the watch).
@@ -42,23 +43,6 @@ class Embedded:
     items: list[EmbeddedItem]
     vectors: np.ndarray
     skipped: list[ImageReadError]
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU.
-
-    Raises:
-        SimclrWatchesError: unknown device, or CUDA asked for but absent.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise SimclrWatchesError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SimclrWatchesError(f"device {device!r} asked for, but CUDA is not available")
-    return dev
 
 
 def _prepare(path: Path, pre: Preprocessing, view: PhotoView | None) -> tuple[EmbeddedItem, torch.Tensor] | ImageReadError:

@@ -28,9 +28,9 @@ from simclr_watches.core import validate
 from simclr_watches.core.atomic import atomic_dir
 from simclr_watches.retrieval.embed import EmbeddedItem
 from simclr_watches.core.errors import IndexFormatError, NoReadableImagesError, SimclrWatchesError
-from simclr_watches.model.encoder import Preprocessing
+from simclr_watches.model import Preprocessing
 from simclr_watches.core.outputs import OutputKind, json_format_owned, owned_folder, prepare_output
-from simclr_watches.weights.loading import ModelInfo
+from simclr_watches.weights import ModelInfo
 
 FORMAT_VERSION = 1
 ANNOY_FILE = "index.ann"
@@ -602,7 +602,7 @@ def build_index(
     from simclr_watches.data.images import scan_images
     from simclr_watches.retrieval.embed import embed_paths
     from simclr_watches.data.mask import CROP_MARGIN, crop_to_foreground
-    from simclr_watches.weights.loading import load_model
+    from simclr_watches.weights import load_model
 
     out_dir = Path(out_dir)
     prepare_output(out_dir, INDEX_OUTPUT, force=force, inputs=[catalog])

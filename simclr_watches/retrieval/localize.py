@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from simclr_watches.model.encoder import Preprocessing
+from simclr_watches.model import Preprocessing
 
 # A window narrower than this says nothing about a watch: a tiny or thin image gets the whole-image view only.
 MIN_WINDOW = 16

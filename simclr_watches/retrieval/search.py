@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from simclr_watches.data.images import Photo, try_load_image
-from simclr_watches.retrieval.embed import embed_paths, resolve_device
+from simclr_watches.core.device import resolve_device
+from simclr_watches.retrieval.embed import embed_paths
 from simclr_watches.core.errors import CheckpointError, ImageReadError, SimclrWatchesError
 from simclr_watches.retrieval.index import Index, load_index
 from simclr_watches.data.mask import crop_box, crop_to_foreground
 from simclr_watches.retrieval.localize import LocalizeConfig, embed_regions, fuse_scores, window_crops
-from simclr_watches.weights.loading import load_model
+from simclr_watches.weights import load_model
 
 # Localised queries are decoded and cropped this many at a time: bounds memory, keeps batches full.
 QUERY_CHUNK = 8

@@ -26,7 +26,8 @@ from kornia.geometry.transform import warp_affine
 from PIL import Image
 from torch import nn
 
-from simclr_watches.core.config import FieldError, check_pair, check_range
+from simclr_watches.core.config import check_pair, check_range
+from simclr_watches.core.validate import FieldError
 
 # Background kinds of the swap, in the order of AugmentConfig.background_weights.
 BACKGROUND_KINDS = ("solid", "gradient", "noise", "other")

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from simclr_watches.data.images import load_image, scan_images
 from simclr_watches.core.errors import ImageReadError, NoReadableImagesError, SimclrWatchesError
 from simclr_watches.data.mask import photo_mask
-from simclr_watches.model.encoder import Preprocessing
+from simclr_watches.model import Preprocessing
 from simclr_watches.core.progress import progress_bar
 
 # Bytes per pixel of the cache: three uint8 colour channels and one uint8 mask.

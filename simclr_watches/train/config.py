@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
 
-from simclr_watches.core.config import FieldError, check_range, load_config
-from simclr_watches.model.encoder import ARCH_DIMS, Preprocessing, default_preprocessing
+from simclr_watches.core.config import check_range, load_config
+from simclr_watches.core.validate import FieldError
+from simclr_watches.model import ARCH_DIMS, Preprocessing, default_preprocessing
 from simclr_watches.train.augment import AugmentConfig
 
 # Config bounds beyond which a value is a typo, not an experiment (and memory would run out first).

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from simclr_watches.model.encoder import Preprocessing
+from simclr_watches.model import Preprocessing
 from simclr_watches.train.augment import SimCLRAugment
 from simclr_watches.train.catalog_cache import CatalogCache
 from simclr_watches.train.config import PretrainConfig, TrainConfig

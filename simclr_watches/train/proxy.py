@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from simclr_watches.train.augment import SimCLRAugment
 from simclr_watches.train.catalog_cache import CatalogCache
 from simclr_watches.retrieval.embed import embed_tensors
-from simclr_watches.model.encoder import Encoder, Preprocessing
+from simclr_watches.model import Encoder, Preprocessing
 
 
 @dataclass

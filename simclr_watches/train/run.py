@@ -32,7 +32,7 @@ from simclr_watches.core.config import apply_overrides, from_dict, to_dict
 from simclr_watches.core.errors import CheckpointError, ConfigError, SimclrWatchesError
 from simclr_watches.core.outputs import OutputKind, check_disjoint, owned_folder, prepare_output, read_prefix
 from simclr_watches.core.progress import progress_bar, stderr
-from simclr_watches.retrieval.embed import resolve_device
+from simclr_watches.core.device import resolve_device
 from simclr_watches.train.augment import SimCLRAugment
 from simclr_watches.train.catalog_cache import CatalogCache, build_cache, cache_placement
 from simclr_watches.train.config import PretrainConfig
@@ -41,7 +41,7 @@ from simclr_watches.train.loop import batch_order, lr_at, train_one_epoch
 from simclr_watches.train.proxy import make_proxy_set, retrieval_proxy
 from simclr_watches.train.simclr import SimCLRModel, build_model, build_optimizer, memory_format
 from simclr_watches.train.state import load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
-from simclr_watches.weights.loading import CHECKPOINT_OUTPUT, save_encoder
+from simclr_watches.weights import CHECKPOINT_OUTPUT, save_encoder
 
 TRAIN_CHECKPOINT = "checkpoint.pt"
 ENCODER_FILE = "encoder.safetensors"

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from simclr_watches.core.errors import ConfigError
-from simclr_watches.model.encoder import Encoder
+from simclr_watches.model import Encoder
 from simclr_watches.train.config import ModelConfig, TrainConfig
-from simclr_watches.weights.loading import init_encoder
+from simclr_watches.weights import init_encoder
 
 
 class SimCLRModel(nn.Module):

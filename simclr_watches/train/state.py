@@ -14,7 +14,7 @@ from torch import nn
 
 from simclr_watches.core.atomic import atomic_path
 from simclr_watches.core.errors import CheckpointError
-from simclr_watches.weights.loading import load_weights_only
+from simclr_watches.weights import load_weights_only
 
 CHECKPOINT_FORMAT = "simclr-watches-pretrain"
 CHECKPOINT_VERSION = 1

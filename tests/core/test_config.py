@@ -157,3 +157,29 @@ def test_metrics_json_is_bounded(small_checkpoint, tmp_path):
     res = CliRunner().invoke(app, ["export", str(small_checkpoint), "--out", str(tmp_path / "m.safetensors"), "--metrics", str(big)])
     assert res.exit_code == 2 and f"{big}: not a readable JSON file: too large: {MAX_TEXT_BYTES + 1} bytes" in res.stderr
     assert not (tmp_path / "m.safetensors").exists()
+
+
+@dataclass(frozen=True)
+class Ranged:
+    rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        from simclr_watches.core.config import check_range
+
+        check_range(self, "rate", 0.0, 1.0)
+
+
+def test_range_checks_raise_the_one_field_error_and_name_the_full_key():
+    """Config range checks and untrusted-file checks share one FieldError (core.validate)."""
+    from simclr_watches.core.validate import FieldError
+
+    with pytest.raises(FieldError) as err:
+        Ranged(rate=2.0)
+    assert (err.value.field, err.value.problem) == ("rate", "must be in [0, 1], got 2.0")
+
+    @dataclass(frozen=True)
+    class Outer:
+        inner: Ranged = field(default_factory=Ranged)
+
+    with pytest.raises(ConfigError, match=re.escape("inner.rate: must be in [0, 1], got 2.0")):
+        load_config(Outer, None, ["inner.rate=2"])

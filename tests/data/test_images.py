@@ -206,7 +206,7 @@ def test_only_photo_formats_are_opened(tmp_path):
 
 def test_a_view_that_fails_on_the_image_skips_it_with_a_reason(tmp_path):
     from simclr_watches.retrieval.embed import embed_paths
-    from simclr_watches.model.encoder import Encoder, Preprocessing
+    from simclr_watches.model import Encoder, Preprocessing
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     emb = embed_paths(Encoder("resnet18"), Preprocessing(size=32), [tmp_path / "a.png"], progress=False,

@@ -1,23 +1,7 @@
+import pytest
 import torch
-from PIL import Image
 
-from simclr_watches.model.encoder import ARCH_DIMS, Encoder, EnsembleEncoder, Preprocessing, default_preprocessing, shared_stages
-
-
-def test_preprocessing_pads_to_square_on_white():
-    pre = Preprocessing(size=32)
-    img = Image.new("RGB", (100, 50), (0, 0, 0))
-    x = pre.to_uint8(img)
-    assert x.shape == (3, 32, 32) and x.dtype == torch.uint8
-    assert (x[:, 0, :] == 255).all() and (x[:, 16, :] == 0).all()  # top band is padding, middle is image
-    norm = pre(img)
-    assert norm.shape == (3, 32, 32)
-    assert torch.allclose(norm[:, 16, 16], (0 - torch.tensor(pre.mean)) / torch.tensor(pre.std))
-
-
-def test_preprocessing_round_trips_through_dict():
-    pre = default_preprocessing("resnet18", size=128)
-    assert Preprocessing.from_dict(pre.to_dict()) == pre
+from simclr_watches.model import ARCH_DIMS, Encoder, shared_stages
 
 
 def test_encoder_outputs_unit_vectors_of_arch_dim():
@@ -64,22 +48,22 @@ def test_shared_stages_are_the_leading_stages_equal_at_half_precision():
     assert shared_stages([Encoder("resnet18"), Encoder("resnet18")]) == 0
 
 
-def test_ensemble_cosine_is_the_mean_of_the_members_cosines():
+def test_from_state_dict_takes_the_tensors_as_float32_and_refuses_a_misfit():
+    from simclr_watches.core.errors import CheckpointError
+
     torch.manual_seed(0)
-    a = Encoder("efficientnet_lite0").eval()
-    b = _copy(a)
-    with torch.no_grad():
-        for stage in b.stages()[5:]:
-            for p in stage[0].parameters():
-                p.mul_(1.5).add_(0.01)
-        b.backbone.conv_head.weight.mul_(-1.0)
-    ens = EnsembleEncoder([a, b]).eval()
-    assert ens.shared == 5 and ens.dim == 2 * a.dim
-    x, y = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 64)
-    with torch.no_grad():
-        ex, ey = ens(x), ens(y)
-        want = ((a(x) * a(y)).sum(1) + (b(x) * b(y)).sum(1)) / 2
-    assert torch.allclose(ex.norm(dim=1), torch.ones(3), atol=1e-5)
-    assert torch.allclose((ex * ey).sum(1), want, atol=1e-4)
-    # Sharing the trunk changes nothing: the unshared concatenation is the same vector.
-    assert torch.allclose(ex, torch.cat([a(x), b(x)], 1) / 2**0.5, atol=1e-5)
+    state = Encoder("efficientnet_lite0").backbone.state_dict()
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    loaded = Encoder.from_state_dict("efficientnet_lite0", half, "h.safetensors")
+    stem = loaded.backbone.conv_stem.weight
+    assert stem.dtype == torch.float32 and torch.equal(stem, state["conv_stem.weight"].half().float())
+    assert not any(t.is_meta for t in (*loaded.parameters(), *loaded.buffers()))
+    # float32 tensors are taken as they are; with copy=True the encoder's are its own.
+    shared = Encoder.from_state_dict("efficientnet_lite0", state, "f.safetensors")
+    own = Encoder.from_state_dict("efficientnet_lite0", state, "f.safetensors", copy=True)
+    assert shared.backbone.conv_stem.weight.data_ptr() == state["conv_stem.weight"].data_ptr()
+    assert own.backbone.conv_stem.weight.data_ptr() != state["conv_stem.weight"].data_ptr()
+    assert torch.equal(own.backbone.conv_stem.weight, state["conv_stem.weight"])
+    for bad in ({k: v for k, v in state.items() if k != "conv_head.weight"}, {**state, "conv_stem.weight": torch.zeros(1)}):
+        with pytest.raises(CheckpointError, match=r"^bad\.pt: weights do not fit the architecture"):
+            Encoder.from_state_dict("efficientnet_lite0", bad, "bad.pt")

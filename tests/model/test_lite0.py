@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from simclr_watches.model.lite0 import EfficientNetLite0
-from simclr_watches.model.encoder import Encoder, create_backbone
-from simclr_watches.weights.loading import ARTIFACTS_DIR, imagenet_lite0_state_dict
+from simclr_watches.model import Encoder, create_backbone
+from simclr_watches.weights import ARTIFACTS_DIR, imagenet_lite0_state_dict
 
 SHIPPED = ARTIFACTS_DIR / "watches-lite0-v1.safetensors"
 
@@ -131,8 +131,10 @@ def test_imagenet_and_shipped_weights_load_strictly_and_match_timm(source):
 
 
 def test_loading_the_default_model_imports_neither_timm_nor_torchvision(tmp_path):
-    code = ("import json, sys; from simclr_watches.weights.loading import load_model; enc, info = load_model(); "
-            "print(json.dumps({'id': info.id, 'loaded': sorted(m for m in ('timm', 'torchvision') if m in sys.modules)}))")
+    """Nor torch._dynamo, which a meta-device ``normal_`` would import (seconds of a cold start)."""
+    code = ("import json, sys; from simclr_watches.weights import load_model; enc, info = load_model(); "
+            "print(json.dumps({'id': info.id, 'loaded': sorted(m for m in ('timm', 'torchvision', 'torch._dynamo') "
+            "if m in sys.modules)}))")
     env = {**os.environ, "SIMCLR_WATCHES_HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
                           cwd=Path(__file__).resolve().parents[2])

@@ -1,10 +1,8 @@
 import numpy as np
-import pytest
 
 from simclr_watches.data.images import scan_images
-from simclr_watches.retrieval.embed import embed_paths, resolve_device
-from simclr_watches.core.errors import SimclrWatchesError
-from simclr_watches.weights.loading import load_encoder_file
+from simclr_watches.retrieval.embed import embed_paths
+from simclr_watches.weights import load_encoder_file
 
 
 def test_embeds_in_order_skips_bad_files_and_is_batch_independent(make_catalog, small_checkpoint):
@@ -23,8 +21,3 @@ def test_embeds_in_order_skips_bad_files_and_is_batch_independent(make_catalog, 
     sims = a.vectors @ a.vectors.T
     assert (sims[~np.eye(4, dtype=bool)] < 0.9999).all()
 
-
-def test_device_resolution():
-    assert resolve_device("cpu").type == "cpu"
-    with pytest.raises(SimclrWatchesError, match="unknown device"):
-        resolve_device("tpu9")

@@ -14,7 +14,7 @@ import pytest
 import simclr_watches.retrieval.index as index_mod
 from simclr_watches.core.errors import IndexFormatError, SimclrWatchesError
 from simclr_watches.retrieval.index import build_index, cosine_from_angular, load_embeddings, load_index
-from simclr_watches.weights.loading import sha256_file
+from simclr_watches.core.files import sha256_file
 
 
 def _build(root, out, ckpt, **kw):
@@ -120,9 +120,9 @@ def test_preprocessing_refuses_absurd_values_for_checkpoints_too(small_checkpoin
     from safetensors.torch import load_file, save_file
 
     from simclr_watches.core.errors import CheckpointError
-    from simclr_watches.model.encoder import Preprocessing
+    from simclr_watches.model import Preprocessing
     from simclr_watches.core.validate import FieldError
-    from simclr_watches.weights.loading import load_encoder_file, read_header
+    from simclr_watches.weights import load_encoder_file, read_header
 
     for bad, field in [({"size": 100000}, "size"), ({"size": 0}, "size"), ({"std": (0.0, 0.0, 0.0)}, "std[0]"),
                        ({"mean": (float("nan"), 0.0, 0.0)}, "mean[0]"), ({"std": (0.5, 0.5)}, "std"),
@@ -248,8 +248,8 @@ def test_tampered_index_is_one_error_line_in_process(index_pair, tmp_path):
 def _random_index(out, n, dim=8, seed=0, force=False, n_trees=3):
     """An index of n random unit vectors (no encoder): item paths /cat/<seed>-<i>.jpg."""
     from simclr_watches.retrieval.embed import EmbeddedItem
-    from simclr_watches.model.encoder import Preprocessing
-    from simclr_watches.weights.loading import ModelInfo
+    from simclr_watches.model import Preprocessing
+    from simclr_watches.weights import ModelInfo
 
     v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)

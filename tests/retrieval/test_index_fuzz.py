@@ -47,8 +47,8 @@ def build_bases(root: Path) -> dict[str, Path]:
     """Three small valid indexes: ``a`` (the one mutated), ``b`` (same shape, other vectors), ``c`` (other shape)."""
     from simclr_watches.retrieval.embed import EmbeddedItem
     from simclr_watches.retrieval.index import write_index
-    from simclr_watches.model.encoder import Preprocessing
-    from simclr_watches.weights.loading import ModelInfo
+    from simclr_watches.model import Preprocessing
+    from simclr_watches.weights import ModelInfo
 
     rng = np.random.default_rng(SEED)
     out = {}
@@ -261,7 +261,7 @@ def exercise(folder: Path) -> str:
 
     from simclr_watches.core.errors import IndexFormatError
     from simclr_watches.retrieval.index import load_index
-    from simclr_watches.weights.loading import ModelInfo
+    from simclr_watches.weights import ModelInfo
 
     try:
         index = load_index(folder)

@@ -5,9 +5,9 @@ import torch
 
 from simclr_watches.core.errors import IndexFormatError
 from simclr_watches.retrieval.index import build_index
-from simclr_watches.model.encoder import Preprocessing
+from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.search import Searcher
-from simclr_watches.weights.loading import init_encoder, save_encoder
+from simclr_watches.weights import init_encoder, save_encoder
 
 
 @pytest.fixture

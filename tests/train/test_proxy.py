@@ -8,7 +8,7 @@ import torch
 
 from simclr_watches.train.augment import SimCLRAugment
 from simclr_watches.train.catalog_cache import build_cache
-from simclr_watches.model.encoder import Encoder, default_preprocessing
+from simclr_watches.model import Encoder, default_preprocessing
 from simclr_watches.train.proxy import make_proxy_set, retrieval_proxy
 from test_augment import OFF
 

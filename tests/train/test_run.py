@@ -18,7 +18,7 @@ from simclr_watches.core.errors import ConfigError, SimclrWatchesError
 from simclr_watches.train.config import load_pretrain_config
 from simclr_watches.train.divergence import TrainingDivergedError
 from simclr_watches.train.run import ENCODER_FILE, METRICS_FILE, TRAIN_CHECKPOINT, run_pretraining
-from simclr_watches.weights.loading import read_header
+from simclr_watches.weights import read_header
 
 from hostile import assert_user_error
 from tiny_pretrain import TINY, one_thread, tiny  # noqa: F401 (one_thread: a fixture)

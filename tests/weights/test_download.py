@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from simclr_watches.weights import loading as weights
-from simclr_watches.weights.download import fetch
+from simclr_watches import weights
 from simclr_watches.core.errors import CheckpointError
+from simclr_watches.core.files import sha256_file
+from simclr_watches.weights.fetch import fetch
 
 DATA = bytes(range(256)) * 400  # 100 KiB, several read chunks
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -175,22 +176,25 @@ def test_cli_download_unregistered(server, tmp_path):
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
-    from simclr_watches.model.encoder import Encoder, default_preprocessing
+    import torch
+
+    from simclr_watches.model import Encoder, default_preprocessing
 
     path = weights.save_encoder(tmp_path / "tiny.safetensors", Encoder("resnet18"), default_preprocessing("resnet18"),
-                                dtype=weights.torch.float16)
-    return path, weights.sha256_file(path)
+                                dtype=torch.float16)
+    return path, sha256_file(path)
 
 
-def _register(monkeypatch, **fields):
-    entry = weights.WeightsEntry(name="tiny", arch="resnet18", description="", **fields)
-    monkeypatch.setattr(weights, "load_registry", lambda: {"tiny": entry})
+@pytest.fixture
+def register(use_registry):
+    """``register(artifacts=None, **fields)``: a registry of one entry, ``tiny`` (resnet18)."""
+    return lambda artifacts=None, **fields: use_registry({"tiny": {"arch": "resnet18", **fields}}, artifacts)
 
 
-def test_load_model_by_name_after_download(server, tmp_path, monkeypatch, tiny_checkpoint):
+def test_load_model_by_name_after_download(server, tmp_path, register, tiny_checkpoint):
     src, sha = tiny_checkpoint
     server.files["/tiny.safetensors"] = src.read_bytes()
-    _register(monkeypatch, sha256=sha, size=src.stat().st_size, url=f"{server}/tiny.safetensors")
+    register(sha256=sha, size=src.stat().st_size, url=f"{server}/tiny.safetensors")
     with pytest.raises(CheckpointError, match="run `simclr-watches download tiny`"):
         weights.load_model("tiny")
     assert weights.download("tiny", progress=False) == tmp_path / "cache" / "tiny.safetensors"
@@ -198,11 +202,10 @@ def test_load_model_by_name_after_download(server, tmp_path, monkeypatch, tiny_c
     assert (info.id, info.sha256, info.arch) == ("tiny", sha, "resnet18")
 
 
-def test_load_model_artifact_fallback_and_bad_cache(tmp_path, monkeypatch, tiny_checkpoint):
+def test_load_model_artifact_fallback_and_bad_cache(tmp_path, monkeypatch, register, tiny_checkpoint):
     src, sha = tiny_checkpoint
     monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(weights, "ARTIFACTS_DIR", tmp_path)
-    _register(monkeypatch, sha256=sha, size=src.stat().st_size, artifact=src.name)
+    register(tmp_path, sha256=sha, size=src.stat().st_size, artifact=src.name)
     assert weights.load_model("tiny")[1].sha256 == sha
     with pytest.raises(CheckpointError, match=f"ships in the repository as artifacts/{src.name} and has no url"):
         weights.download("tiny", progress=False)
@@ -212,14 +215,14 @@ def test_load_model_artifact_fallback_and_bad_cache(tmp_path, monkeypatch, tiny_
         weights.load_model("tiny")
 
 
-def test_list_models_says_where_each_file_is(tmp_path, monkeypatch, tiny_checkpoint):
+def test_list_models_says_where_each_file_is(tmp_path, monkeypatch, use_registry, tiny_checkpoint):
+    from simclr_watches.weights import loading
+
     src, sha = tiny_checkpoint
     monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(weights, "ARTIFACTS_DIR", src.parent)
-    shipped = weights.WeightsEntry(name="shipped", arch="resnet18", sha256=sha, size=1, artifact=src.name)
-    remote = weights.WeightsEntry(name="remote", arch="resnet18", sha256=sha, size=1, url="http://127.0.0.1:9/x")
-    monkeypatch.setattr(weights, "load_registry", lambda: {"shipped": shipped, "remote": remote})
-    monkeypatch.setattr(weights, "DEFAULT_MODEL", "shipped")
+    use_registry({"shipped": {"arch": "resnet18", "sha256": sha, "size": 1, "artifact": src.name},
+                  "remote": {"arch": "resnet18", "sha256": sha, "size": 1, "url": "http://127.0.0.1:9/x"}}, src.parent)
+    monkeypatch.setattr(loading, "DEFAULT_MODEL", "shipped")
     rows = {m["name"]: m for m in weights.list_models()}
     assert rows["shipped"]["status"] == "ready" and rows["shipped"]["file"] == str(src) and rows["shipped"]["default"]
     assert rows["remote"]["file"] is None and not rows["remote"]["default"]
@@ -253,18 +256,18 @@ def test_cli_unregistered_download_named_like_a_registered_file_leaves_it_alone(
     assert info.id == weights.DEFAULT_MODEL
 
 
-def test_registered_name_takes_a_mirror_but_not_another_digest(server, tmp_path, monkeypatch, tiny_checkpoint):
+def test_registered_name_takes_a_mirror_but_not_another_digest(server, tmp_path, register, tiny_checkpoint):
     src, sha = tiny_checkpoint
     server.files["/mirror/tiny.safetensors"] = src.read_bytes()
     server.files["/other.safetensors"] = DATA
-    _register(monkeypatch, sha256=sha, size=src.stat().st_size, artifact="tiny.safetensors")
+    register(sha256=sha, size=src.stat().st_size, artifact="tiny.safetensors")
     with pytest.raises(CheckpointError, match=f"tiny: --sha256 {SHA} is not the registered {sha}"):
         weights.download("tiny", url=f"{server}/other.safetensors", sha256=SHA, progress=False)
     with pytest.raises(CheckpointError, match="other.safetensors: .*; deleted the download"):  # a mirror serving other bytes
         weights.download("tiny", url=f"{server}/other.safetensors", progress=False)
     assert not (tmp_path / "cache" / "tiny.safetensors").exists()
     path = weights.download("tiny", url=f"{server}/mirror/tiny.safetensors", sha256=sha.upper(), progress=False)
-    assert path == tmp_path / "cache" / "tiny.safetensors" and weights.sha256_file(path) == sha
+    assert path == tmp_path / "cache" / "tiny.safetensors" and sha256_file(path) == sha
 
 
 def test_unregistered_names_stay_inside_the_cache(server, tmp_path):

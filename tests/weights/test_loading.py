@@ -1,6 +1,6 @@
 import json
-import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,21 +9,24 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from hostile import assert_user_error, pickle_file, run_cli
-from simclr_watches.weights import loading as weights
 from simclr_watches.core.errors import CheckpointError
-from simclr_watches.model.encoder import Preprocessing, default_preprocessing
-from simclr_watches.weights.loading import (
+from simclr_watches.core.files import sha256_file
+from simclr_watches.model import Preprocessing, default_preprocessing
+from simclr_watches.weights import (
+    ARTIFACTS_DIR,
+    DEFAULT_MODEL,
     IMAGENET_LITE0,
+    download,
     export_encoder,
     imagenet_classifier,
     imagenet_lite0_state_dict,
     init_encoder,
+    list_models,
     load_encoder_file,
     load_model,
     load_registry,
     read_header,
     save_encoder,
-    sha256_file,
 )
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -121,8 +124,6 @@ def test_registered_imagenet_model(imagenet_model):
 
 def test_shipped_checkpoints_match_the_registry_and_their_descriptions(tmp_path, monkeypatch):
     """For every artifact entry: the registry, the file in artifacts/ and its JSON description agree, and it loads."""
-    from simclr_watches.weights.loading import ARTIFACTS_DIR
-
     monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path))  # no stray cached copy may shadow the artifact
     shipped = [e for e in load_registry().values() if e.artifact]
     assert shipped
@@ -138,8 +139,6 @@ def test_shipped_checkpoints_match_the_registry_and_their_descriptions(tmp_path,
 
 
 def test_default_model_is_the_shipped_checkpoint_ensembled_with_its_init(tmp_path, monkeypatch):
-    from simclr_watches.weights.loading import DEFAULT_MODEL
-
     monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path))
     enc, info = load_model()
     shipped, init = load_registry()[DEFAULT_MODEL].members
@@ -167,14 +166,17 @@ def test_ensemble_entries_are_checked_when_the_registry_is_read(tmp_path):
     assert load_registry(tmp_path / "w.toml")["e"].members == ("a", "a")
 
 
-def _ensemble_registry(monkeypatch, tmp_path, files: dict[str, Path], members: tuple[str, ...]) -> None:
-    """A registry of artifact entries for ``files`` plus the ensemble ``pair`` of ``members``."""
+@pytest.fixture
+def ensemble_registry(use_registry, tmp_path, monkeypatch):
+    """``use(files, members)``: a registry of artifact entries for ``files`` plus the ensemble ``pair`` of ``members``."""
     monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(weights, "ARTIFACTS_DIR", tmp_path)
-    reg = {n: weights.WeightsEntry(name=n, arch="resnet18", sha256=sha256_file(p), size=p.stat().st_size, artifact=p.name)
-           for n, p in files.items()}
-    reg["pair"] = weights.WeightsEntry(name="pair", members=members)
-    monkeypatch.setattr(weights, "load_registry", lambda: reg)
+
+    def use(files: dict[str, Path], members: tuple[str, ...]) -> None:
+        entries = {n: {"arch": "resnet18", "sha256": sha256_file(p), "size": p.stat().st_size, "artifact": p.name}
+                   for n, p in files.items()}
+        use_registry({**entries, "pair": {"members": list(members)}}, tmp_path)
+
+    return use
 
 
 def _resnet_file(path: Path, seed: int, pre: Preprocessing) -> Path:
@@ -182,10 +184,10 @@ def _resnet_file(path: Path, seed: int, pre: Preprocessing) -> Path:
     return save_encoder(path, init_encoder("resnet18", "random"), pre)
 
 
-def test_ensemble_entry_loads_its_members_as_one_encoder(tmp_path, monkeypatch):
+def test_ensemble_entry_loads_its_members_as_one_encoder(tmp_path, ensemble_registry):
     files = {"a": _resnet_file(tmp_path / "a.safetensors", 0, Preprocessing(size=64)),
              "b": _resnet_file(tmp_path / "b.safetensors", 1, Preprocessing(size=96))}
-    _ensemble_registry(monkeypatch, tmp_path, files, ("a", "b"))
+    ensemble_registry(files, ("a", "b"))
     enc, info = load_model("pair")
     a, info_a = load_model("a")
     b, info_b = load_model("b")
@@ -197,34 +199,34 @@ def test_ensemble_entry_loads_its_members_as_one_encoder(tmp_path, monkeypatch):
     with torch.no_grad():
         assert torch.allclose(enc(x), torch.cat([a(x), b(x)], 1) / 2**0.5, atol=1e-5)
     # The digest follows the members: another order (or other weights) is another model.
-    _ensemble_registry(monkeypatch, tmp_path, files, ("b", "a"))
+    ensemble_registry(files, ("b", "a"))
     assert load_model("pair")[1].sha256 != info.sha256
-    rows = {m["name"]: m for m in weights.list_models()}
+    rows = {m["name"]: m for m in list_models()}
     assert rows["pair"]["status"] == "ready" and rows["pair"]["size"] == rows["a"]["size"] + rows["b"]["size"]
     with pytest.raises(CheckpointError, match="pair: an ensemble of b, a, with no file of its own"):
-        weights.download("pair", progress=False)
+        download("pair", progress=False)
     with pytest.raises(CheckpointError, match="pair: an ensemble of b, a, with no file of its own"):
-        weights.download("pair", url="http://127.0.0.1:9/pair.safetensors", sha256="0" * 64, progress=False)
+        download("pair", url="http://127.0.0.1:9/pair.safetensors", sha256="0" * 64, progress=False)
     assert not (tmp_path / "cache").exists()  # nothing was fetched or saved under the ensemble's name
 
 
-def test_ensemble_errors_name_the_member(tmp_path, monkeypatch):
+def test_ensemble_errors_name_the_member(tmp_path, ensemble_registry):
     files = {"a": _resnet_file(tmp_path / "a.safetensors", 0, Preprocessing(size=64)),
              "b": _resnet_file(tmp_path / "b.safetensors", 1, default_preprocessing("resnet18", 64))}
-    _ensemble_registry(monkeypatch, tmp_path, files, ("a", "b"))
+    ensemble_registry(files, ("a", "b"))
     with pytest.raises(CheckpointError, match="pair: members a and b normalise their input differently"):
         load_model("pair")
     files["b"].unlink()
-    rows = {m["name"]: m for m in weights.list_models()}
+    rows = {m["name"]: m for m in list_models()}
     assert rows["pair"]["status"].startswith("member b: b: registered, but not downloaded")
     with pytest.raises(CheckpointError, match="b: registered, but not downloaded"):
         load_model("pair")
 
 
-def test_a_plus_b_is_the_same_ensemble_without_a_registry_entry(tmp_path, monkeypatch):
+def test_a_plus_b_is_the_same_ensemble_without_a_registry_entry(tmp_path, monkeypatch, ensemble_registry):
     files = {"a": _resnet_file(tmp_path / "a.safetensors", 0, Preprocessing(size=64)),
              "b": _resnet_file(tmp_path / "b.safetensors", 1, Preprocessing(size=96))}
-    _ensemble_registry(monkeypatch, tmp_path, files, ("a", "b"))
+    ensemble_registry(files, ("a", "b"))
     monkeypatch.chdir(tmp_path)
     enc, info = load_model("a.safetensors+b")
     pair, pair_info = load_model("pair")
@@ -332,3 +334,37 @@ def test_cli_info_on_a_file_that_is_no_checkpoint(tmp_path, content, message):
     pickle_file(path) if content is None else path.write_bytes(content)
     res = CliRunner().invoke(app, ["info", str(path)])
     assert res.exit_code == 2 and res.stderr.count("\n") == 1 and f"{path}: {message}" in res.stderr
+
+
+# Issue 13: a cold start reads what it needs once and builds nothing it throws away.
+
+
+def _calls_during(functions, run):
+    """``run()``'s result and, for each of ``functions``, the arguments of every call it made to it.
+
+    Calls are told apart by the function's code, so a call counts however the caller imported it.
+    """
+    codes = {f.__code__: f for f in functions}
+    calls = {f: [] for f in functions}
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            calls[codes[frame.f_code]].append(dict(frame.f_locals))
+
+    sys.setprofile(profile)
+    try:
+        result = run()
+    finally:
+        sys.setprofile(None)
+    return result, calls
+
+
+def test_default_model_cold_start_parses_the_registry_once_and_hashes_each_file_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path))
+    (enc, info), calls = _calls_during([load_registry, sha256_file, torch.nn.init.normal_], load_model)
+    assert info.id == DEFAULT_MODEL and len(info.meta["members"]) == 2
+    hashed = [Path(c["path"]).name for c in calls[sha256_file]]
+    assert sorted(hashed) == sorted(set(hashed)) and len(hashed) == 2, hashed  # the two members' files, once each
+    assert len(calls[load_registry]) == 1
+    assert calls[torch.nn.init.normal_] == []  # no randomly initialised network, to be overwritten or thrown away
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in enc.parameters())

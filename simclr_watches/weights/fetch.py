@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 
 from simclr_watches.core.errors import CheckpointError
+from simclr_watches.core.files import sha256_file
 from simclr_watches.core.progress import progress_bar
-from simclr_watches.weights.loading import sha256_file
 
 DEFAULT_TIMEOUT = 30.0
 MAX_REDIRECTS = 5

@@ -1,0 +1,75 @@
+"""The registry of named weights, ``configs/weights.toml``: what each name is and where its file comes from."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from simclr_watches.core.errors import CheckpointError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REGISTRY_PATH = REPO_ROOT / "configs" / "weights.toml"
+IMAGENET_LITE0 = "efficientnet_lite0-imagenet"
+DEFAULT_MODEL = "watches-lite0-v1-ens"  # the shipped SimCLR checkpoint with its ImageNet init (docs/MODEL_CARD.md)
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One named model of the registry (``configs/weights.toml``).
+
+    Either a weights file (``arch``, ``sha256``, ``size`` and where it comes from:
+    ``package``, ``artifact`` or ``url``) or an ensemble of other entries (``members``;
+    see :class:`simclr_watches.model.ensemble.EnsembleEncoder`), which has no file of its own.
+    """
+
+    name: str
+    arch: str = ""
+    sha256: str = ""
+    size: int = 0
+    description: str = ""
+    package: str | None = None
+    artifact: str | None = None
+    url: str | None = None
+    members: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", tuple(self.members))
+        if self.members:
+            if self.arch or self.sha256 or self.size or self.package or self.artifact or self.url:
+                raise ValueError(f"{self.name}: an ensemble (members) has no file, arch, sha256 or size of its own")
+            if len(self.members) < 2:
+                raise ValueError(f"{self.name}: an ensemble needs at least two members")
+        elif not (self.arch and self.sha256 and self.size):
+            raise ValueError(f"{self.name}: a weights entry needs arch, sha256 and size")
+
+
+def load_registry(path: Path | str | None = None) -> dict[str, WeightsEntry]:
+    """Reads and checks the weights registry: one parse of the file per call.
+
+    Args:
+        path: the registry file; None for :data:`REGISTRY_PATH` (looked up at call time).
+
+    Raises:
+        CheckpointError: the registry is missing or malformed, or an ensemble names a
+            member that is not a registered weights file.
+    """
+    path = Path(REGISTRY_PATH if path is None else path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read the weights registry: {e}") from None
+    try:
+        registry = {name: WeightsEntry(name=name, **fields) for name, fields in raw.items()}
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: malformed weights registry entry: {e}") from None
+    for entry in registry.values():
+        for m in entry.members:
+            if m not in registry or registry[m].members:
+                raise CheckpointError(f"{path}: ensemble {entry.name}: member {m!r} is not a registered weights file")
+    return registry

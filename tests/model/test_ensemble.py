@@ -1,0 +1,26 @@
+import copy
+
+import torch
+
+from simclr_watches.model import Encoder, EnsembleEncoder
+
+
+def test_ensemble_cosine_is_the_mean_of_the_members_cosines():
+    torch.manual_seed(0)
+    a = Encoder("efficientnet_lite0").eval()
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        for stage in b.stages()[5:]:
+            for p in stage[0].parameters():
+                p.mul_(1.5).add_(0.01)
+        b.backbone.conv_head.weight.mul_(-1.0)
+    ens = EnsembleEncoder([a, b]).eval()
+    assert ens.shared == 5 and ens.dim == 2 * a.dim
+    x, y = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        ex, ey = ens(x), ens(y)
+        want = ((a(x) * a(y)).sum(1) + (b(x) * b(y)).sum(1)) / 2
+    assert torch.allclose(ex.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose((ex * ey).sum(1), want, atol=1e-4)
+    # Sharing the trunk changes nothing: the unshared concatenation is the same vector.
+    assert torch.allclose(ex, torch.cat([a(x), b(x)], 1) / 2**0.5, atol=1e-5)
