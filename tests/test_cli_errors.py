@@ -7,7 +7,7 @@ import errno
 import pytest
 from typer.testing import CliRunner
 
-from hostile import assert_user_error, run_cli
+from helpers import assert_user_error, run_cli
 from simclr_watches.weights import loading as weights
 from simclr_watches.cli import app
 

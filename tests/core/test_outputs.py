@@ -21,7 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from simclr_watches.cli import app
-from conftest import draw_watch
+from helpers import draw_watch
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "pretrain-cpu-tiny.toml"

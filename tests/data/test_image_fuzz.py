@@ -24,7 +24,7 @@ from typing import Callable
 import pytest
 from PIL import Image
 
-from conftest import draw_watch
+from helpers import draw_watch
 from simclr_watches.retrieval.index import SIDECAR_FILE, build_index
 
 # Pillow warns about the corrupt metadata it skips; simclr_watches.data.images silences that outside pytest too.

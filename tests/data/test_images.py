@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hostile import assert_user_error, run_cli
+from helpers import assert_user_error, run_cli
 from simclr_watches.data.images import MAX_FILE_BYTES, MAX_PIXELS, expand_inputs, iter_images, load_image, scan_images
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import draw_watch
+from helpers import catalog_manifest, draw_watch, groups_folder
 from simclr_watches.evaluation.baselines import LocalizedMethod, make_method, parse_methods
 from simclr_watches.cli import app
 from simclr_watches.core.errors import SimclrWatchesError
@@ -28,44 +27,8 @@ from simclr_watches.evaluation.evaluate import (
 )
 
 
-def _groups_folder(root: Path, n_groups: int = 4) -> Path:
-    """n_groups sub-folders of 2 views (the drawing and a shrunk, shifted copy) plus a singleton."""
-    for g in range(n_groups):
-        d = root / f"g{g}"
-        d.mkdir(parents=True)
-        w = draw_watch(g, 64)
-        w.save(d / "a.png")
-        view = Image.new("RGB", (64, 64), (255, 255, 255))
-        view.paste(w.resize((56, 56)), (5, 3))
-        view.save(d / "b.png")
-    (root / "single").mkdir()
-    draw_watch(99, 64).save(root / "single" / "a.png")
-    return root
-
-
-def _manifest(root: Path) -> Path:
-    """Three groups; g0 and g1 are one family; each group: 2 packshots and 1 lifestyle photo."""
-    rows = []
-    for g, family in ((0, "fam01"), (1, "fam01"), (2, "fam2")):
-        d = root / "images" / f"g{g}"
-        d.mkdir(parents=True)
-        draw_watch(g, 64).save(d / "1.png")
-        draw_watch(g, 64).rotate(90).save(d / "2.png")
-        life = Image.new("RGB", (64, 64), (90, 120, 60))
-        life.paste(draw_watch(g, 40), (12, 12))
-        life.save(d / "3.png")
-        for n, kind in ((1, "packshot"), (2, "packshot"), (3, "lifestyle")):
-            rows.append({"path": f"images/g{g}/{n}.png", "group_id": f"g{g}", "family": family, "kind": kind})
-    path = root / "manifest.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "group_id", "family", "kind"])
-        w.writeheader()
-        w.writerows(rows)
-    return path
-
-
 def test_groups_queries_never_rank_themselves_or_their_copies(tmp_path):
-    root = _groups_folder(tmp_path / "data")
+    root = groups_folder(tmp_path / "data")
     shutil.copy(root / "g0" / "a.png", root / "single" / "copy_of_g0.png")  # same bytes, other group
     task = groups_task(root)
     assert leaks(task) == []
@@ -81,7 +44,7 @@ def test_groups_queries_never_rank_themselves_or_their_copies(tmp_path):
 
 
 def test_a_leaking_task_is_refused(tmp_path):
-    task = groups_task(_groups_folder(tmp_path / "data"))
+    task = groups_task(groups_folder(tmp_path / "data"))
     task.ignore[:] = False
     assert len(leaks(task)) == len(task.queries)
     with pytest.raises(SimclrWatchesError, match="also in the gallery"):
@@ -89,7 +52,7 @@ def test_a_leaking_task_is_refused(tmp_path):
 
 
 def test_catalog_photo_splits_by_kind_and_ignores_the_family(tmp_path):
-    task = catalog_photo_task(_manifest(tmp_path))
+    task = catalog_photo_task(catalog_manifest(tmp_path))
     assert len(task.queries) == 3 and len(task.gallery) == 6
     assert not set(task.queries) & set(task.gallery)
     assert leaks(task) == []
@@ -99,7 +62,7 @@ def test_catalog_photo_splits_by_kind_and_ignores_the_family(tmp_path):
 
 
 def test_photo_queries_are_new_files_outside_the_gallery(tmp_path):
-    root = _groups_folder(tmp_path / "data")
+    root = groups_folder(tmp_path / "data")
     tasks = photo_tasks(root, ["mild", "hard"], tmp_path / "cache", seed=3)
     assert [t.name for t in tasks] == ["photo/mild", "photo/hard"]
     for t in tasks:
@@ -119,7 +82,7 @@ def test_photo_queries_are_new_files_outside_the_gallery(tmp_path):
 
 
 def test_methods_give_unit_vectors_and_rank_an_easy_task(tmp_path):
-    task = groups_task(_groups_folder(tmp_path / "data"))
+    task = groups_task(groups_folder(tmp_path / "data"))
     report = run("groups", [task], parse_methods("hist,phash,thumb"), "data")
     for name in ("hist", "phash", "thumb"):
         emb = make_method(name).embed(task.gallery)
@@ -175,7 +138,7 @@ def test_unknown_method_is_a_clear_error():
 
 
 def test_evaluate_command_end_to_end(tmp_path):
-    root = _groups_folder(tmp_path / "data")
+    root = groups_folder(tmp_path / "data")
     out = tmp_path / "out"
     runner = CliRunner()
     res = runner.invoke(app, ["evaluate", "--protocol", "photo", str(root), "--methods", "hist,thumb",
@@ -195,7 +158,7 @@ def test_evaluate_command_end_to_end(tmp_path):
 
 
 def test_localized_method_wraps_an_encoder(tmp_path, small_checkpoint):
-    manifest = _manifest(tmp_path / "data")
+    manifest = catalog_manifest(tmp_path / "data")
     task = catalog_photo_task(manifest)
     whole = make_method(str(small_checkpoint))
     loc = make_method(f"{small_checkpoint}+loc")
@@ -213,7 +176,7 @@ def test_localized_method_wraps_an_encoder(tmp_path, small_checkpoint):
 
 
 def test_an_ensemble_of_checkpoints_is_a_method(tmp_path, small_checkpoint):
-    root = _groups_folder(tmp_path / "data")
+    root = groups_folder(tmp_path / "data")
     paths = sorted(root.rglob("*.png"))[:3]
     single = make_method(str(small_checkpoint)).embed(paths)
     ens = make_method(f"{small_checkpoint}+{small_checkpoint}+crop+loc")

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hostile import run_cli
-from conftest import draw_watch
+from helpers import draw_watch, run_cli
 from simclr_watches.retrieval.index import build_index
 from simclr_watches.retrieval.localize import MAX_POSITIONS, MIN_WINDOW, LocalizeConfig, fuse_scores, window_boxes
 from simclr_watches.retrieval.search import Searcher

@@ -6,11 +6,11 @@ import dataclasses
 
 import torch
 
+from helpers import OFF
 from simclr_watches.train.augment import SimCLRAugment
 from simclr_watches.train.catalog_cache import build_cache
 from simclr_watches.model.encoder import Encoder, default_preprocessing
 from simclr_watches.train.proxy import make_proxy_set, retrieval_proxy
-from test_augment import OFF
 
 
 def test_proxy_is_one_for_untouched_views_and_falls_when_sources_are_wrong(make_catalog):

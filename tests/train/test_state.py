@@ -46,7 +46,7 @@ def test_training_checkpoint_round_trip(tmp_path):
 
 
 def test_a_pickle_or_a_torn_checkpoint_is_one_line(tmp_path, make_catalog):
-    from hostile import assert_user_error, pickle_file, run_cli
+    from helpers import assert_user_error, pickle_file, run_cli
 
     run = tmp_path / "run"
     run.mkdir()

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from hostile import assert_user_error, pickle_file, run_cli
+from helpers import assert_user_error, pickle_file, run_cli
 from simclr_watches.weights import loading as weights
 from simclr_watches.core.errors import CheckpointError
 from simclr_watches.model.encoder import Preprocessing, default_preprocessing
