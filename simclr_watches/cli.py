@@ -307,7 +307,7 @@ def evaluate(
     force: bool = typer.Option(False, "--force", help="Replace the outputs of an earlier simclr-watches evaluation."),
 ) -> None:
     """Measure retrieval quality of baselines and encoders; print a markdown table, write JSON and a plot."""
-    from simclr_watches.evaluation import evaluate as ev
+    from simclr_watches.evaluation import protocols as ev
     from simclr_watches.evaluation.baselines import parse_methods
 
     if protocol not in ev.PROTOCOLS:

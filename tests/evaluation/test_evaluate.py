@@ -15,7 +15,7 @@ from helpers import catalog_manifest, draw_watch, groups_folder
 from simclr_watches.evaluation.baselines import LocalizedMethod, make_method, parse_methods
 from simclr_watches.cli import app
 from simclr_watches.core.errors import SimclrWatchesError
-from simclr_watches.evaluation.evaluate import (
+from simclr_watches.evaluation.protocols import (
     attribute_agreement,
     build_tasks,
     catalog_photo_task,
