@@ -307,30 +307,32 @@ def evaluate(
     force: bool = typer.Option(False, "--force", help="Replace the outputs of an earlier simclr-watches evaluation."),
 ) -> None:
     """Measure retrieval quality of baselines and encoders; print a markdown table, write JSON and a plot."""
-    from simclr_watches.evaluation import protocols as ev
+    from simclr_watches.evaluation import report as rep
     from simclr_watches.evaluation.baselines import parse_methods
+    from simclr_watches.evaluation.protocols import PROTOCOLS, build_tasks
+    from simclr_watches.evaluation.runner import attribute_agreement, run
 
-    if protocol not in ev.PROTOCOLS:
-        raise SimclrWatchesError(f"unknown protocol {protocol!r}; known: {', '.join(ev.PROTOCOLS)}")
+    if protocol not in PROTOCOLS:
+        raise SimclrWatchesError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
     ranking = protocol != "attributes"  # only ranking protocols draw the plot and the failures page
-    plot = (plot or out / ev.PLOT_FILE) if ranking else None
+    plot = (plot or out / rep.PLOT_FILE) if ranking else None
     failures = failures if ranking else None
-    ev.check_outputs(out, plot=plot, failures=failures, force=force, inputs=[data])  # before any work
+    rep.check_outputs(out, plot=plot, failures=failures, force=force, inputs=[data])  # before any work
     chosen = parse_methods(methods, seed=seed, batch_size=batch_size, device=device)
     if protocol == "attributes":
         cols = [c.strip() for c in attributes.split(",") if c.strip()] if attributes else None
-        res = ev.attribute_agreement(data, chosen, top_k, cols)
-        md, payload = ev.attributes_markdown(res), {"protocol": protocol, "data": str(data), **res}
+        res = attribute_agreement(data, chosen, top_k, cols)
+        md, payload = rep.attributes_markdown(res), {"protocol": protocol, "data": str(data), **res}
     else:
-        tasks = ev.build_tasks(protocol, data, severities=[s.strip() for s in severities.split(",") if s.strip()],
-                               cache_dir=out / ev.SIMULATED_DIR, kind=kind, limit=limit, seed=seed)
-        report = ev.run(protocol, tasks, chosen, str(data), seed)
-        md, payload = report.markdown(), report.to_json()
-        _note(f"plot: {ev.plot_recall(report, plot, force=force)}")
+        tasks = build_tasks(protocol, data, severities=[s.strip() for s in severities.split(",") if s.strip()],
+                            cache_dir=out / rep.SIMULATED_DIR, kind=kind, limit=limit, seed=seed)
+        report = run(protocol, tasks, chosen, str(data), seed)
+        md, payload = rep.ranking_markdown(report), report.to_json()
+        _note(f"plot: {rep.plot_recall(report, plot, force=force)}")
         if failures:
-            _note(f"failures: {ev.write_failures(report, failures, force=force)}")
+            _note(f"failures: {rep.write_failures(report, failures, force=force)}")
     typer.echo(md)
-    for path in ev.write_outputs(out, md, payload, force=force):
+    for path in rep.write_outputs(out, md, payload, force=force):
         _note(f"wrote {path}")
 
 

@@ -7,45 +7,32 @@ Protocols (see docs/EVALUATION.md):
 * ``catalog-photo``: a manifest CSV; packshots are the gallery, lifestyle photos the queries.
 * ``photo``: simulated user photos (:mod:`simclr_watches.data.simulate`) of each
   item's first image query the whole catalog, one task per severity.
-* ``attributes``: a CSV of attributes per image; the share of top-k results that
-  agree with the query on each attribute.
+* ``attributes``: a CSV of attributes per image (:func:`load_attributes`); scored by
+  :func:`simclr_watches.evaluation.runner.attribute_agreement`.
 
 A task is a (Q, G) problem: query files, gallery files, and boolean masks of
 relevant and ignored gallery items per query. Ignored items (the query itself,
 a byte-identical copy, another group of the same family, another view of the
 source item) are neither hits nor misses. Queries never reach the gallery
-unignored; :func:`leaks` checks it and :func:`run` refuses a task that leaks.
+unignored; :func:`leaks` checks it and :func:`simclr_watches.evaluation.runner.run_task`
+refuses a task that leaks.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from simclr_watches.core.atomic import atomic_path, write_text_atomic
-from simclr_watches.evaluation.baselines import Method
-from simclr_watches.data.images import scan_images
 from simclr_watches.core.errors import SimclrWatchesError
-from simclr_watches.evaluation.metrics import recall_curve, score_rankings, summarize
-from simclr_watches.core.outputs import (
-    GENERATOR, HTML, HTML_META, PNG, PNG_KEY, OutputKind, html_owned, json_format_owned, owned_folder, png_owned,
-    prepare_output,
-)
+from simclr_watches.data.images import scan_images
 from simclr_watches.weights.loading import sha256_file
 
 PROTOCOLS = ("groups", "catalog-photo", "photo", "attributes")
-COLUMNS = {
-    "groups": ("R@1", "R@5", "R@10", "mAP@10", "MRR", "N-S"),
-    "catalog-photo": ("R@1", "R@5", "R@10", "mAP@10", "MRR"),
-    "photo": ("R@1", "R@5", "R@10", "MRR"),
-}
 
 
 @dataclass(frozen=True)
@@ -64,7 +51,7 @@ class Task:
 
     Attributes:
         name: e.g. ``"groups"`` or ``"photo/hard"``.
-        protocol: key of ``COLUMNS``.
+        protocol: one of ``PROTOCOLS`` but ``attributes`` (its report columns: ``report.COLUMNS``).
         queries: Q query files.
         gallery: G gallery files.
         relevant: (Q, G) bool.
@@ -150,8 +137,8 @@ def _pair_masks(queries: Sequence[Item], gallery: Sequence[Item]) -> tuple[np.nd
     return same_group, (qf == gf) & ~same_group
 
 
-def _identical(queries: Sequence[Path], gallery: Sequence[Path]) -> np.ndarray:
-    """(Q, G) bool: the same file, or a file with the same bytes."""
+def identical(queries: Sequence[Path], gallery: Sequence[Path]) -> np.ndarray:
+    """(Q, G) bool: the same file, or a file with the same bytes (sha256)."""
     digest = {p: sha256_file(p) for p in dict.fromkeys([*queries, *gallery])}
     qd = np.array([digest[p] for p in queries], object)[:, None]
     gd = np.array([digest[p] for p in gallery], object)[None, :]
@@ -183,7 +170,7 @@ def groups_task(data: Path, kind: str | None = None, limit: int | None = None, s
     queries = [queries[i] for i in _subsample(len(queries), limit, seed)]
     qp, gp = [q.path for q in queries], [g.path for g in items]
     same_group, family = _pair_masks(queries, items)
-    ignore = _identical(qp, gp) | family
+    ignore = identical(qp, gp) | family
     root = data.parent if data.is_file() else data
     return Task("groups", "groups", qp, gp, same_group & ~ignore, ignore, root)
 
@@ -206,7 +193,7 @@ def catalog_photo_task(manifest: Path, limit: int | None = None, seed: int = 0) 
     queries = [queries[i] for i in _subsample(len(queries), limit, seed)]
     qp, gp = [q.path for q in queries], [g.path for g in gallery]
     same_group, family = _pair_masks(queries, gallery)
-    ignore = _identical(qp, gp) | family
+    ignore = identical(qp, gp) | family
     return Task("catalog-photo", "catalog-photo", qp, gp, same_group & ~ignore, ignore, manifest.parent)
 
 
@@ -245,101 +232,15 @@ def photo_tasks(data: Path, severities: Sequence[str], cache_dir: Path, kind: st
             key = zlib.crc32(s.path.relative_to(root).as_posix().encode())
             out = cache_dir / severity / f"{i:05d}_{s.group}.jpg"
             qp.append(simulate_file(s.path, out, (seed, key), severity))
-        ignore = (same_group & ~is_source) | family | _identical(qp, gp)
+        ignore = (same_group & ~is_source) | family | identical(qp, gp)
         tasks.append(Task(f"photo/{severity}", "photo", qp, gp, is_source & ~ignore, ignore, root))
     return tasks
 
 
 def leaks(task: Task) -> list[tuple[Path, Path]]:
     """(query, gallery) pairs where a query's own file or bytes would be ranked (not ignored)."""
-    same = _identical(task.queries, task.gallery) & ~task.ignore
+    same = identical(task.queries, task.gallery) & ~task.ignore
     return [(task.queries[q], task.gallery[g]) for q, g in zip(*np.nonzero(same))]
-
-
-@dataclass
-class MethodResult:
-    """One method on one task: summary metrics, Recall@k curve, and what the worst queries got."""
-
-    summary: dict[str, float]
-    curve: list[float]
-    seconds: float
-    first_hit: np.ndarray = field(repr=False)
-    top: np.ndarray = field(repr=False)  # (Q, 5) gallery indices of the first results, ignored items skipped
-
-
-def _top_results(scores: np.ndarray, ignore: np.ndarray, n: int = 5) -> np.ndarray:
-    s = np.where(ignore, -np.inf, scores)
-    return np.argsort(-s, axis=1, kind="stable")[:, :n]
-
-
-def run_task(task: Task, method: Method) -> MethodResult:
-    """Scores one task with one method.
-
-    Raises:
-        SimclrWatchesError: the task would let a query find itself.
-    """
-    bad = leaks(task)
-    if bad:
-        raise SimclrWatchesError(f"task {task.name}: query {bad[0][0]} is also in the gallery as {bad[0][1]}")
-    t0 = time.perf_counter()
-    scores = method.score_queries(task.queries, method.embed_gallery(task.gallery))
-    seconds = time.perf_counter() - t0
-    m = score_rankings(scores, task.relevant, task.ignore)
-    return MethodResult(summarize(m), recall_curve(m, 20).tolist(), seconds, m.first_hit,
-                        _top_results(scores, task.ignore))
-
-
-@dataclass
-class Report:
-    """Results of every method on every task of one protocol run."""
-
-    protocol: str
-    data: str
-    seed: int
-    tasks: list[Task]
-    results: dict[str, dict[str, MethodResult]]  # task name -> method name -> result
-
-    def to_json(self) -> dict:
-        return {
-            "protocol": self.protocol,
-            "data": self.data,
-            "seed": self.seed,
-            "tasks": {
-                t.name: {
-                    "queries": len(t.queries),
-                    "gallery": len(t.gallery),
-                    "methods": {name: {**r.summary, "seconds": round(r.seconds, 2), "recall_curve": r.curve}
-                                for name, r in self.results[t.name].items()},
-                }
-                for t in self.tasks
-            },
-        }
-
-    def markdown(self) -> str:
-        """One table per task: a row per method, the protocol's metric columns, and seconds."""
-        parts = []
-        for t in self.tasks:
-            cols = COLUMNS[t.protocol]
-            first = next(iter(self.results[t.name].values()), None)
-            scored = int(first.summary["queries"]) if first else 0
-            left = f", {len(t.queries) - scored} without a relevant item left out" if scored < len(t.queries) else ""
-            parts.append(f"**{t.name}** ({scored} queries{left}, gallery {len(t.gallery)})\n")
-            parts.append("| method | " + " | ".join(cols) + " | s |")
-            parts.append("|---" * (len(cols) + 2) + "|")
-            for name, r in self.results[t.name].items():
-                cells = [f"{r.summary[c]:.2f}" if c == "N-S" else f"{r.summary[c]:.3f}" for c in cols]
-                parts.append(f"| {name} | " + " | ".join(cells) + f" | {r.seconds:.1f} |")
-            parts.append("")
-        return "\n".join(parts)
-
-
-def run(protocol: str, tasks: list[Task], methods: Sequence[Method], data: str, seed: int = 0) -> Report:
-    """Runs every method on every task (a method's embeddings are reused across its tasks)."""
-    results: dict[str, dict[str, MethodResult]] = {t.name: {} for t in tasks}
-    for method in methods:
-        for t in tasks:
-            results[t.name][method.name] = run_task(t, method)
-    return Report(protocol, data, seed, tasks, results)
 
 
 def build_tasks(protocol: str, data: Path, *, severities: Sequence[str] = ("mild", "medium", "hard"),
@@ -361,21 +262,27 @@ def build_tasks(protocol: str, data: Path, *, severities: Sequence[str] = ("mild
     raise SimclrWatchesError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
 
 
-def attribute_agreement(csv_path: Path, methods: Sequence[Method], k: int = 10,
-                        columns: Sequence[str] | None = None) -> dict:
-    """Share of each query's top-k results that agree with it on each attribute.
+@dataclass
+class AttributeTable:
+    """The ``attributes`` protocol's data: N images and their value of each attribute.
 
-    Every image of the CSV (column ``path``, relative to the CSV) queries all
-    others; itself and byte-identical copies are excluded. Ties keep CSV order.
-    A query with an empty value is skipped for that attribute; a result with an
-    empty value disagrees. ``chance`` is the same share for a random ranking:
-    the mean share of the other images that agree with the query.
+    Attributes:
+        paths: N image files.
+        values: attribute column -> (N,) object array of strings; ``""`` is unknown.
+    """
 
-    Returns:
-        ``{"k": k, "queries": n, "attributes": [...], "methods": {name: {attr: share}}, "chance": {attr: share}}``.
+    paths: list[Path]
+    values: dict[str, np.ndarray]
+
+
+def load_attributes(csv_path: Path, columns: Sequence[str] | None = None) -> AttributeTable:
+    """The images of a CSV (column ``path``, relative to the CSV) and their attribute values.
+
+    Args:
+        columns: the attribute columns to keep (default: every column but ``path``).
 
     Raises:
-        SimclrWatchesError: missing columns or images, unknown attribute column.
+        SimclrWatchesError: missing columns or images, no attribute column.
     """
     csv_path = Path(csv_path)
     rows = _read_csv(csv_path, ["path", *(columns or [])])
@@ -383,170 +290,4 @@ def attribute_agreement(csv_path: Path, methods: Sequence[Method], k: int = 10,
     if not attrs:
         raise SimclrWatchesError(f"{csv_path}: no attribute columns besides 'path'")
     paths = _resolve_rows(csv_path, rows)
-    ignore = _identical(paths, paths)
-    values = {a: np.array([r[a] for r in rows], object) for a in attrs}
-    agree = {a: (values[a][:, None] == values[a][None, :]) & (values[a][None, :] != "") for a in attrs}
-    has = {a: values[a] != "" for a in attrs}
-    others = np.maximum((~ignore).sum(1), 1)
-    out = {"k": k, "queries": len(paths), "attributes": attrs, "methods": {},
-           "chance": {a: float(((agree[a] & ~ignore).sum(1) / others)[has[a]].mean()) for a in attrs}}
-    for method in methods:
-        emb = method.embed_gallery(paths)
-        top = _top_results(method.score_queries(paths, emb), ignore, k)
-        out["methods"][method.name] = {
-            a: float(np.take_along_axis(agree[a], top, 1).mean(1)[has[a]].mean()) for a in attrs
-        }
-    return out
-
-
-def attributes_markdown(res: dict) -> str:
-    attrs = res["attributes"]
-    lines = [f"**attributes** ({res['queries']} queries, share of top-{res['k']} agreeing)\n",
-             "| method | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 1) + "|"]
-    for name, shares in [*res["methods"].items(), ("chance", res["chance"])]:
-        lines.append(f"| {name} | " + " | ".join(f"{shares[a]:.3f}" for a in attrs) + " |")
-    return "\n".join(lines) + "\n"
-
-
-RESULTS_FORMAT = "simclr-watches-evaluation"
-RESULTS_JSON = "results.json"
-RESULTS_MD = "results.md"
-PLOT_FILE = "recall_at_k.png"
-SIMULATED_DIR = "simulated"
-_results_json_owned = json_format_owned(RESULTS_FORMAT)
-
-
-def _results_md_owned(path: Path) -> bool:
-    """results.md is ours when the results.json written before it, beside it, is."""
-    return _results_json_owned(path.with_name(RESULTS_JSON))
-
-
-RESULTS_JSON_OUTPUT = OutputKind("evaluation results file", folder=False, owned=_results_json_owned, suffix=".json")
-RESULTS_MD_OUTPUT = OutputKind("evaluation results table", folder=False, owned=_results_md_owned, suffix=".md")
-EVAL_OUTPUT = OutputKind(
-    "evaluation folder",
-    folder=True,
-    owned=owned_folder({RESULTS_JSON: _results_json_owned, RESULTS_MD: _results_md_owned, SIMULATED_DIR: Path.is_dir},
-                       others=lambda p: png_owned(p) or html_owned(p)),  # plots and failure pages of any name
-)
-
-
-def check_outputs(out_dir: Path, *, plot: Path | None = None, failures: Path | None = None, force: bool = False,
-                  inputs: Iterable[Path | str | None] = ()) -> None:
-    """Checks, before any work, that an evaluation may write its outputs.
-
-    Args:
-        out_dir: folder of results.md, results.json, the default plot and the simulated queries.
-        plot: the Recall@k PNG, if one is drawn (the CLI's default: ``out_dir/recall_at_k.png``).
-        failures: the HTML page of the worst queries, if one is written.
-        force: replace an earlier evaluation's outputs.
-        inputs: the data (folder or CSV) and other inputs the outputs must stay clear of.
-
-    Raises:
-        SimclrWatchesError: an output that may not be written (see :func:`simclr_watches.core.outputs.prepare_output`).
-    """
-    inputs = list(inputs)
-    prepare_output(out_dir, EVAL_OUTPUT, force=force, inputs=inputs)
-    for path, kind in ((plot, PNG), (failures, HTML)):
-        if path is not None:
-            prepare_output(path, kind, force=force, inputs=inputs)
-
-
-def plot_recall(report: Report, out: Path, force: bool = False) -> Path:
-    """Recall@k curves (k = 1..20), one panel per task, one line per method; PNG at ``out``.
-
-    Args:
-        force: replace a PNG that this program wrote earlier.
-    """
-    out = Path(out)
-    prepare_output(out, PNG, force=force)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(report.tasks)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
-    for ax, t in zip(axes[0], report.tasks):
-        for name, r in report.results[t.name].items():
-            ax.plot(range(1, len(r.curve) + 1), r.curve, marker=".", label=name)
-        ax.set(title=t.name, xlabel="k", ylabel="Recall@k", ylim=(0, 1.02))
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100, format="png", metadata={PNG_KEY: GENERATOR})
-    plt.close(fig)
-    return out
-
-
-def _thumb_uri(path: Path, cache: dict[Path, str], size: int = 80) -> str:
-    """A small JPEG of the image as a data URI (cached: one gallery image recurs across queries)."""
-    from simclr_watches.data.images import load_image
-    from simclr_watches.retrieval.sheet import data_uri
-
-    if path not in cache:
-        img = load_image(path).rgb
-        img.thumbnail((size, size))
-        cache[path] = data_uri(img, quality=70)
-    return cache[path]
-
-
-def write_failures(report: Report, out: Path, worst: int = 8, force: bool = False) -> Path:
-    """Self-contained HTML: per task and method, the worst queries and their top 5 results.
-
-    Worst = no relevant result at all, then the latest first hit. A result
-    framed green is relevant, red is not; the last image is the query's first
-    relevant gallery item, for comparison.
-
-    Args:
-        force: replace a page that this program wrote earlier.
-    """
-    from html import escape
-
-    out = Path(out)
-    prepare_output(out, HTML, force=force)
-
-    cache: dict[Path, str] = {}
-
-    def img(p: Path, colour: str, title: str) -> str:
-        return (f'<img src="{_thumb_uri(p, cache)}" title="{escape(title)}" '
-                f'style="border:3px solid {colour};margin:2px;max-height:80px">')
-
-    html = [f"<!doctype html><meta charset='utf-8'>{HTML_META}<title>evaluation failures</title>",
-            "<style>body{font-family:sans-serif}td{vertical-align:middle;padding:2px 6px}</style>",
-            f"<h1>Worst queries: {escape(report.protocol)} on {escape(report.data)}</h1>"]
-    def label(p: Path, root: Path) -> str:
-        return str(p.relative_to(root)) if p.is_relative_to(root) else p.name
-
-    for t in report.tasks:
-        for name, r in report.results[t.name].items():
-            rank = np.where(r.first_hit > 0, r.first_hit, np.iinfo(np.int64).max)
-            has_relevant = t.relevant.any(axis=1)
-            order = [q for q in np.argsort(-rank, kind="stable") if has_relevant[q]][:worst]
-            html.append(f"<h2>{escape(t.name)}: {escape(name)}</h2><table>")
-            for q in order:
-                hit = f"first hit at rank {r.first_hit[q]}" if r.first_hit[q] else "no hit"
-                cells = [img(t.queries[q], "#333", label(t.queries[q], t.root)), escape(hit)]
-                cells += [img(t.gallery[g], "green" if t.relevant[q, g] else "red", label(t.gallery[g], t.root))
-                          for g in r.top[q]]
-                cells.append("expected " + img(t.gallery[int(np.argmax(t.relevant[q]))], "green", "expected"))
-                html.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-            html.append("</table>")
-    return write_text_atomic(out, "\n".join(html))
-
-
-def write_outputs(out_dir: Path, markdown: str, payload: dict, force: bool = False) -> tuple[Path, Path]:
-    """Writes ``results.md`` and ``results.json`` into ``out_dir``.
-
-    results.json starts with ``"format": RESULTS_FORMAT``, which marks both files as
-    ours; it is written first.
-
-    Args:
-        force: replace the results of an earlier evaluation.
-    """
-    md, js = Path(out_dir) / RESULTS_MD, Path(out_dir) / RESULTS_JSON
-    prepare_output(js, RESULTS_JSON_OUTPUT, force=force)
-    prepare_output(md, RESULTS_MD_OUTPUT, force=force)
-    write_text_atomic(js, json.dumps({"format": RESULTS_FORMAT, **payload}, indent=2))
-    return write_text_atomic(md, markdown), js
+    return AttributeTable(paths, {a: np.array([r[a] for r in rows], object) for a in attrs})

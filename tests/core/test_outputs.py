@@ -377,7 +377,7 @@ def test_prepare_output_rules(tmp_path):
 
 def test_an_interrupted_output_of_ours_is_still_recognised(tmp_path):
     """What a killed command leaves (its marker, a temporary) can be replaced with --force."""
-    from simclr_watches.evaluation.protocols import EVAL_OUTPUT
+    from simclr_watches.evaluation.report import EVAL_OUTPUT
     from simclr_watches.core.outputs import OutputError, prepare_output
     from simclr_watches.train.pretrain import RUN_OUTPUT
 
@@ -395,7 +395,7 @@ def test_an_interrupted_output_of_ours_is_still_recognised(tmp_path):
 
 def _kinds():
     from simclr_watches.demo import DEMO_OUTPUT
-    from simclr_watches.evaluation.protocols import EVAL_OUTPUT
+    from simclr_watches.evaluation.report import EVAL_OUTPUT
     from simclr_watches.retrieval.index import INDEX_OUTPUT
     from simclr_watches.train.pretrain import RUN_OUTPUT
     from simclr_watches.data.synth import SYNTH_OUTPUT
