@@ -306,8 +306,11 @@ def evaluate(
     device: str = typer.Option("cpu"),
     force: bool = typer.Option(False, "--force", help="Replace the outputs of an earlier simclr-watches evaluation."),
 ) -> None:
-    """Measure retrieval quality of baselines and encoders; print a markdown table, write JSON and a plot."""
-    from simclr_watches.evaluation import report as rep
+    """Measure retrieval quality of baselines and encoders; print a markdown table, write JSON and a plot.
+
+    Without the eval extra (imagehash, matplotlib) the phash method is refused and the plot skipped.
+    """
+    from simclr_watches.evaluation import extras, report as rep
     from simclr_watches.evaluation.baselines import parse_methods
     from simclr_watches.evaluation.protocols import PROTOCOLS, build_tasks
     from simclr_watches.evaluation.runner import attribute_agreement, run
@@ -315,10 +318,12 @@ def evaluate(
     if protocol not in PROTOCOLS:
         raise SimclrWatchesError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
     ranking = protocol != "attributes"  # only ranking protocols draw the plot and the failures page
-    plot = (plot or out / rep.PLOT_FILE) if ranking else None
+    drawn = ranking and extras.installed(extras.PLOT_MODULE)
+    plot = (plot or out / rep.PLOT_FILE) if drawn else None
     failures = failures if ranking else None
     rep.check_outputs(out, plot=plot, failures=failures, force=force, inputs=[data])  # before any work
     chosen = parse_methods(methods, seed=seed, batch_size=batch_size, device=device)
+    extras.check_method_modules(m.name for m in chosen)
     if protocol == "attributes":
         cols = [c.strip() for c in attributes.split(",") if c.strip()] if attributes else None
         res = attribute_agreement(data, chosen, top_k, cols)
@@ -328,7 +333,7 @@ def evaluate(
                             cache_dir=out / rep.SIMULATED_DIR, kind=kind, limit=limit, seed=seed)
         report = run(protocol, tasks, chosen, str(data), seed)
         md, payload = rep.ranking_markdown(report), report.to_json()
-        _note(f"plot: {rep.plot_recall(report, plot, force=force)}")
+        _note(f"plot: {rep.plot_recall(report, plot, force=force)}" if plot else extras.PLOT_SKIPPED)
         if failures:
             _note(f"failures: {rep.write_failures(report, failures, force=force)}")
     typer.echo(md)

@@ -2,6 +2,7 @@
 
 Every file written here is marked as this program's (see :mod:`simclr_watches.core.outputs`),
 so a later run replaces it only with ``force`` and never replaces anything else.
+The plot needs matplotlib, of the ``eval`` extra (see :mod:`simclr_watches.evaluation.extras`).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from PIL import Image
 from typer.testing import CliRunner
@@ -13,6 +14,8 @@ from simclr_watches.evaluation.baselines import parse_methods
 from simclr_watches.evaluation.protocols import groups_task
 from simclr_watches.evaluation.report import attributes_markdown, ranking_markdown
 from simclr_watches.evaluation.runner import run
+
+EVAL_EXTRA = 'pip install "simclr-watches[eval]"'
 
 
 def test_ranking_markdown_is_a_table_per_task_with_its_protocol_columns(tmp_path):
@@ -50,3 +53,24 @@ def test_evaluate_command_end_to_end(tmp_path):
     bad = runner.invoke(app, ["evaluate", "--protocol", "groups", str(root), "--methods", "nope"])
     assert bad.exit_code == 2 and "unknown method 'nope'" in bad.output
 
+
+def test_evaluate_without_matplotlib_skips_the_plot_with_a_note(tmp_path, monkeypatch):
+    """A plain install (no eval extra) used to compute everything, then die with ModuleNotFoundError."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["evaluate", "--protocol", "groups", str(groups_folder(tmp_path / "data")),
+                                   "--methods", "hist", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"plot skipped: matplotlib is not installed ({EVAL_EXTRA} draws it)" in res.stderr.splitlines()
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.md"]
+    assert "| hist | 1.000 |" in res.stdout
+
+
+def test_phash_without_imagehash_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "imagehash", None)  # import imagehash now fails
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["evaluate", "--protocol", "groups", str(groups_folder(tmp_path / "data")),
+                                   "--methods", "hist,phash", "--out", str(out)])
+    assert res.exit_code == 2
+    assert res.stderr == f"error: method phash needs imagehash, which is not installed: {EVAL_EXTRA}\n"
+    assert res.stdout == "" and not out.exists()  # hist did not run first
