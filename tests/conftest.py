@@ -1,4 +1,9 @@
-"""Shared fixtures: small generated catalogs (no network, no shared data needed)."""
+"""Test tiers and shared fixtures: small generated catalogs (no network, no shared data needed).
+
+Tiers: ``pytest`` runs the fast tier; ``pytest --slow`` adds the tests marked ``slow`` (the
+real encoder or registry models, real processes, seconds each); tests marked ``gpu`` are
+skipped without CUDA. Helper functions live in ``helpers.py``; fixtures stay here.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,25 @@ from pathlib import Path
 import pytest
 
 from helpers import draw_watch
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="also run the slow tests (marked slow: real encoder, real processes)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skips the slow tests unless ``--slow`` is given, and the GPU tests without CUDA."""
+    import torch
+
+    skip_slow = pytest.mark.skip(reason="slow: run with --slow (make test-all)")
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    run_slow, has_cuda = config.getoption("--slow"), torch.cuda.is_available()
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)
 
 
 @pytest.fixture

@@ -112,6 +112,7 @@ def test_shipped_pretraining_configs_are_in_range():
         load_pretrain_config(path)
 
 
+@pytest.mark.slow
 def test_cli_pretrain_with_an_out_of_range_value_is_a_one_line_error(make_catalog, tmp_path):
     from helpers import assert_user_error, run_cli
 

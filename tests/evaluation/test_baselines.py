@@ -11,6 +11,7 @@ from simclr_watches.evaluation.baselines import LocalizedMethod, make_method, pa
 from simclr_watches.evaluation.protocols import catalog_photo_task
 
 
+@pytest.mark.slow
 def test_random_encoder_is_seeded(tmp_path):
     paths = [tmp_path / f"{i}.png" for i in range(2)]
     for i, p in enumerate(paths):
@@ -25,6 +26,7 @@ def test_unknown_method_is_a_clear_error():
         parse_methods("hist,sift")
 
 
+@pytest.mark.slow
 def test_localized_method_wraps_an_encoder(tmp_path, small_checkpoint):
     manifest = catalog_manifest(tmp_path / "data")
     task = catalog_photo_task(manifest)
@@ -43,6 +45,7 @@ def test_localized_method_wraps_an_encoder(tmp_path, small_checkpoint):
         make_method("hist+loc")
 
 
+@pytest.mark.slow
 def test_an_ensemble_of_checkpoints_is_a_method(tmp_path, small_checkpoint):
     root = groups_folder(tmp_path / "data")
     paths = sorted(root.rglob("*.png"))[:3]

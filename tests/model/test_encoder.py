@@ -1,3 +1,4 @@
+import pytest
 import torch
 from PIL import Image
 
@@ -20,6 +21,7 @@ def test_preprocessing_round_trips_through_dict():
     assert Preprocessing.from_dict(pre.to_dict()) == pre
 
 
+@pytest.mark.slow
 def test_encoder_outputs_unit_vectors_of_arch_dim():
     for arch in ("efficientnet_lite0", "resnet18"):
         enc = Encoder(arch).eval()
@@ -30,6 +32,7 @@ def test_encoder_outputs_unit_vectors_of_arch_dim():
         assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_run_stages_is_the_forward_pass_in_pieces():
     for arch in ("efficientnet_lite0", "resnet18"):
         enc = Encoder(arch).eval()
@@ -64,6 +67,7 @@ def test_shared_stages_are_the_leading_stages_equal_at_half_precision():
     assert shared_stages([Encoder("resnet18"), Encoder("resnet18")]) == 0
 
 
+@pytest.mark.slow
 def test_ensemble_cosine_is_the_mean_of_the_members_cosines():
     torch.manual_seed(0)
     a = Encoder("efficientnet_lite0").eval()

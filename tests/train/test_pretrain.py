@@ -165,6 +165,7 @@ def _ddp_worker(rank: int, world: int, port: int, catalog: str, out: str) -> Non
     torch.save({"params": params, "loss": result.metrics[-1]["loss"]}, Path(out) / f"rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_ranks_end_identical(make_catalog, tmp_path):
     catalog = make_catalog(8)
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(catalog), str(tmp_path)), nprocs=2, join=True)
@@ -216,7 +217,6 @@ def test_cli_augment_preview(make_catalog, tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_loss_falls_on_gpu(make_catalog, tmp_path):
     cfg = load_pretrain_config(REPO / "configs" / "pretrain.toml",
                                ["augment.size=96", "data.cache_size=112", "train.batch_size=32", "train.epochs=8",

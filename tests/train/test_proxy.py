@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from helpers import OFF
@@ -13,6 +14,7 @@ from simclr_watches.model.encoder import Encoder, default_preprocessing
 from simclr_watches.train.proxy import make_proxy_set, retrieval_proxy
 
 
+@pytest.mark.slow
 def test_proxy_is_one_for_untouched_views_and_falls_when_sources_are_wrong(make_catalog):
     torch.manual_seed(0)
     cpu = torch.device("cpu")
