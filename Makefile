@@ -1,9 +1,10 @@
-# Two entry points for a fresh machine: `make demo` (the main job) and `make test`.
+# Entry points for a fresh machine: `make demo` (the main job), `make test` (the fast tier)
+# and `make test-all` (every test: the slow tier too, and the GPU tests where there is CUDA).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-all bench clean
 
 install: $(STAMP)
 
@@ -19,8 +20,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/simclr-watches demo --force
 
+# The fast tier: well under a minute of test time on two CPU cores.
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Every test: adds the slow tier (real encoder and registry models, real processes).
+test-all: $(STAMP)
+	$(PY) -m pytest -q --slow
 
 clean:
 	rm -rf $(VENV) .pytest_cache

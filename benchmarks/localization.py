@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from simclr_watches.evaluation.baselines import LocalizedMethod, make_method
-from simclr_watches.evaluation.evaluate import catalog_photo_task, run_task
+from simclr_watches.evaluation.protocols import catalog_photo_task
+from simclr_watches.evaluation.runner import run_task
 from simclr_watches.retrieval.index import write_index
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.data.mask import CROP_MARGIN

@@ -20,6 +20,15 @@ from simclr_watches.core.progress import stderr
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Visual similarity search for a watch catalog, learned without labels.")
 
+# Options that several commands share, each declared once (typer copies an option for every command).
+CheckpointOpt = typer.Option(
+    None, "--checkpoint",
+    help="Encoder: checkpoint file, registered name or ensemble A+B of them (default: the default model; for search: the index's own).",
+)
+BatchSizeOpt = typer.Option(32, "--batch-size", min=1, help="Images per forward pass.")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: a GPU if there is one; under torchrun: each process's own).")
+ForceOpt = typer.Option(False, "--force", help="Replace outputs that simclr-watches wrote there earlier (anything else is never replaced).")
+
 
 def _print_error(message: str) -> None:
     """``error: MESSAGE`` on stderr, on one line; the message is text, never rich markup (paths may hold [ ])."""
@@ -77,14 +86,14 @@ def _user_errors(fn: Callable) -> Callable:
 def build_index_cmd(
     catalog: Path = typer.Argument(..., help="Folder of catalog images (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Index folder to write."),
-    checkpoint: Optional[str] = typer.Option(None, help="Encoder checkpoint file, registered name or ensemble A+B of them (default: the default model)."),
-    batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    checkpoint: Optional[str] = CheckpointOpt,
+    batch_size: int = BatchSizeOpt,
+    device: str = DeviceOpt,
     n_trees: int = typer.Option(50, min=1, help="Annoy trees: more is more exact and larger."),
     crop: bool = typer.Option(True, "--crop/--no-crop", help="Crop each photo around the watch (its non-white foreground) before embedding."),
-    force: bool = typer.Option(False, "--force", help="Replace an index written earlier by simclr-watches, once the new one is complete (nothing else is ever replaced)."),
+    force: bool = ForceOpt,
 ) -> None:
-    """Embed a catalog folder and write an Annoy index with its JSON sidecar."""
+    """Embed a catalog folder and write an Annoy index with its JSON sidecar (--force: once the new one is complete)."""
     from simclr_watches.retrieval.index import build_index
 
     report = build_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
@@ -104,12 +113,12 @@ def search(
     index: Path = typer.Option(..., "--index", "-i", help="Index folder written by build-index."),
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results per query."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per query per line, nothing else on stdout."),
-    checkpoint: Optional[str] = typer.Option(None, help="Model for the queries (default: the index's own)."),
+    checkpoint: Optional[str] = CheckpointOpt,
     localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo with multi-scale windows."),
     sheet: Optional[Path] = typer.Option(None, help="Also write a contact sheet PNG (and an .html beside it)."),
-    force: bool = typer.Option(False, "--force", help="Replace a contact sheet written earlier by simclr-watches."),
-    batch_size: int = typer.Option(32, min=1),
-    device: str = typer.Option("auto"),
+    force: bool = ForceOpt,
+    batch_size: int = BatchSizeOpt,
+    device: str = DeviceOpt,
 ) -> None:
     """Find the catalog items most similar to each query photo."""
     from simclr_watches.data.images import expand_inputs
@@ -159,7 +168,7 @@ def synth(
     n: int = typer.Option(200, "--n", min=1, help="Number of watches."),
     seed: int = typer.Option(0, help="Same seed, same files."),
     size: int = typer.Option(256, min=32, help="Image side in pixels."),
-    force: bool = typer.Option(False, "--force", help="Replace a synthetic catalog written earlier by simclr-watches."),
+    force: bool = ForceOpt,
 ) -> None:
     """Render a synthetic watch catalog with known attributes (shape, colours, strap); prints the CSV path."""
     from simclr_watches.data.synth import make_catalog
@@ -208,7 +217,7 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="File to write (.safetensors); its JSON description goes beside it."),
     fp32: bool = typer.Option(False, "--fp32", help="Keep float32 weights (default: float16, half the size)."),
     metrics: Optional[Path] = typer.Option(None, help="JSON file of evaluation results to store in the description."),
-    force: bool = typer.Option(False, "--force", help="Replace an earlier export (checkpoint and description) of simclr-watches."),
+    force: bool = ForceOpt,
 ) -> None:
     """Write a checkpoint for shipping: compact safetensors + JSON with sha256 and size for the registry."""
     from simclr_watches.core.files import read_json
@@ -229,10 +238,13 @@ def pretrain(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pretraining config TOML (default: built-in defaults). Not read with --resume."),
     overrides: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=50 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out with its stored config, optimizer and RNG state."),
-    force: bool = typer.Option(False, "--force", help="Start afresh in an --out that holds an earlier simclr-watches run (its files are removed)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (under torchrun: each process's local GPU)."),
+    force: bool = ForceOpt,
+    device: str = DeviceOpt,
 ) -> None:
-    """SimCLR-pretrain the encoder on a catalog, without labels (torchrun for several GPUs)."""
+    """SimCLR-pretrain the encoder on a catalog, without labels (torchrun for several GPUs).
+
+    --force starts afresh in an --out that holds an earlier run (its files are removed).
+    """
     from simclr_watches.train.config import load_pretrain_config
     from simclr_watches.train.run import ENCODER_FILE, run_config, run_pretraining
 
@@ -255,7 +267,7 @@ def augment_preview(
     overrides: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set augment.background_p=1"),
     count: int = typer.Option(8, "--count", "-n", min=1, help="Catalog photos to show (spread over the catalog)."),
     seed: int = typer.Option(0, help="Random seed of the views."),
-    force: bool = typer.Option(False, "--force", help="Replace a PNG written earlier by simclr-watches."),
+    force: bool = ForceOpt,
 ) -> None:
     """Write a grid of catalog photos next to two augmented views of each."""
     from simclr_watches.train.config import load_pretrain_config
@@ -272,8 +284,8 @@ def demo(
     catalog: Optional[Path] = typer.Option(None, help="Use this catalog folder instead of rendering synthetic watches."),
     n: int = typer.Option(60, "--n", min=2, help="Synthetic watches to render."),
     seed: int = typer.Option(0, help="Picks the catalog, the query watch and its simulated scene."),
-    checkpoint: Optional[str] = typer.Option(None, help="Encoder (default: the default model)."),
-    force: bool = typer.Option(False, "--force", help="Rebuild a demo folder written earlier by simclr-watches."),
+    checkpoint: Optional[str] = CheckpointOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Catalog -> index -> simulated user photo -> search -> contact sheet, on the CPU in minutes."""
     from simclr_watches.demo import run_demo
@@ -304,35 +316,42 @@ def evaluate(
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="attributes protocol: results per query."),
     limit: Optional[int] = typer.Option(None, min=1, help="Use at most N queries (a seeded sample)."),
     seed: int = typer.Option(0, help="Seed of the query sample, the simulator and the random encoder."),
-    batch_size: int = typer.Option(32, min=1),
-    device: str = typer.Option("cpu"),
-    force: bool = typer.Option(False, "--force", help="Replace the outputs of an earlier simclr-watches evaluation."),
+    batch_size: int = BatchSizeOpt,
+    device: str = DeviceOpt,
+    force: bool = ForceOpt,
 ) -> None:
-    """Measure retrieval quality of baselines and encoders; print a markdown table, write JSON and a plot."""
-    from simclr_watches.evaluation import evaluate as ev
-    from simclr_watches.evaluation.baselines import parse_methods
+    """Measure retrieval quality of baselines and encoders; print a markdown table, write JSON and a plot.
 
-    if protocol not in ev.PROTOCOLS:
-        raise SimclrWatchesError(f"unknown protocol {protocol!r}; known: {', '.join(ev.PROTOCOLS)}")
+    Without the eval extra (imagehash, matplotlib) the phash method is refused and the plot skipped.
+    """
+    from simclr_watches.evaluation import extras, report as rep
+    from simclr_watches.evaluation.baselines import parse_methods
+    from simclr_watches.evaluation.protocols import PROTOCOLS, build_tasks
+    from simclr_watches.evaluation.runner import attribute_agreement, run
+
+    if protocol not in PROTOCOLS:
+        raise SimclrWatchesError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
     ranking = protocol != "attributes"  # only ranking protocols draw the plot and the failures page
-    plot = (plot or out / ev.PLOT_FILE) if ranking else None
+    drawn = ranking and extras.installed(extras.PLOT_MODULE)
+    plot = (plot or out / rep.PLOT_FILE) if drawn else None
     failures = failures if ranking else None
-    ev.check_outputs(out, plot=plot, failures=failures, force=force, inputs=[data])  # before any work
+    rep.check_outputs(out, plot=plot, failures=failures, force=force, inputs=[data])  # before any work
     chosen = parse_methods(methods, seed=seed, batch_size=batch_size, device=device)
+    extras.check_method_modules(m.name for m in chosen)
     if protocol == "attributes":
         cols = [c.strip() for c in attributes.split(",") if c.strip()] if attributes else None
-        res = ev.attribute_agreement(data, chosen, top_k, cols)
-        md, payload = ev.attributes_markdown(res), {"protocol": protocol, "data": str(data), **res}
+        res = attribute_agreement(data, chosen, top_k, cols)
+        md, payload = rep.attributes_markdown(res), {"protocol": protocol, "data": str(data), **res}
     else:
-        tasks = ev.build_tasks(protocol, data, severities=[s.strip() for s in severities.split(",") if s.strip()],
-                               cache_dir=out / ev.SIMULATED_DIR, kind=kind, limit=limit, seed=seed)
-        report = ev.run(protocol, tasks, chosen, str(data), seed)
-        md, payload = report.markdown(), report.to_json()
-        _note(f"plot: {ev.plot_recall(report, plot, force=force)}")
+        tasks = build_tasks(protocol, data, severities=[s.strip() for s in severities.split(",") if s.strip()],
+                            cache_dir=out / rep.SIMULATED_DIR, kind=kind, limit=limit, seed=seed)
+        report = run(protocol, tasks, chosen, str(data), seed)
+        md, payload = rep.ranking_markdown(report), report.to_json()
+        _note(f"plot: {rep.plot_recall(report, plot, force=force)}" if plot else extras.PLOT_SKIPPED)
         if failures:
-            _note(f"failures: {ev.write_failures(report, failures, force=force)}")
+            _note(f"failures: {rep.write_failures(report, failures, force=force)}")
     typer.echo(md)
-    for path in ev.write_outputs(out, md, payload, force=force):
+    for path in rep.write_outputs(out, md, payload, force=force):
         _note(f"wrote {path}")
 
 

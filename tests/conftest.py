@@ -1,38 +1,37 @@
-"""Shared fixtures: small generated catalogs (no network, no shared data needed)."""
+"""Test tiers and shared fixtures: small generated catalogs (no network, no shared data needed).
+
+Tiers: ``pytest`` runs the fast tier; ``pytest --slow`` adds the tests marked ``slow`` (the
+real encoder or registry models, real processes, seconds each); tests marked ``gpu`` are
+skipped without CUDA. Helper functions live in ``helpers.py``; fixtures stay here.
+"""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+import torch
+
+from helpers import draw_watch
 
 
-def draw_watch(seed: int, size: int = 96) -> Image.Image:
-    """A crude front-facing 'watch' on white: coloured case and dial, strap, two hands.
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="also run the slow tests (marked slow: real encoder, real processes)")
 
-    Different seeds give clearly different colours and shapes, so a test catalog has
-    distinct items that the ImageNet encoder can tell apart.
-    """
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", (size, size), (255, 255, 255))
-    d = ImageDraw.Draw(img)
-    c = size // 2
-    strap = tuple(int(v) for v in rng.integers(0, 200, 3))
-    case = tuple(int(v) for v in rng.integers(40, 230, 3))
-    dial = tuple(int(v) for v in rng.integers(0, 255, 3))
-    w = int(size * rng.uniform(0.18, 0.3))
-    d.rectangle([c - w // 2, 0, c + w // 2, size], fill=strap)
-    r = int(size * rng.uniform(0.28, 0.38))
-    box = [c - r, c - r, c + r, c + r]
-    (d.ellipse if seed % 2 else d.rounded_rectangle)(box, fill=case)
-    ri = int(r * 0.8)
-    d.ellipse([c - ri, c - ri, c + ri, c + ri], fill=dial)
-    for ang, length in ((rng.uniform(0, 2 * math.pi), 0.7), (rng.uniform(0, 2 * math.pi), 0.5)):
-        d.line([c, c, c + ri * length * math.cos(ang), c + ri * length * math.sin(ang)], fill=(20, 20, 20), width=3)
-    return img
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skips the slow tests unless ``--slow`` is given, and the GPU tests without CUDA."""
+    import torch
+
+    skip_slow = pytest.mark.skip(reason="slow: run with --slow (make test-all)")
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    run_slow, has_cuda = config.getoption("--slow"), torch.cuda.is_available()
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)
 
 
 @pytest.fixture
@@ -68,3 +67,12 @@ def small_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "small.safetensors"
     return save_encoder(path, init_encoder("resnet18", "random"), Preprocessing(size=64))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny CPU steps: with several threads on a busy machine, OpenMP waits cost 100x the work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

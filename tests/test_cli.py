@@ -45,6 +45,7 @@ def test_no_localize_gives_the_plain_json_contract(make_catalog, small_checkpoin
     assert obj["results"][0]["path"] == str((root / "w001.png").resolve()) and obj["results"][0]["score"] > 0.999
 
 
+@pytest.mark.slow
 def test_table_output_and_folder_queries(make_catalog, small_checkpoint, tmp_path):
     root = make_catalog(3)
     assert _run("build-index", root, "-o", tmp_path / "idx", "--checkpoint", small_checkpoint).exit_code == 0

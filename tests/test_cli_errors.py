@@ -7,11 +7,12 @@ import errno
 import pytest
 from typer.testing import CliRunner
 
-from hostile import assert_user_error, run_cli
+from helpers import assert_user_error, run_cli
 from simclr_watches import weights
 from simclr_watches.cli import app
 
 
+@pytest.mark.slow
 def test_cli_a_folder_where_a_file_is_written_is_one_line(small_checkpoint, tmp_path):
     (tmp_path / "m.safetensors").mkdir()
     line = assert_user_error(run_cli("export", small_checkpoint, "--out", tmp_path / "m.safetensors"), "is a folder")
@@ -49,6 +50,7 @@ def test_messages_print_as_one_literal_line(monkeypatch, message, tmp_path):
     assert res.exit_code == 2 and res.stderr == f"error: {' '.join(p.strip() for p in message.splitlines())}\n"
 
 
+@pytest.mark.slow
 def test_cli_skipped_file_whose_path_looks_like_markup(make_catalog, small_checkpoint, tmp_path):
     """A catalog path holding '[/x]' was parsed as rich markup and crashed build-index after the index was written."""
     root = make_catalog(2)
@@ -59,6 +61,7 @@ def test_cli_skipped_file_whose_path_looks_like_markup(make_catalog, small_check
     assert f"skipped {root}/[/x].png: not an image" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_notes_print_paths_that_look_like_markup_literally(make_catalog, small_checkpoint, tmp_path):
     """The index folder's name is printed in the closing note: '[/x]' in it must not be read as rich markup."""
     root = make_catalog(2)

@@ -1,11 +1,32 @@
+"""The demo: a catalog, an index, a simulated user photo, a search and a contact sheet."""
+
 import json
+from pathlib import Path
 
 import pytest
 
-from simclr_watches.demo import run_demo
 from simclr_watches.core.errors import SimclrWatchesError
+from simclr_watches.demo import DEMO_FILE, DEMO_FORMAT, run_demo
 
 
+def test_demo_refuses_a_foreign_folder_and_rebuilds_its_own_only_with_force(tmp_path):
+    """Both refusals come before any work: the checkpoint named is never loaded."""
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    with pytest.raises(SimclrWatchesError, match="exists and is not"):
+        run_demo(foreign, n=4, checkpoint="never-loaded")
+    assert [p.name for p in foreign.iterdir()] == ["todo.txt"]
+
+    ours = tmp_path / "demo"
+    ours.mkdir()
+    (ours / DEMO_FILE).write_text(json.dumps({"format": DEMO_FORMAT}))  # an interrupted demo
+    with pytest.raises(SimclrWatchesError, match="already exists; use --force"):
+        run_demo(ours, n=4, checkpoint="never-loaded")
+    assert [p.name for p in ours.iterdir()] == [DEMO_FILE]
+
+
+@pytest.mark.slow
 def test_demo_writes_catalog_index_query_and_sheet(tmp_path, small_checkpoint):
     res = run_demo(tmp_path / "demo", n=4, seed=1, top_k=3, checkpoint=str(small_checkpoint))
     out = tmp_path / "demo"
@@ -13,8 +34,11 @@ def test_demo_writes_catalog_index_query_and_sheet(tmp_path, small_checkpoint):
     assert (out / "index" / "index.json").is_file() and res.query == out / "query.jpg" and res.query.is_file()
     assert res.files == [out / "sheet.png", out / "sheet.html"] and all(f.stat().st_size > 0 for f in res.files)
     assert res.source.parent == out / "catalog" / "images"
-    assert len(res.result.hits) == 3 and res.result.box is not None
-    assert res.source_rank in (None, 1, 2, 3)
+    # Three catalog images, best first.
+    hits = res.result.hits
+    assert [h.rank for h in hits] == [1, 2, 3] and res.result.box is not None
+    assert all(Path(h.path).parent == (out / "catalog" / "images").resolve() for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert json.loads((out / "demo.json").read_text())["format"] == "simclr-watches-demo"
     # A second run rebuilds the demo it wrote, but only when asked to (make demo passes --force).
     with pytest.raises(SimclrWatchesError, match="already exists; use --force"):
@@ -25,5 +49,6 @@ def test_demo_writes_catalog_index_query_and_sheet(tmp_path, small_checkpoint):
 
 @pytest.mark.slow
 def test_demo_with_the_shipped_model_finds_the_source_first(tmp_path):
-    res = run_demo(tmp_path / "demo", n=12, seed=0, top_k=3)
-    assert res.source_rank == 1, [(h.rank, h.path, h.score) for h in res.result.hits]
+    """With the default model the photographed watch ranks first for at least 6 of 8 seeds (7 when written)."""
+    ranks = {seed: run_demo(tmp_path / f"demo{seed}", n=12, seed=seed, top_k=3).source_rank for seed in range(8)}
+    assert sum(rank == 1 for rank in ranks.values()) >= 6, ranks

@@ -97,6 +97,7 @@ def test_the_only_copy_of_a_swapped_out_folder_is_kept(tmp_path):
     assert clean_stale(target) == [old] and not old.exists()
 
 
+@pytest.mark.slow
 def test_killed_build_index_leaves_a_temporary_that_the_next_build_removes(make_catalog, small_checkpoint, tmp_path):
     from simclr_watches.retrieval.index import build_index, load_index
 

@@ -113,8 +113,9 @@ def test_shipped_pretraining_configs_are_in_range():
         load_pretrain_config(path)
 
 
+@pytest.mark.slow
 def test_cli_pretrain_with_an_out_of_range_value_is_a_one_line_error(make_catalog, tmp_path):
-    from hostile import assert_user_error, run_cli
+    from helpers import assert_user_error, run_cli
 
     proc = run_cli("pretrain", make_catalog(2), "--out", tmp_path / "run", "--set", "train.lr=-1")
     assert_user_error(proc, "train.lr: must be in (0, 1], got -1.0")

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from hostile import deadline
+from helpers import deadline
 from simclr_watches.core.errors import FileReadError
 from simclr_watches.core.files import open_regular, read_json, read_limited, sha256_file
 from simclr_watches.core.outputs import read_prefix, try_read_json_object

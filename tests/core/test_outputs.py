@@ -21,7 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from simclr_watches.cli import app
-from conftest import draw_watch
+from helpers import draw_watch
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "pretrain-cpu-tiny.toml"
@@ -93,6 +93,7 @@ def index(photos, small_checkpoint, tmp_path) -> Path:
 # --- 1. --force never destroys what simclr-watches did not write -------------------------------------------
 
 
+@pytest.mark.slow
 def test_build_index_onto_its_own_catalog_is_refused_and_keeps_every_photo(photos, small_checkpoint):
     before = _tree(photos)
     res = _subprocess("build-index", photos, "--out", photos, "--force", "--checkpoint", small_checkpoint)
@@ -155,6 +156,7 @@ FOREIGN_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", FOREIGN_CASES)
 def test_force_never_replaces_what_simclr_watches_did_not_write(case, tmp_path, photos, index, small_checkpoint):
     template, make = FOREIGN_CASES[case]
@@ -202,6 +204,7 @@ def test_synth_replaces_its_own_catalog_with_force(tmp_path):
     assert sorted(p.name for p in (out / "images").iterdir()) == ["00000.png", "00001.png"]
 
 
+@pytest.mark.slow
 def test_search_sheet_is_marked_and_replaced_only_with_force(photos, index, tmp_path):
     sheet = tmp_path / "s.png"
     args = ["search", photos / "w0.png", "--index", index, "--sheet", sheet, "-k", 2]
@@ -234,6 +237,7 @@ def test_evaluate_outputs_are_replaced_only_with_force(tmp_path):
              data / "g0", "lies inside the input")
 
 
+@pytest.mark.slow
 def test_pretrain_force_starts_a_recognised_run_afresh(tmp_path, umask_022):
     photos, run = _photos(tmp_path / "photos", 6), tmp_path / "run"
     args = ["pretrain", photos, "--config", TINY, "--out", run, "--device", "cpu"]
@@ -286,6 +290,7 @@ def test_demo_refuses_a_given_catalog_inside_its_folder(photos, small_checkpoint
     assert _tree(photos.parent) == before
 
 
+@pytest.mark.slow
 def test_the_makefile_demo_runs_twice(small_checkpoint, tmp_path):
     recipe = (REPO / "Makefile").read_text().split("\ndemo:", 1)[1].splitlines()[1]
     args = recipe.split("simclr-watches", 1)[1].split()
@@ -299,6 +304,7 @@ def test_the_makefile_demo_runs_twice(small_checkpoint, tmp_path):
 # --- 2. outputs are checked before any work ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sheet_in_proc_fails_before_the_search_in_one_line(photos, index):
     res = _subprocess("search", photos / "w0.png", "--index", index, "--sheet", "/proc/x.png")
     _refused(res, "/proc/x.png", "cannot write")
@@ -377,7 +383,7 @@ def test_prepare_output_rules(tmp_path):
 
 def test_an_interrupted_output_of_ours_is_still_recognised(tmp_path):
     """What a killed command leaves (its marker, a temporary) can be replaced with --force."""
-    from simclr_watches.evaluation.evaluate import EVAL_OUTPUT
+    from simclr_watches.evaluation.report import EVAL_OUTPUT
     from simclr_watches.core.outputs import OutputError, prepare_output
     from simclr_watches.train.run import RUN_OUTPUT
 
@@ -395,7 +401,7 @@ def test_an_interrupted_output_of_ours_is_still_recognised(tmp_path):
 
 def _kinds():
     from simclr_watches.demo import DEMO_OUTPUT
-    from simclr_watches.evaluation.evaluate import EVAL_OUTPUT
+    from simclr_watches.evaluation.report import EVAL_OUTPUT
     from simclr_watches.retrieval.index import INDEX_OUTPUT
     from simclr_watches.train.run import RUN_OUTPUT
     from simclr_watches.data.synth import SYNTH_OUTPUT

@@ -24,7 +24,7 @@ from typing import Callable
 import pytest
 from PIL import Image
 
-from conftest import draw_watch
+from helpers import draw_watch
 from simclr_watches.retrieval.index import SIDECAR_FILE, build_index
 
 # Pillow warns about the corrupt metadata it skips; simclr_watches.data.images silences that outside pytest too.
@@ -154,6 +154,7 @@ def _files(root: Path) -> set[str]:
     return {str(p) for p in root.iterdir()}
 
 
+@pytest.mark.slow
 def test_build_index_indexes_or_skips_every_mutated_file(fuzz_catalog, small_checkpoint, tmp_path):
     total = len(FORMATS) * PER_FORMAT
     report = build_index(fuzz_catalog, tmp_path / "idx", checkpoint=str(small_checkpoint), progress=False, n_trees=2)
@@ -170,6 +171,7 @@ def test_build_index_indexes_or_skips_every_mutated_file(fuzz_catalog, small_che
     assert {n.rsplit(".", 1)[1] for n in indexed} == set(FORMATS.values())
 
 
+@pytest.mark.slow
 def test_cli_build_index_on_mutated_catalog_ends_normally(fuzz_catalog, small_checkpoint, tmp_path):
     total = len(FORMATS) * PER_FORMAT
     proc = subprocess.run(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hostile import assert_user_error, run_cli
+from helpers import assert_user_error, run_cli
 from simclr_watches.data.images import MAX_FILE_BYTES, MAX_PIXELS, expand_inputs, iter_images, load_image, scan_images
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 
@@ -220,6 +220,7 @@ def test_expand_inputs_refuses_a_folder_without_images(tmp_path):
         expand_inputs([tmp_path / "empty"])
 
 
+@pytest.mark.slow
 def test_cli_search_of_an_empty_folder_is_a_one_line_error(make_catalog, small_checkpoint, tmp_path):
     from simclr_watches.retrieval.index import build_index
 
@@ -228,6 +229,7 @@ def test_cli_search_of_an_empty_folder_is_a_one_line_error(make_catalog, small_c
     assert_user_error(run_cli("search", tmp_path / "empty", "--index", tmp_path / "idx"), f"{tmp_path / 'empty'}: no image files")
 
 
+@pytest.mark.slow
 def test_cli_build_index_reports_a_broken_symlink(make_catalog, small_checkpoint, tmp_path):
     root = make_catalog(2)
     (root / "gone.png").symlink_to(tmp_path / "nowhere.png")
@@ -237,6 +239,7 @@ def test_cli_build_index_reports_a_broken_symlink(make_catalog, small_checkpoint
     assert "indexed 2 images" in proc.stderr and "skipped 1 unreadable file" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_catalog_of_unreadable_files_lists_each_reason_then_fails(tmp_path, small_checkpoint):
     root = tmp_path / "bad"
     root.mkdir()

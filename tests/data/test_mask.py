@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from conftest import draw_watch
+from helpers import draw_watch
 from simclr_watches.data.images import load_image
 from simclr_watches.data.mask import crop_box, crop_to_foreground, foreground_box, photo_mask, white_background_mask
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import draw_watch
+from helpers import draw_watch
 from simclr_watches.core.errors import SimclrWatchesError
 from simclr_watches.data.simulate import SEVERITIES, cutout_mask, simulate_file, simulate_photo
 

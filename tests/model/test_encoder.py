@@ -4,6 +4,7 @@ import torch
 from simclr_watches.model import ARCH_DIMS, Encoder, shared_stages
 
 
+@pytest.mark.slow
 def test_encoder_outputs_unit_vectors_of_arch_dim():
     for arch in ("efficientnet_lite0", "resnet18"):
         enc = Encoder(arch).eval()
@@ -14,6 +15,7 @@ def test_encoder_outputs_unit_vectors_of_arch_dim():
         assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_run_stages_is_the_forward_pass_in_pieces():
     for arch in ("efficientnet_lite0", "resnet18"):
         enc = Encoder(arch).eval()

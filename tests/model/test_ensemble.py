@@ -1,10 +1,12 @@
 import copy
 
+import pytest
 import torch
 
 from simclr_watches.model import Encoder, EnsembleEncoder
 
 
+@pytest.mark.slow
 def test_ensemble_cosine_is_the_mean_of_the_members_cosines():
     torch.manual_seed(0)
     a = Encoder("efficientnet_lite0").eval()

@@ -64,6 +64,7 @@ def test_eval_outputs_equal_timms(size):
     assert torch.allclose(got, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_train_mode_batch_statistics_equal_timms():
     """Batch norm in train mode: the same outputs, running statistics and gradients."""
     ref = reference().train()
@@ -95,6 +96,7 @@ def test_encoder_stages_split_the_forward_pass_where_timms_layers_end():
     assert len(enc.stages()) == 8
 
 
+@pytest.mark.slow
 def test_torch_sync_batchnorm_conversion_keeps_keys_and_outputs():
     """Plain BatchNorm2d with the activation in forward: torch's converter loses no ReLU6 (timm's BatchNormAct2d would)."""
     ours = EfficientNetLite0().eval()
@@ -116,6 +118,7 @@ def test_random_init_follows_timms_distribution():
             assert torch.equal(a, b), k  # batch-norm weights 1, biases 0, statistics fresh; classifier bias 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["imagenet", "shipped"])
 def test_imagenet_and_shipped_weights_load_strictly_and_match_timm(source):
     if source == "imagenet":
@@ -130,6 +133,7 @@ def test_imagenet_and_shipped_weights_load_strictly_and_match_timm(source):
         assert torch.allclose(ours.eval()(x), ref(x), atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_loading_the_default_model_imports_neither_timm_nor_torchvision(tmp_path):
     """Nor torch._dynamo, which a meta-device ``normal_`` would import (seconds of a cold start)."""
     code = ("import json, sys; from simclr_watches.weights import load_model; enc, info = load_model(); "

@@ -43,6 +43,7 @@ def test_sidecar_describes_everything(make_catalog, small_checkpoint, tmp_path):
     assert ids[0] == 2 and scores[0] == pytest.approx(1.0, abs=1e-5) and scores[0] >= scores[1]
 
 
+@pytest.mark.slow
 def test_no_crop_is_recorded_and_changes_the_embeddings(make_catalog, small_checkpoint, tmp_path):
     root = make_catalog(3)
     _build(root, tmp_path / "crop", small_checkpoint)
@@ -52,6 +53,7 @@ def test_no_crop_is_recorded_and_changes_the_embeddings(make_catalog, small_chec
     assert not np.allclose(load_embeddings(tmp_path / "crop"), load_embeddings(tmp_path / "plain"), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_existing_index_needs_force(make_catalog, small_checkpoint, tmp_path):
     root = make_catalog(3)
     _build(root, tmp_path / "idx", small_checkpoint)
@@ -62,6 +64,7 @@ def test_existing_index_needs_force(make_catalog, small_checkpoint, tmp_path):
     assert load_index(tmp_path / "idx").meta["count"] == 5
 
 
+@pytest.mark.slow
 def test_interrupted_build_leaves_no_half_index_and_keeps_the_old(make_catalog, small_checkpoint, tmp_path, monkeypatch):
     root = make_catalog(3)
 
@@ -226,6 +229,7 @@ def index_pair(make_catalog, small_checkpoint, tmp_path):
     return catalog, tmp_path / "good"
 
 
+@pytest.mark.slow
 def test_tampered_index_is_one_error_line_from_the_cli_process(index_pair, tmp_path):
     runs = _tampered_copies(TAMPERED, *index_pair, tmp_path)
     with cf.ThreadPoolExecutor(max_workers=2) as pool:
@@ -234,6 +238,7 @@ def test_tampered_index_is_one_error_line_from_the_cli_process(index_pair, tmp_p
         _assert_one_error_line(case, res.returncode, res.stderr, res.stdout, runs[case][0], TAMPERED[case][2])
 
 
+@pytest.mark.slow
 def test_tampered_index_is_one_error_line_in_process(index_pair, tmp_path):
     from typer.testing import CliRunner
 

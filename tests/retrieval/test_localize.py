@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hostile import run_cli
-from conftest import draw_watch
+from helpers import draw_watch, run_cli
 from simclr_watches.retrieval.index import build_index
 from simclr_watches.retrieval.localize import MAX_POSITIONS, MIN_WINDOW, LocalizeConfig, fuse_scores, window_boxes
 from simclr_watches.retrieval.search import Searcher
@@ -43,6 +42,7 @@ def test_bad_config(bad):
         LocalizeConfig(**bad)
 
 
+@pytest.mark.slow
 def test_box_finds_a_packshot_pasted_into_a_scene(make_catalog, small_checkpoint, tmp_path):
     """A catalog watch pasted small at a known place into clutter: the box lands on it."""
     root = make_catalog(6)
@@ -75,6 +75,7 @@ def test_every_window_has_a_positive_area_inside_the_image(size):
     assert len(boxes) <= 1 + MAX_POSITIONS**2  # a panorama does not become thousands of windows
 
 
+@pytest.mark.slow
 def test_cli_box_of_a_one_pixel_query_is_the_whole_image(make_catalog, small_checkpoint, tmp_path):
     build_index(make_catalog(2), tmp_path / "idx", checkpoint=str(small_checkpoint), progress=False, n_trees=2)
     Image.new("RGB", (1, 1), (0, 0, 0)).save(tmp_path / "dot.png")

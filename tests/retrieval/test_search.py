@@ -16,6 +16,7 @@ def index_dir(make_catalog, small_checkpoint, tmp_path):
     return tmp_path / "idx"
 
 
+@pytest.mark.slow
 def test_each_catalog_image_finds_itself_first(index_dir, tmp_path):
     s = Searcher(index_dir, device="cpu")
     queries = [(str(p), p) for p in sorted((tmp_path / "catalog").iterdir())]
@@ -37,12 +38,14 @@ def test_unreadable_query_is_reported_and_others_answered(index_dir, tmp_path):
     assert json.loads(json.dumps(results[1].to_json()))["query"] == "good"
 
 
+@pytest.mark.slow
 def test_another_model_is_refused(index_dir, tmp_path):
     other = save_encoder(tmp_path / "other.safetensors", init_encoder("resnet18", "random"), Preprocessing(size=64))
     with pytest.raises(IndexFormatError, match="index was built with model .*small.safetensors.* rebuild it"):
         Searcher(index_dir, checkpoint=str(other))
 
 
+@pytest.mark.slow
 def test_an_index_built_with_an_a_plus_b_ensemble_searches_from_anywhere(make_catalog, tmp_path, monkeypatch):
     torch.manual_seed(1)
     other = save_encoder(tmp_path / "other.safetensors", init_encoder("resnet18", "random"), Preprocessing(size=64))

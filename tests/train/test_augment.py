@@ -7,14 +7,9 @@ import dataclasses
 import pytest
 import torch
 
+from helpers import OFF
 from simclr_watches.train.augment import AugmentConfig, SimCLRAugment, fractal_noise, preview_grid
 
-# Everything off: each test switches on what it checks.
-OFF = AugmentConfig(
-    size=32, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0, rotation_p=0, perspective_p=0,
-    background_p=0, small_paste_p=0, occlude_p=0, jitter_p=0, grayscale_p=0, gamma_p=0, cast_p=0,
-    illumination_p=0, blur_p=0,
-)
 
 
 def square_batch(b: int = 6, s: int = 40) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,7 +49,6 @@ def test_empty_folder_is_an_error(tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_placement_rule_and_host_to_gpu_batches(make_catalog):
     gpu = torch.device("cuda")
     assert cache_placement(1 << 20, gpu).type == "cuda"

@@ -13,7 +13,7 @@ from simclr_watches.train.config import PretrainConfig
 from simclr_watches.train.run import ENCODER_FILE, run_pretraining
 from simclr_watches.train.simclr import build_model
 
-from tiny_pretrain import one_thread, tiny  # noqa: F401 (one_thread: a fixture)
+from helpers import tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,6 +33,7 @@ def _ddp_worker(rank: int, world: int, port: int, catalog: str, out: str, cfg: P
     torch.save({"params": params, "loss": result.metrics[-1]["loss"]}, Path(out) / f"rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_ranks_end_identical(make_catalog, tmp_path):
     catalog = make_catalog(8)
     cfg = tiny("train.epochs=1", "train.batch_size=2", "train.checkpoint_every=1")

@@ -16,7 +16,7 @@ from simclr_watches.train.divergence import TrainingDivergedError
 from simclr_watches.train.loop import lr_at, simclr_step, train_one_epoch
 from simclr_watches.train.run import build_training
 
-from tiny_pretrain import one_thread, tiny  # noqa: F401 (one_thread: a fixture)
+from helpers import tiny
 
 CPU = torch.device("cpu")
 

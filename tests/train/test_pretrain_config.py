@@ -9,7 +9,7 @@ import pytest
 from simclr_watches.core.errors import ConfigError
 from simclr_watches.train.config import PretrainConfig, load_pretrain_config
 
-from tiny_pretrain import tiny
+from helpers import tiny
 
 REPO = Path(__file__).resolve().parents[2]
 

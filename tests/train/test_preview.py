@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from simclr_watches.cli import app
 
-from tiny_pretrain import TINY
+from helpers import TINY
 
 
 def test_cli_augment_preview(make_catalog, tmp_path):

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
+from helpers import OFF
 from simclr_watches.train.augment import SimCLRAugment
 from simclr_watches.train.catalog_cache import build_cache
 from simclr_watches.model import Encoder, default_preprocessing
 from simclr_watches.train.proxy import make_proxy_set, retrieval_proxy
-from test_augment import OFF
 
 
+@pytest.mark.slow
 def test_proxy_is_one_for_untouched_views_and_falls_when_sources_are_wrong(make_catalog):
     torch.manual_seed(0)
     cpu = torch.device("cpu")

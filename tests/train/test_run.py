@@ -20,8 +20,8 @@ from simclr_watches.train.divergence import TrainingDivergedError
 from simclr_watches.train.run import ENCODER_FILE, METRICS_FILE, TRAIN_CHECKPOINT, run_pretraining
 from simclr_watches.weights import read_header
 
-from hostile import assert_user_error
-from tiny_pretrain import TINY, one_thread, tiny  # noqa: F401 (one_thread: a fixture)
+from helpers import assert_user_error
+from helpers import TINY, tiny
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -114,7 +114,6 @@ def test_cli_pretrain_then_build_index(make_catalog, tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_loss_falls_on_gpu(make_catalog, tmp_path):
     cfg = load_pretrain_config(REPO / "configs" / "pretrain.toml",
                                ["augment.size=96", "data.cache_size=112", "train.batch_size=32", "train.epochs=8",

@@ -10,7 +10,7 @@ from simclr_watches.core.errors import ConfigError
 from simclr_watches.train.loop import simclr_step
 from simclr_watches.train.run import build_training
 
-from tiny_pretrain import one_thread, tiny  # noqa: F401 (one_thread: a fixture)
+from helpers import tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

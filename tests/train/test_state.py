@@ -16,6 +16,7 @@ from simclr_watches.train.state import load_training_checkpoint, save_training_c
 TINY = Path(__file__).resolve().parents[2] / "configs" / "pretrain-cpu-tiny.toml"
 
 
+@pytest.mark.slow
 def test_training_checkpoint_round_trip(tmp_path):
     cfg = load_pretrain_config(TINY)
     model = build_model(cfg.model)
@@ -46,8 +47,9 @@ def test_training_checkpoint_round_trip(tmp_path):
         load_training_checkpoint(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_a_pickle_or_a_torn_checkpoint_is_one_line(tmp_path, make_catalog):
-    from hostile import assert_user_error, pickle_file, run_cli
+    from helpers import assert_user_error, pickle_file, run_cli
 
     run = tmp_path / "run"
     run.mkdir()

@@ -232,10 +232,11 @@ def test_list_models_says_where_each_file_is(tmp_path, monkeypatch, use_registry
 # Issue 12: an unregistered download never replaces or shadows a registered file.
 
 
+@pytest.mark.slow
 def test_cli_unregistered_download_named_like_a_registered_file_leaves_it_alone(server, tmp_path, monkeypatch,
                                                                                  tiny_checkpoint):
     """A URL ending in the default model's file name once overwrote its verified cache copy."""
-    from hostile import run_cli
+    from helpers import run_cli
 
     src, sha = tiny_checkpoint
     shipped, _ = weights.load_registry()[weights.DEFAULT_MODEL].members

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from hostile import assert_user_error, pickle_file, run_cli
+from helpers import assert_user_error, pickle_file, run_cli
 from simclr_watches.core.errors import CheckpointError
 from simclr_watches.core.files import sha256_file
 from simclr_watches.model import Preprocessing, default_preprocessing
@@ -32,6 +32,7 @@ from simclr_watches.weights import (
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
+@pytest.mark.slow
 def test_imagenet_weights_are_real_a_cat_is_a_cat():
     """ImageNet classes 281-285 are the domestic cats; a wrong mapping gives noise."""
     net = imagenet_classifier()
@@ -75,6 +76,7 @@ def test_fp16_checkpoint_loads_as_float32(tmp_path):
     assert loaded.backbone.conv1.weight.dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_export_writes_half_precision_and_a_registry_ready_description(small_checkpoint, tmp_path):
     out = tmp_path / "ship" / "m.safetensors"
     out.parent.mkdir()
@@ -117,11 +119,13 @@ def test_bad_checkpoint_files(tmp_path):
         load_model(str(tmp_path / "missing.safetensors"))
 
 
+@pytest.mark.slow
 def test_registered_imagenet_model(imagenet_model):
     enc, info = imagenet_model
     assert info.id == IMAGENET_LITE0 and info.dim == 1280 and info.preprocessing.size == 224
 
 
+@pytest.mark.slow
 def test_shipped_checkpoints_match_the_registry_and_their_descriptions(tmp_path, monkeypatch):
     """For every artifact entry: the registry, the file in artifacts/ and its JSON description agree, and it loads."""
     monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path))  # no stray cached copy may shadow the artifact
@@ -138,6 +142,7 @@ def test_shipped_checkpoints_match_the_registry_and_their_descriptions(tmp_path,
         assert next(enc.parameters()).dtype == torch.float32  # fp16 on disk, float32 in memory
 
 
+@pytest.mark.slow
 def test_default_model_is_the_shipped_checkpoint_ensembled_with_its_init(tmp_path, monkeypatch):
     monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path))
     enc, info = load_model()
@@ -184,6 +189,7 @@ def _resnet_file(path: Path, seed: int, pre: Preprocessing) -> Path:
     return save_encoder(path, init_encoder("resnet18", "random"), pre)
 
 
+@pytest.mark.slow
 def test_ensemble_entry_loads_its_members_as_one_encoder(tmp_path, ensemble_registry):
     files = {"a": _resnet_file(tmp_path / "a.safetensors", 0, Preprocessing(size=64)),
              "b": _resnet_file(tmp_path / "b.safetensors", 1, Preprocessing(size=96))}
@@ -210,6 +216,7 @@ def test_ensemble_entry_loads_its_members_as_one_encoder(tmp_path, ensemble_regi
     assert not (tmp_path / "cache").exists()  # nothing was fetched or saved under the ensemble's name
 
 
+@pytest.mark.slow
 def test_ensemble_errors_name_the_member(tmp_path, ensemble_registry):
     files = {"a": _resnet_file(tmp_path / "a.safetensors", 0, Preprocessing(size=64)),
              "b": _resnet_file(tmp_path / "b.safetensors", 1, default_preprocessing("resnet18", 64))}
@@ -223,6 +230,7 @@ def test_ensemble_errors_name_the_member(tmp_path, ensemble_registry):
         load_model("pair")
 
 
+@pytest.mark.slow
 def test_a_plus_b_is_the_same_ensemble_without_a_registry_entry(tmp_path, monkeypatch, ensemble_registry):
     files = {"a": _resnet_file(tmp_path / "a.safetensors", 0, Preprocessing(size=64)),
              "b": _resnet_file(tmp_path / "b.safetensors", 1, Preprocessing(size=96))}
@@ -312,6 +320,7 @@ def test_a_pickle_is_refused_in_one_line_without_running_it(tmp_path):
         init_encoder("resnet18", str(tmp_path / "torn.pt"))
 
 
+@pytest.mark.slow
 def test_cli_bad_checkpoints_are_one_line_errors(make_catalog, tmp_path):
     no_arch = _described(tmp_path / "noarch.safetensors", {k: v for k, v in GOOD_DESCRIPTION.items() if k != "arch"})
     proc = run_cli("build-index", make_catalog(1), "--out", tmp_path / "idx", "--checkpoint", no_arch)
