@@ -308,7 +308,7 @@ def evaluate(
 ) -> None:
     """Measure retrieval quality of baselines and encoders; print a markdown table, write JSON and a plot."""
     from simclr_watches.evaluation import evaluate as ev
-    from simclr_watches.evaluation.baselines import parse_methods
+    from simclr_watches.evaluation.method_names import parse_methods
 
     if protocol not in ev.PROTOCOLS:
         raise SimclrWatchesError(f"unknown protocol {protocol!r}; known: {', '.join(ev.PROTOCOLS)}")

@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from simclr_watches.core.atomic import atomic_path, write_text_atomic
-from simclr_watches.evaluation.baselines import Method
+from simclr_watches.evaluation.method import Method
 from simclr_watches.data.images import scan_images
 from simclr_watches.core.errors import SimclrWatchesError
 from simclr_watches.evaluation.metrics import recall_curve, score_rankings, summarize

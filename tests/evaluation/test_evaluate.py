@@ -13,7 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import draw_watch
-from simclr_watches.evaluation.baselines import LocalizedMethod, make_method, parse_methods
+from simclr_watches.evaluation.encoders import LocalizedMethod
+from simclr_watches.evaluation.method_names import make_method, parse_methods
 from simclr_watches.cli import app
 from simclr_watches.core.errors import SimclrWatchesError
 from simclr_watches.evaluation.evaluate import (
