@@ -8,13 +8,15 @@ The Python API (README.md, "Python API")::
     result = Searcher("my-index").search_one("photo.jpg", top_k=5)
 
 Public names are imported on first use (PEP 562 module ``__getattr__``): ``import
-simclr_watches`` loads neither torch nor the model code, so the CLI starts fast.
+simclr_watches`` loads neither torch nor the model code, so the CLI starts fast. The
+package imports none of its modules itself, so ``from simclr_watches import __version__``
+in any of them makes no import cycle.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -30,12 +32,6 @@ _API = {
 }
 
 __all__ = ["__version__", *_API]
-
-if TYPE_CHECKING:  # what static tools and IDEs see; at run time __getattr__ imports on demand
-    from simclr_watches.retrieval.index import BuildReport, build_index
-    from simclr_watches.retrieval.localize import LocalizeConfig
-    from simclr_watches.retrieval.search import Hit, QueryResult, Searcher
-    from simclr_watches.weights.loading import load_model
 
 
 def __getattr__(name: str) -> Any:
