@@ -34,7 +34,8 @@ from simclr_watches.train.augment import AugmentConfig, SimCLRAugment  # noqa: E
 from simclr_watches.train.catalog_cache import _decode  # noqa: E402
 from simclr_watches.data.images import load_image  # noqa: E402
 from simclr_watches.evaluation.protocols import Task, catalog_photo_task, photo_tasks  # noqa: E402
-from simclr_watches.retrieval.localize import LocalizeConfig, fuse_scores, window_crops  # noqa: E402
+from simclr_watches.retrieval.localize import LocalizeConfig, window_crops  # noqa: E402
+from simclr_watches.retrieval.scoring import fuse_scores  # noqa: E402
 from simclr_watches.data.mask import crop_box, crop_to_foreground  # noqa: E402
 from simclr_watches.evaluation.metrics import score_rankings, summarize  # noqa: E402
 from simclr_watches.model import Preprocessing  # noqa: E402

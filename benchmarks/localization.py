@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from simclr_watches.evaluation.baselines import LocalizedMethod, make_method
+from simclr_watches.evaluation.encoders import LocalizedMethod
+from simclr_watches.evaluation.method_names import make_method
 from simclr_watches.evaluation.protocols import catalog_photo_task
 from simclr_watches.evaluation.runner import run_task
 from simclr_watches.retrieval.index import write_index

@@ -325,7 +325,7 @@ def evaluate(
     Without the eval extra (imagehash, matplotlib) the phash method is refused and the plot skipped.
     """
     from simclr_watches.evaluation import extras, report as rep
-    from simclr_watches.evaluation.baselines import parse_methods
+    from simclr_watches.evaluation.method_names import parse_methods
     from simclr_watches.evaluation.protocols import PROTOCOLS, build_tasks
     from simclr_watches.evaluation.runner import attribute_agreement, run
 

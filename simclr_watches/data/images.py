@@ -68,14 +68,14 @@ class Photo:
         path: the file it came from.
         rgb: the image in mode RGB, transparent parts composited on white.
         alpha: mode L foreground mask (255 = opaque) when the file had transparency, else None.
-        sha256: hex digest of the file's bytes.
+        sha256: hex digest of the file's bytes; None when decoded with ``hash=False``.
         nbytes: the file's size in bytes.
     """
 
     path: Path
     rgb: Image.Image
     alpha: Image.Image | None
-    sha256: str
+    sha256: str | None
     nbytes: int
 
 
@@ -187,8 +187,11 @@ def _upright(img: Image.Image) -> Image.Image:
     return img if method is None else img.transpose(method)
 
 
-def decode_image(data: bytes, path: Path | str, max_pixels: int = MAX_PIXELS) -> Photo:
+def decode_image(data: bytes, path: Path | str, max_pixels: int = MAX_PIXELS, hash: bool = True) -> Photo:
     """Decodes image bytes read from ``path``.
+
+    Args:
+        hash: compute the sha256 of ``data`` (an index records it; a query never needs it).
 
     Raises:
         ImageReadError: the bytes are empty, not an image of DECODE_FORMATS, too large,
@@ -207,24 +210,28 @@ def decode_image(data: bytes, path: Path | str, max_pixels: int = MAX_PIXELS) ->
         raise ImageReadError(path, f"too large: {e}") from None
     except PILLOW_ERRORS as e:
         raise ImageReadError(path, f"truncated or corrupt image data ({e or type(e).__name__})") from None
-    return Photo(path, rgb, alpha, hashlib.sha256(data).hexdigest(), len(data))
+    return Photo(path, rgb, alpha, hashlib.sha256(data).hexdigest() if hash else None, len(data))
 
 
-def load_image(path: Path | str, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES) -> Photo:
+def load_image(path: Path | str, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES,
+               hash: bool = True) -> Photo:
     """Reads and decodes one image file of at most ``max_bytes`` bytes (checked before reading).
+
+    Args:
+        hash: compute the file's sha256 (``Photo.sha256``; None without).
 
     Raises:
         ImageReadError: the file cannot be read (missing, a broken link, not a regular
             file, too large) or is not a usable image.
     """
     path = Path(path)
-    return decode_image(read_limited(path, max_bytes, ImageReadError), path, max_pixels)
+    return decode_image(read_limited(path, max_bytes, ImageReadError), path, max_pixels, hash)
 
 
-def try_load_image(path: Path | str) -> Photo | ImageReadError:
+def try_load_image(path: Path | str, hash: bool = True) -> Photo | ImageReadError:
     """The Photo, or the ImageReadError that explains why the file is unusable (returned, not raised)."""
     try:
-        return load_image(path)
+        return load_image(path, hash=hash)
     except ImageReadError as e:
         return e
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from simclr_watches.core.errors import SimclrWatchesError
-from simclr_watches.evaluation.baselines import Method
+from simclr_watches.evaluation.method import Method
 from simclr_watches.evaluation.metrics import recall_curve, score_rankings, summarize
 from simclr_watches.evaluation.protocols import Task, identical, leaks, load_attributes
 

@@ -7,7 +7,7 @@ import concurrent.futures as cf
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -21,12 +21,16 @@ from simclr_watches.core.progress import progress_bar
 
 # Turns a decoded photo into the picture the encoder should see (e.g. a crop around the watch).
 PhotoView = Callable[[Photo], Image.Image]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
 class EmbeddedItem:
+    """An embedded file: its path, the sha256 of its bytes (None when not hashed) and its size."""
+
     path: Path
-    sha256: str
+    sha256: str | None
     nbytes: int
 
 
@@ -45,9 +49,10 @@ class Embedded:
     skipped: list[ImageReadError]
 
 
-def _prepare(path: Path, pre: Preprocessing, view: PhotoView | None) -> tuple[EmbeddedItem, torch.Tensor] | ImageReadError:
+def _prepare(path: Path, pre: Preprocessing, view: PhotoView | None,
+             hash: bool = True) -> tuple[EmbeddedItem, torch.Tensor] | ImageReadError:
     """The file decoded, viewed (e.g. cropped) and fitted as encoder input, or why it is unusable."""
-    photo = try_load_image(path)
+    photo = try_load_image(path, hash=hash)
     if isinstance(photo, ImageReadError):
         return photo
     try:
@@ -57,17 +62,32 @@ def _prepare(path: Path, pre: Preprocessing, view: PhotoView | None) -> tuple[Em
     return EmbeddedItem(path, photo.sha256, photo.nbytes), tensor
 
 
-def _prefetched_batches(paths: Sequence[Path], batch_size: int, fn: Callable, workers: int) -> Iterator[list]:
-    """Yields decoded batches in order while the next ones decode in worker threads."""
-    batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+def prefetched(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 1, ahead: int = 1) -> Iterator[R]:
+    """Yields ``fn(item)`` for each item, in order, while up to ``ahead`` later items are computed in worker threads.
+
+    Decoding the next images while the encoder runs on the current ones keeps both busy
+    (Pillow's decoders and resizes release the GIL). Stopping early waits for the items in flight.
+    """
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: collections.deque = collections.deque()
-        for batch in batches:
-            pending.append([pool.submit(fn, p) for p in batch])
-            if len(pending) > 2:
-                yield [f.result() for f in pending.popleft()]
+        pending: collections.deque[cf.Future[R]] = collections.deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
         while pending:
-            yield [f.result() for f in pending.popleft()]
+            yield pending.popleft().result()
+
+
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items, the last one shorter."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 @torch.inference_mode()
@@ -89,8 +109,16 @@ def embed_paths(
     view: PhotoView | None = None,
     progress: bool = True,
     label: str = "embedding",
+    hash: bool = True,
 ) -> Embedded:
-    """Embeds image files in batches; unreadable files are skipped, not fatal."""
+    """Embeds image files in batches; unreadable files are skipped, not fatal.
+
+    The next two batches decode in worker threads while the encoder runs on the current one.
+
+    Args:
+        view: what the encoder sees of each decoded photo (e.g. a crop); default the whole image.
+        hash: record each file's sha256 in ``items`` (an index needs it, queries do not).
+    """
     if batch_size < 1:
         raise SimclrWatchesError(f"batch size must be >= 1, got {batch_size}")
     device = resolve_device(str(device))
@@ -100,7 +128,8 @@ def embed_paths(
     skipped: list[ImageReadError] = []
     workers = max(1, min(4, os.cpu_count() or 1))
     with progress_bar(label, total=len(paths), enabled=progress) as advance:
-        for batch in _prefetched_batches(paths, batch_size, lambda p: _prepare(p, pre, view), workers):
+        prepared = prefetched(lambda p: _prepare(p, pre, view, hash), paths, workers=workers, ahead=2 * batch_size)
+        for batch in _batched(prepared, batch_size):
             good = [r for r in batch if not isinstance(r, ImageReadError)]
             skipped.extend(r for r in batch if isinstance(r, ImageReadError))
             if good:

@@ -53,6 +53,29 @@ INDEX_OUTPUT = OutputKind(
 )
 
 
+DEFAULT_TREES = 50  # trees of build-index's forest
+FOREST_SEED = 0
+
+
+def build_forest(vectors: np.ndarray, n_trees: int = DEFAULT_TREES) -> AnnoyIndex:
+    """An in-memory Annoy angular forest over the rows of ``vectors``; item i is row i.
+
+    Seeded and built on one thread, so the same vectors always give the same forest:
+    the one ``build-index`` writes is the one ``evaluate`` queries (Bernhardsson, Annoy:
+    random-projection trees, https://github.com/spotify/annoy).
+
+    Args:
+        vectors: (N, D) float32 unit vectors.
+        n_trees: number of trees; more is more exact and larger.
+    """
+    forest = AnnoyIndex(int(vectors.shape[1]), METRIC)
+    for i, v in enumerate(vectors):
+        forest.add_item(i, v.tolist())
+    forest.set_seed(FOREST_SEED)
+    forest.build(n_trees, n_jobs=1)
+    return forest
+
+
 def write_index(
     out_dir: Path | str,
     vectors: np.ndarray,
@@ -60,7 +83,7 @@ def write_index(
     model: ModelInfo,
     preprocessing: Preprocessing,
     *,
-    n_trees: int = 50,
+    n_trees: int = DEFAULT_TREES,
     skipped: Sequence[tuple[str, str]] = (),
     extra: dict[str, Any] | None = None,
     force: bool = False,
@@ -102,11 +125,7 @@ def write_index(
     replace = prepare_output(out_dir, INDEX_OUTPUT, force=force)
     try:
         with atomic_dir(out_dir, replace=replace) as tmp:
-            ann = AnnoyIndex(dim, METRIC)
-            for i, v in enumerate(vectors):
-                ann.add_item(i, v.tolist())
-            ann.set_seed(0)
-            ann.build(n_trees, n_jobs=1)
+            ann = build_forest(vectors, n_trees)
             ann.save(str(tmp / ANNOY_FILE))
             ann.unload()
             np.save(tmp / EMBEDDINGS_FILE, vectors.astype(np.float32))
@@ -569,6 +588,8 @@ def _fd_path(fd: int) -> str | None:
 
 @dataclass
 class BuildReport:
+    """What :func:`build_index` wrote: the folder, how many images, which were skipped and why, the model."""
+
     directory: Path
     count: int
     skipped: list[tuple[str, str]]
@@ -582,7 +603,7 @@ def build_index(
     checkpoint: str | None = None,
     batch_size: int = 32,
     device: str = "auto",
-    n_trees: int = 50,
+    n_trees: int = DEFAULT_TREES,
     crop: bool = True,
     force: bool = False,
     progress: bool = True,
@@ -591,7 +612,21 @@ def build_index(
 
     With ``crop``, each photo is cropped around the watch (its foreground on the white
     backdrop) before embedding; the sidecar's ``catalog_view`` records it so that
-    search treats queries the same way.
+    search treats queries the same way. What ``simclr-watches build-index`` runs.
+
+    Args:
+        catalog: folder searched recursively for jpg, png, webp, bmp and tif files.
+        out_dir: the index folder to write (see docs/INDEX_FORMAT.md).
+        checkpoint: a checkpoint file or registered model name; None: the default model.
+        batch_size: images per encoder pass.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        n_trees: Annoy trees (:func:`build_forest`).
+        crop: crop each photo around the watch before embedding.
+        force: replace an index this program wrote earlier at ``out_dir``.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The folder, the number of images indexed, the files skipped (path, reason) and the model.
 
     Raises:
         SimclrWatchesError: ``out_dir`` may not be written (an index there without ``force``,

@@ -1,13 +1,14 @@
-"""Query-side localisation: find the watch in a photo by scoring windows of it against the catalog.
+"""Query-side localisation: the windows of a photo in which to look for the watch.
 
 A user's photo shows a watch on a wrist in a scene; a whole-image embedding
 describes the sleeve and the sofa as much as the watch. So square windows at
 several scales are embedded in one batch with the whole image, and a catalog item
 scores the larger of (a) its whole-image similarity and (b) the mean of its
-``top_m`` best window similarities. (b) is a soft max: one lucky window matching a
-strap colour counts less than several overlapping windows agreeing. (a) keeps a
-clean packshot query scoring exactly as without localisation. The window that
-matched the top result best is reported as the watch's box.
+``top_m`` best window similarities (:func:`simclr_watches.retrieval.scoring.fuse_scores`).
+(b) is a soft max: one lucky window matching a strap colour counts less than several
+overlapping windows agreeing. (a) keeps a clean packshot query scoring exactly as
+without localisation. The window that matched the top result best is reported as
+the watch's box.
 
 This is multi-scale sliding-window retrieval in the spirit of R-MAC region pooling
 (Tolias, Sicre & Jégou, "Particular object retrieval with integral max-pooling of
@@ -123,28 +124,22 @@ def window_crops(img: Image.Image, pre: Preprocessing, cfg: LocalizeConfig = Loc
 
 def embed_regions(encoder, pre: Preprocessing, whole: torch.Tensor, crops: torch.Tensor, device: torch.device,
                   batch_size: int = 32) -> np.ndarray:
-    """Embeds one image's whole view and windows: (R, D) unit vectors, whole image first."""
-    from simclr_watches.retrieval.embed import embed_tensors
+    """Embeds one image's whole view and windows, whole image first.
 
-    parts = [embed_tensors(encoder, pre, whole[None], device)]
-    parts += [embed_tensors(encoder, pre, crops[i : i + batch_size], device) for i in range(0, len(crops), batch_size)]
-    return np.concatenate(parts)
-
-
-def fuse_scores(scores: np.ndarray, top_m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fuses region-vs-item similarities into one score per item.
+    When the windows go in at the whole view's size (the default), all regions share
+    batches: a square photo's 10 regions are one encoder pass, not two.
 
     Args:
-        scores: (R, G) cosine similarity of R regions to G items; row 0 is the whole
-            image, rows 1.. the windows.
-        top_m: number of best window scores averaged per item (clipped to R - 1).
+        whole: (3, S, S) uint8 region 0.
+        crops: (R - 1, 3, s, s) uint8 windows.
 
     Returns:
-        fused: (G,) ``max(scores[0], mean of the top_m of scores[1:])``.
-        best: (G,) index of the region with the highest score for each item.
+        (R, D) float32 unit vectors.
     """
-    fused = scores[0]
-    if scores.shape[0] > 1:
-        m = min(top_m, scores.shape[0] - 1)
-        fused = np.maximum(fused, np.sort(scores[1:], axis=0)[-m:].mean(axis=0))
-    return fused, scores.argmax(axis=0)
+    from simclr_watches.retrieval.embed import embed_tensors
+
+    if crops.shape[-2:] == whole.shape[-2:]:
+        batches = torch.cat([whole[None], crops]).split(batch_size)
+    else:
+        batches = (whole[None], *crops.split(batch_size))
+    return np.concatenate([embed_tensors(encoder, pre, b, device) for b in batches])

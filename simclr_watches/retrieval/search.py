@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
-import numpy as np
 import torch
 
-from simclr_watches.data.images import Photo, try_load_image
+from simclr_watches.core.errors import CheckpointError, ImageReadError, SimclrWatchesError
+from simclr_watches.data.mask import crop_to_foreground
 from simclr_watches.core.device import resolve_device
 from simclr_watches.retrieval.embed import embed_paths
-from simclr_watches.core.errors import CheckpointError, ImageReadError, SimclrWatchesError
 from simclr_watches.retrieval.index import Index, load_index
-from simclr_watches.data.mask import crop_box, crop_to_foreground
-from simclr_watches.retrieval.localize import LocalizeConfig, embed_regions, fuse_scores, window_crops
+from simclr_watches.retrieval.localize import LocalizeConfig
+from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedScorer
 from simclr_watches.weights import load_model
 
-# Localised queries are decoded and cropped this many at a time: bounds memory, keeps batches full.
-QUERY_CHUNK = 8
+# A query: a photo's path (labelled by itself) or a (label, path) pair.
+Query = Union[str, os.PathLike, tuple[str, Path]]
 
 
 @dataclass(frozen=True)
 class Hit:
+    """One catalog item found: its 1-based rank, its path as indexed (absolute), its cosine similarity."""
+
     rank: int
     path: str
     score: float
@@ -35,8 +36,12 @@ class Hit:
 class QueryResult:
     """The answer to one query; ``error`` says why a query could not be answered.
 
-    ``box`` is the window ``[x0, y0, x1, y1]`` (pixels of the query as decoded) that
-    matched the top result, when localisation was on.
+    Attributes:
+        query: the query's label (its path as given, unless labelled otherwise).
+        hits: the catalog items found, best first.
+        error: why the query could not be answered (then ``hits`` is empty); None when it was.
+        box: the window ``[x0, y0, x1, y1]`` (pixels of the query as decoded) that matched
+            the top result, when localisation was on.
     """
 
     query: str
@@ -52,15 +57,34 @@ class QueryResult:
         return out
 
 
+def _labelled(query: Query) -> tuple[str, Path]:
+    """A query as ``(label, path)``: a plain path is labelled by itself."""
+    if isinstance(query, (str, os.PathLike)):
+        return str(query), Path(query)
+    label, path = query
+    return label, Path(path)
+
+
 class Searcher:
-    """An index together with the encoder that built it.
+    """An index together with the encoder that built it: what ``simclr-watches search`` runs.
+
+    Example::
+
+        searcher = Searcher("my-index")
+        result = searcher.search_one("photo.jpg", top_k=5)
+        best = result.hits[0].path
 
     Args:
-        index_dir: a folder written by ``build-index``.
+        index_dir: a folder written by ``build-index`` (or :func:`simclr_watches.build_index`).
         checkpoint: the model to embed queries with; default: the one recorded in the index.
             Either way its weights must be those the index was built with.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
-        localize: window layout for finding the watch in the query; None embeds whole images.
+        localize: window layout for finding the watch in the query (docs/LOCALISATION.md);
+            None embeds whole images.
+
+    Raises:
+        IndexFormatError: the folder is not a valid index, or was built with other weights.
+        CheckpointError: the model cannot be loaded.
     """
 
     def __init__(self, index_dir: Path | str, checkpoint: str | None = None, device: str = "auto",
@@ -77,54 +101,83 @@ class Searcher:
         self.device = resolve_device(device)
         self.encoder = self.encoder.to(self.device).eval().to(memory_format=torch.channels_last)
         self.localize = localize
-        self.vectors = self.index.vectors if localize else None  # read with the forest: the same build
 
-    def search(self, queries: Sequence[tuple[str, Path]], top_k: int = 10, batch_size: int = 32,
+    def search(self, queries: Sequence[Query] | Query, top_k: int = 10, batch_size: int = 32,
                progress: bool = False) -> list[QueryResult]:
-        """Answers ``(label, path)`` queries in input order; unreadable files get an error, not an exception."""
+        """Answers queries in input order; an unreadable file gets an error in its result, not an exception.
+
+        Args:
+            queries: photo paths (``str`` or ``Path``, each labelled by itself) or ``(label, path)``
+                pairs; a single path is one query.
+            top_k: results per query (at most the catalog's size).
+            batch_size: images (or a photo's regions) per encoder pass.
+            progress: a progress bar on stderr (whole-image search).
+
+        Raises:
+            SimclrWatchesError: ``top_k`` < 1.
+        """
+        if isinstance(queries, (str, os.PathLike)):
+            queries = [queries]
+        pairs = [_labelled(q) for q in queries]
+        return [QueryResult(label, error=str(a)) if isinstance(a, ImageReadError) else a
+                for (label, _), a in zip(pairs, self._answer(pairs, top_k, batch_size, progress))]
+
+    def search_one(self, photo: str | os.PathLike, top_k: int = 10) -> QueryResult:
+        """The ``top_k`` catalog items nearest to one photo, and where in it the watch was found.
+
+        Args:
+            photo: the query image file.
+
+        Returns:
+            ``.hits`` (``rank``, ``path``, ``score``), best first, and ``.box``.
+
+        Raises:
+            ImageReadError: the photo cannot be read or decoded.
+            SimclrWatchesError: ``top_k`` < 1.
+        """
+        [answer] = self._answer([_labelled(photo)], top_k)
+        if isinstance(answer, ImageReadError):
+            raise answer
+        return answer
+
+    def _answer(self, queries: list[tuple[str, Path]], top_k: int, batch_size: int = 32,
+                progress: bool = False) -> list[QueryResult | ImageReadError]:
+        """A result per query, in order, or the ImageReadError that kept a query unanswered."""
         if top_k < 1:
             raise SimclrWatchesError(f"top-k must be >= 1, got {top_k}")
-        if self.localize is None:
-            return self._search_whole(queries, top_k, batch_size, progress)
-        results = []
-        with cf.ThreadPoolExecutor(max_workers=2) as pool:
-            for i in range(0, len(queries), QUERY_CHUNK):
-                chunk = queries[i : i + QUERY_CHUNK]
-                photos = list(pool.map(lambda q: try_load_image(q[1]), chunk))
-                results.extend(self._search_localized(chunk, photos, top_k, batch_size))
-        return results
+        search = self._search_whole if self.localize is None else self._search_localized
+        return search(queries, top_k, batch_size, progress)
 
-    def _search_whole(self, queries, top_k, batch_size, progress) -> list[QueryResult]:
+    def _search_whole(self, queries: list[tuple[str, Path]], top_k: int, batch_size: int,
+                      progress: bool) -> list[QueryResult | ImageReadError]:
         margin = self.index.crop_margin
         view = None if margin is None else functools.partial(crop_to_foreground, margin=margin)
         emb = embed_paths(self.encoder, self.index.preprocessing, [p for _, p in queries], batch_size=batch_size,
-                          device=self.device, progress=progress, label="queries", view=view)
-        errors = {e.path: e.reason for e in emb.skipped}
+                          device=self.device, progress=progress, label="queries", view=view, hash=False)
+        errors = {e.path: e for e in emb.skipped}
         vectors = iter(emb.vectors)  # one row per readable query, in input order
         paths = self.index.paths
-        results = []
+        results: list[QueryResult | ImageReadError] = []
         for label, path in queries:
             if path in errors:
-                results.append(QueryResult(label, error=f"{path}: {errors[path]}"))
+                results.append(errors[path])
                 continue
             ids, scores = self.index.query(next(vectors), top_k)
             results.append(QueryResult(label, [Hit(r + 1, paths[i], s) for r, (i, s) in enumerate(zip(ids, scores))]))
         return results
 
-    def _search_localized(self, queries, photos: list[Photo | ImageReadError], top_k: int,
-                          batch_size: int) -> list[QueryResult]:
-        pre, cfg, margin = self.index.preprocessing, self.localize, self.index.crop_margin
-        paths, results = self.index.paths, []
-        for (label, _), photo in zip(queries, photos):
-            if isinstance(photo, ImageReadError):
-                results.append(QueryResult(label, error=str(photo)))
+    def _search_localized(self, queries: list[tuple[str, Path]], top_k: int, batch_size: int,
+                          progress: bool) -> list[QueryResult | ImageReadError]:
+        cfg, paths = self.localize, self.index.paths
+        scorer = LocalizedScorer(self.encoder, self.index.preprocessing, self.index.vectors,
+                                 AnnoyCandidates(self.index.ann, cfg.candidates), cfg, self.index.crop_margin,
+                                 self.device, batch_size)
+        results: list[QueryResult | ImageReadError] = []
+        for (label, _), scored in zip(queries, scorer.score_files(p for _, p in queries)):
+            if isinstance(scored, ImageReadError):
+                results.append(scored)
                 continue
-            bs, whole, crops = window_crops(photo.rgb, pre, cfg, None if margin is None else crop_box(photo, margin))
-            vecs = embed_regions(self.encoder, pre, whole, crops, self.device, batch_size)
-            # Annoy proposes candidates per region; fusion is then exact on the stored vectors.
-            cand = sorted({i for v in vecs for i in self.index.ann.get_nns_by_vector(v.tolist(), cfg.candidates)})
-            fused, best = fuse_scores(vecs @ self.vectors[cand].T, cfg.top_m)
-            order = np.argsort(-fused, kind="stable")[:top_k]
-            hits = [Hit(r + 1, paths[cand[j]], float(fused[j])) for r, j in enumerate(order)]
-            results.append(QueryResult(label, hits, box=[int(v) for v in bs[best[order[0]]]]))
+            order = scored.scores.ranking(top_k)
+            hits = [Hit(r + 1, paths[scored.scores.ids[j]], float(scored.scores.scores[j])) for r, j in enumerate(order)]
+            results.append(QueryResult(label, hits, box=scored.box(order[0])))
         return results

@@ -335,12 +335,12 @@ def test_sheet_paths_are_checked_before_any_work(sheet, words, photos, index, tm
     ("--out", "/proc/ev", "cannot write in /proc"),
 ])
 def test_evaluate_outputs_are_checked_before_any_work(option, path, words, tmp_path, monkeypatch):
-    import simclr_watches.evaluation.baselines as baselines
+    import simclr_watches.evaluation.method_names as method_names
 
     def no_methods(*a, **k):
         raise AssertionError("methods were loaded before the outputs were checked")
 
-    monkeypatch.setattr(baselines, "parse_methods", no_methods)
+    monkeypatch.setattr(method_names, "parse_methods", no_methods)
     path = path.format(tmp=tmp_path)
     _refused(_cli("evaluate", "--protocol", "groups", _groups(tmp_path / "data"), "--out", tmp_path / "ev",
                   option, path), path, words)

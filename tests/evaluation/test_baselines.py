@@ -7,7 +7,8 @@ import pytest
 
 from helpers import catalog_manifest, draw_watch, groups_folder
 from simclr_watches.core.errors import SimclrWatchesError
-from simclr_watches.evaluation.baselines import LocalizedMethod, make_method, parse_methods
+from simclr_watches.evaluation.encoders import LocalizedMethod
+from simclr_watches.evaluation.method_names import make_method, parse_methods
 from simclr_watches.evaluation.protocols import catalog_photo_task
 
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from helpers import groups_folder
 from simclr_watches.cli import app
-from simclr_watches.evaluation.baselines import parse_methods
+from simclr_watches.evaluation.method_names import parse_methods
 from simclr_watches.evaluation.protocols import groups_task
 from simclr_watches.evaluation.report import attributes_markdown, ranking_markdown
 from simclr_watches.evaluation.runner import run

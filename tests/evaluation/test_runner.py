@@ -8,7 +8,7 @@ from PIL import Image
 
 from helpers import groups_folder
 from simclr_watches.core.errors import SimclrWatchesError
-from simclr_watches.evaluation.baselines import make_method, parse_methods
+from simclr_watches.evaluation.method_names import make_method, parse_methods
 from simclr_watches.evaluation.protocols import groups_task, leaks
 from simclr_watches.evaluation.runner import attribute_agreement, run, run_task
 

@@ -6,7 +6,7 @@ from PIL import Image
 
 from helpers import draw_watch, run_cli
 from simclr_watches.retrieval.index import build_index
-from simclr_watches.retrieval.localize import MAX_POSITIONS, MIN_WINDOW, LocalizeConfig, fuse_scores, window_boxes
+from simclr_watches.retrieval.localize import MAX_POSITIONS, MIN_WINDOW, LocalizeConfig, window_boxes
 from simclr_watches.retrieval.search import Searcher
 
 
@@ -23,17 +23,6 @@ def test_windows_cover_the_image_whole_first():
 
 def test_scale_one_on_a_square_image_is_not_repeated():
     assert window_boxes(64, 64, LocalizeConfig(scales=(1.0,))).tolist() == [[0, 0, 64, 64]]
-
-
-def test_fusion_is_max_of_whole_and_top_m_window_mean():
-    scores = np.array([[0.9, 0.2, 0.5],   # whole image
-                       [0.1, 0.8, 0.6],
-                       [0.3, 0.6, 0.7],
-                       [0.2, 0.1, 0.9]])
-    fused, best = fuse_scores(scores, top_m=2)
-    assert fused == pytest.approx([0.9, 0.7, 0.8])
-    assert best.tolist() == [0, 1, 3]
-    assert fuse_scores(scores[:1], top_m=3)[0] == pytest.approx(scores[0])
 
 
 @pytest.mark.parametrize("bad", [dict(scales=()), dict(scales=(1.5,)), dict(stride=0.0), dict(top_m=0)])

@@ -3,10 +3,11 @@ import json
 import pytest
 import torch
 
-from simclr_watches.core.errors import IndexFormatError
+from simclr_watches.core.errors import ImageReadError, IndexFormatError, SimclrWatchesError
 from simclr_watches.retrieval.index import build_index
+from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.model import Preprocessing
-from simclr_watches.retrieval.search import Searcher
+from simclr_watches.retrieval.search import QueryResult, Searcher
 from simclr_watches.weights import init_encoder, save_encoder
 
 
@@ -16,7 +17,6 @@ def index_dir(make_catalog, small_checkpoint, tmp_path):
     return tmp_path / "idx"
 
 
-@pytest.mark.slow
 def test_each_catalog_image_finds_itself_first(index_dir, tmp_path):
     s = Searcher(index_dir, device="cpu")
     queries = [(str(p), p) for p in sorted((tmp_path / "catalog").iterdir())]
@@ -38,14 +38,12 @@ def test_unreadable_query_is_reported_and_others_answered(index_dir, tmp_path):
     assert json.loads(json.dumps(results[1].to_json()))["query"] == "good"
 
 
-@pytest.mark.slow
 def test_another_model_is_refused(index_dir, tmp_path):
     other = save_encoder(tmp_path / "other.safetensors", init_encoder("resnet18", "random"), Preprocessing(size=64))
     with pytest.raises(IndexFormatError, match="index was built with model .*small.safetensors.* rebuild it"):
         Searcher(index_dir, checkpoint=str(other))
 
 
-@pytest.mark.slow
 def test_an_index_built_with_an_a_plus_b_ensemble_searches_from_anywhere(make_catalog, tmp_path, monkeypatch):
     torch.manual_seed(1)
     other = save_encoder(tmp_path / "other.safetensors", init_encoder("resnet18", "random"), Preprocessing(size=64))
@@ -61,3 +59,28 @@ def test_an_index_built_with_an_a_plus_b_ensemble_searches_from_anywhere(make_ca
     query = sorted(catalog.iterdir())[2]
     [r] = Searcher(tmp_path / "idx").search([("q", query)], top_k=2)
     assert r.hits[0].path == str(query.resolve()) and r.hits[0].score > 0.999
+
+
+def test_plain_paths_are_queries_labelled_by_themselves(index_dir, tmp_path):
+    photo = tmp_path / "catalog" / "w002.png"
+    s = Searcher(index_dir, device="cpu")
+    by_pair = s.search([("mine", photo)], top_k=2)[0]
+    for query in (photo, str(photo)):
+        [res] = s.search([query], top_k=2)
+        assert res.query == str(photo) and res.hits == by_pair.hits and res.box == by_pair.box
+    assert [r.query for r in s.search(str(photo), top_k=1)] == [str(photo)]  # one path: one query
+
+
+@pytest.mark.parametrize("localize", [LocalizeConfig(), None])
+def test_search_one_answers_one_photo_or_raises(index_dir, tmp_path, localize):
+    s = Searcher(index_dir, device="cpu", localize=localize)
+    photo = tmp_path / "catalog" / "w004.png"
+    res = s.search_one(str(photo), top_k=5)
+    assert isinstance(res, QueryResult) and res.error is None
+    assert [h.rank for h in res.hits] == [1, 2, 3, 4, 5] and res.hits[0].path == str(photo.resolve())
+    assert (res.box is not None) == (localize is not None)
+    (tmp_path / "bad.jpg").write_bytes(b"no image")
+    with pytest.raises(ImageReadError, match="bad.jpg: not an image"):
+        s.search_one(tmp_path / "bad.jpg")
+    with pytest.raises(SimclrWatchesError, match="top-k must be >= 1"):
+        s.search_one(photo, top_k=0)

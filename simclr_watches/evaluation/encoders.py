@@ -1,0 +1,146 @@
+"""The project's own methods: an encoder's whole-image embeddings, and the localised search of its queries.
+
+Encoders load, and torch imports, on first use: listing or parsing methods stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from simclr_watches.evaluation.method import Method
+
+if TYPE_CHECKING:
+    from annoy import AnnoyIndex
+
+
+class EncoderMethod(Method):
+    """A CNN encoder's pooled features (see :class:`simclr_watches.model.encoder.Encoder`).
+
+    Args:
+        name: how results are labelled.
+        spec: ``"random"`` for a seeded random initialisation of EfficientNet-Lite0, or
+            a checkpoint path / registered name for :func:`simclr_watches.weights.loading.load_model`.
+        seed: initialisation seed for ``"random"``.
+        batch_size, device: passed to :func:`simclr_watches.retrieval.embed.embed_paths`.
+        crop: crop each photo around the watch before embedding, as ``build-index`` does.
+    """
+
+    def __init__(self, name: str, spec: str, seed: int = 0, batch_size: int = 32, device: str = "cpu",
+                 crop: bool = False):
+        super().__init__()
+        self.name, self.spec, self.seed = name, spec, seed
+        self.batch_size, self.device, self.crop = batch_size, device, crop
+        self._model = None
+
+    def load(self) -> tuple[Any, Any]:
+        """The encoder (loaded on first call) and its :class:`~simclr_watches.model.encoder.Preprocessing`."""
+        if self._model is None:
+            if self.spec == "random":
+                import torch
+
+                from simclr_watches.model import default_preprocessing
+                from simclr_watches.weights import init_encoder
+
+                # fork_rng: seed the initialisation without changing the caller's global RNG.
+                with torch.random.fork_rng():
+                    torch.manual_seed(self.seed)
+                    enc = init_encoder("efficientnet_lite0", "random")
+                self._model = (enc.eval(), default_preprocessing("efficientnet_lite0"))
+            else:
+                from simclr_watches.weights import load_model
+
+                enc, info = load_model(self.spec)
+                self._model = (enc, info.preprocessing)
+        return self._model
+
+    @property
+    def crop_margin(self) -> float | None:
+        """Margin of the foreground crop applied to every photo; None without ``crop``."""
+        from simclr_watches.data.mask import CROP_MARGIN
+
+        return CROP_MARGIN if self.crop else None
+
+    def _embed_uncached(self, paths: Sequence[Path]) -> np.ndarray:
+        import functools
+
+        from simclr_watches.data.mask import crop_to_foreground
+        from simclr_watches.retrieval.embed import embed_paths
+
+        enc, pre = self.load()
+        margin = self.crop_margin
+        view = None if margin is None else functools.partial(crop_to_foreground, margin=margin)
+        result = embed_paths(enc, pre, list(paths), batch_size=self.batch_size, device=self.device,
+                             progress=False, label=self.name, view=view, hash=False)
+        if result.skipped:
+            raise result.skipped[0]
+        return result.vectors
+
+
+@dataclass(frozen=True)
+class LocalizedGallery:
+    """The gallery side of a localised method, as ``build-index`` would make it.
+
+    Attributes:
+        vectors: (G, D) unit embeddings of the gallery's whole (cropped) images.
+        forest: an Annoy forest over ``vectors`` with build-index's trees.
+    """
+
+    vectors: np.ndarray
+    forest: AnnoyIndex
+
+
+class LocalizedMethod(Method):
+    """An encoder whose queries are searched window by window, exactly as ``search`` does.
+
+    The gallery is embedded whole, as by the wrapped encoder, and put in an in-memory Annoy
+    forest like the one ``build-index`` writes; each query then runs
+    :class:`simclr_watches.retrieval.scoring.LocalizedScorer`, the code behind ``search``:
+    Annoy candidates per window, exact fusion on the gallery vectors. Gallery items that
+    were no candidate score ``-inf`` and rank last.
+
+    Args:
+        inner: the encoder method (its ``crop`` is applied to the query's whole view too).
+        cfg: window layout and fusion; default ``search``'s.
+    """
+
+    def __init__(self, inner: EncoderMethod, cfg=None):
+        super().__init__()
+        from simclr_watches.retrieval.localize import LocalizeConfig
+
+        self.inner, self.cfg = inner, cfg or LocalizeConfig()
+        self.name = f"{inner.name}+loc"
+
+    def _embed_uncached(self, paths: Sequence[Path]) -> np.ndarray:
+        return self.inner.embed(paths)
+
+    def embed_gallery(self, paths: Sequence[Path]) -> LocalizedGallery:
+        """The gallery's embeddings and their Annoy forest (:func:`simclr_watches.retrieval.index.build_forest`)."""
+        from simclr_watches.retrieval.index import build_forest
+
+        vectors = self.embed(paths)
+        return LocalizedGallery(vectors, build_forest(vectors))
+
+    def score_queries(self, paths: Sequence[Path], gallery: LocalizedGallery) -> np.ndarray:
+        """(Q, G) fused scores, ``-inf`` where a gallery item was no candidate for the query.
+
+        Raises:
+            ImageReadError: a query file is not a usable image.
+        """
+        from simclr_watches.core.errors import ImageReadError
+        from simclr_watches.core.device import resolve_device
+        from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedScorer
+
+        enc, pre = self.inner.load()
+        scorer = LocalizedScorer(enc, pre, gallery.vectors, AnnoyCandidates(gallery.forest, self.cfg.candidates),
+                                 self.cfg, self.inner.crop_margin, resolve_device(self.inner.device),
+                                 self.inner.batch_size)
+        rows = []
+        for scored in scorer.score_files(paths):
+            if isinstance(scored, ImageReadError):
+                raise scored
+            rows.append(scored.scores.dense(len(gallery.vectors)))
+        return np.stack(rows) if rows else np.zeros((0, len(gallery.vectors)), np.float32)

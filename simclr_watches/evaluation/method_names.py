@@ -1,0 +1,74 @@
+"""Methods by name, as ``evaluate --methods`` lists them: ``hist,phash,imagenet,watches-lite0-v1+crop+loc``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from simclr_watches.core.errors import SimclrWatchesError
+from simclr_watches.evaluation.baselines import HsvHistogram, PerceptualHash, Thumbnail
+from simclr_watches.evaluation.encoders import EncoderMethod, LocalizedMethod
+from simclr_watches.evaluation.method import Method
+
+BUILTIN_METHODS = ("hist", "phash", "thumb", "imagenet", "random")
+
+
+def _is_checkpoint(spec: str) -> bool:
+    from simclr_watches.weights import ENSEMBLE_SEP, load_registry
+
+    registry = load_registry()
+    return any(all(Path(p).is_file() or p in registry for p in parts) for parts in ([spec], spec.split(ENSEMBLE_SEP)))
+
+
+def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str = "cpu") -> Method:
+    """Builds a method from its name; an encoder's weights load on first use.
+
+    Args:
+        name: one of ``BUILTIN_METHODS``, a checkpoint file, a registered weights name or an
+            ensemble of those (``A+B``, see :func:`simclr_watches.weights.loading.load_model`);
+            an encoder name + ``"+crop"`` crops photos around the watch before embedding,
+            + ``"+loc"`` searches its queries window by window (both: ``imagenet+crop+loc``).
+        seed: seed of the ``random`` encoder.
+
+    Raises:
+        SimclrWatchesError: the name is neither a method, a file nor a registered name.
+    """
+    from simclr_watches.weights import IMAGENET_LITE0
+
+    if name.endswith("+crop"):
+        inner = make_method(name[: -len("+crop")], seed=seed, batch_size=batch_size, device=device)
+        if not isinstance(inner, EncoderMethod):
+            raise SimclrWatchesError(f"{name}: cropping (+crop) needs an encoder method, not {inner.name!r}")
+        inner.name, inner.crop = name, True
+        return inner
+    if name.endswith("+loc"):
+        inner = make_method(name[: -len("+loc")], seed=seed, batch_size=batch_size, device=device)
+        if not isinstance(inner, EncoderMethod):
+            raise SimclrWatchesError(f"{name}: localisation (+loc) needs an encoder method, not {inner.name!r}")
+        return LocalizedMethod(inner)
+    simple = {"hist": HsvHistogram, "phash": PerceptualHash, "thumb": Thumbnail}
+    if name in simple:
+        return simple[name]()
+    if name == "imagenet":
+        return EncoderMethod(name, IMAGENET_LITE0, batch_size=batch_size, device=device)
+    if name == "random":
+        return EncoderMethod(name, "random", seed=seed, batch_size=batch_size, device=device)
+    if _is_checkpoint(name):
+        return EncoderMethod(name, name, batch_size=batch_size, device=device)
+    raise SimclrWatchesError(
+        f"unknown method {name!r}: not one of {', '.join(BUILTIN_METHODS)}, "
+        "an existing checkpoint file, or a registered weights name"
+    )
+
+
+def parse_methods(text: str, **kwargs) -> list[Method]:
+    """Builds the methods of a comma-separated list, e.g. ``"hist,phash,imagenet"``.
+
+    Raises:
+        SimclrWatchesError: the list is empty, repeats a method, or names an unknown one.
+    """
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise SimclrWatchesError("no methods given; e.g. --methods hist,phash,imagenet")
+    if len(set(names)) != len(names):
+        raise SimclrWatchesError(f"method list {text!r} names a method twice")
+    return [make_method(n, **kwargs) for n in names]
