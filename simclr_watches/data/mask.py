@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from simclr_watches.data.images import Photo
 
@@ -39,17 +38,51 @@ def white_background_mask(rgb: Image.Image | np.ndarray, threshold: int = 24, cl
     not_white = (255 - arr.min(axis=2)) > threshold
     if close > 0:
         # A closing whose erosion treats the outside as foreground, so a strap cut by the frame is not eaten away.
-        square = np.ones((2 * close + 1,) * 2, bool)
-        grown = ndimage.binary_dilation(not_white, structure=square)
-        not_white = ndimage.binary_erosion(grown, structure=square, border_value=1) | not_white
-    labels, _ = ndimage.label(~not_white)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    border = border[border > 0]
-    background = np.isin(labels, border)
+        grown = _square_filter(not_white, close, np.logical_or, outside=False)
+        not_white = _square_filter(grown, close, np.logical_and, outside=True) | not_white
+    background = _reach_from_border(~not_white)
     fg = ~background
     if not fg.any() or not background.any():
         return np.ones(arr.shape[:2], bool)
     return fg
+
+
+def _square_filter(mask: np.ndarray, radius: int, op, outside: bool) -> np.ndarray:
+    """Binary dilation (``op`` = or) or erosion (``op`` = and) by a (2r+1)^2 square, pixels beyond the edge = ``outside``.
+
+    The square is separable: a running ``op`` over rows, then over columns.
+    """
+    out = mask
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, constant_values=outside)
+        n = out.shape[axis]
+        acc = np.take(padded, range(0, n), axis=axis)
+        for k in range(1, 2 * radius + 1):
+            acc = op(acc, np.take(padded, range(k, k + n), axis=axis))
+        out = acc
+    return out
+
+
+def _reach_from_border(free: np.ndarray) -> np.ndarray:
+    """The ``free`` pixels 4-connected to the image border through ``free`` pixels (bool (H, W)).
+
+    Geodesic reconstruction: grow the free border pixels one 4-neighbour step at a time
+    inside ``free`` until nothing changes; the union of the components touching the border.
+    """
+    reached = np.zeros_like(free)
+    reached[0], reached[-1], reached[:, 0], reached[:, -1] = free[0], free[-1], free[:, 0], free[:, -1]
+    while True:
+        grown = reached.copy()
+        grown[1:] |= reached[:-1]
+        grown[:-1] |= reached[1:]
+        grown[:, 1:] |= reached[:, :-1]
+        grown[:, :-1] |= reached[:, 1:]
+        grown &= free
+        if np.array_equal(grown, reached):
+            return reached
+        reached = grown
 
 
 def photo_mask(photo: Photo, threshold: int = 24, close: int = 2) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from helpers import draw_watch
@@ -76,3 +77,24 @@ def test_crop_box_of_a_large_photo_is_found_on_a_small_copy(tmp_path):
     slack = 3 * 2000 / 256  # a small-copy pixel of rounding, one of widening, one of margin
     assert ex0 - slack <= x0 <= ex0 and ey0 - slack <= y0 <= ey0
     assert ex1 <= x1 <= ex1 + slack and ey1 <= y1 <= ey1 + slack
+
+
+def test_white_background_mask_equals_scipys_closing_and_labelling():
+    """The numpy closing and border reconstruction give scipy.ndimage's answer (scipy: the reference, not imported at search)."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        h, w = rng.integers(5, 60, 2)
+        arr = np.full((h, w, 3), 255, np.uint8)
+        arr[rng.random((h, w)) < rng.uniform(0.05, 0.6)] = rng.integers(0, 200, 3)
+        close = int(rng.integers(0, 4))
+        not_white = (255 - arr.min(axis=2)) > 24
+        if close:
+            square = np.ones((2 * close + 1,) * 2, bool)
+            grown = ndimage.binary_dilation(not_white, structure=square)
+            not_white = ndimage.binary_erosion(grown, structure=square, border_value=1) | not_white
+        labels, _ = ndimage.label(~not_white)
+        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        background = np.isin(labels, border[border > 0])
+        want = ~background if (~background).any() and background.any() else np.ones((h, w), bool)
+        assert np.array_equal(white_background_mask(arr, close=close), want), trial
