@@ -93,7 +93,7 @@ def read_limited(path: Path | str, max_bytes: int,
             size = os.fstat(f.fileno()).st_size
             if size > max_bytes:
                 raise error(path, f"too large: {size} bytes exceeds the limit of {max_bytes}")
-            data = _read_to_end(f.fileno(), size, max_bytes)
+            data = read_fd_limited(f.fileno(), max_bytes)
         except OSError as e:
             raise error(path, f"cannot read file ({e.strerror or e})") from None
     if len(data) > max_bytes:
@@ -101,13 +101,14 @@ def read_limited(path: Path | str, max_bytes: int,
     return data
 
 
-def _read_to_end(fd: int, expected: int, max_bytes: int) -> bytes:
-    """The bytes of ``fd`` up to its end or ``max_bytes + 1``, whichever comes first.
+def read_fd_limited(fd: int, max_bytes: int) -> bytes:
+    """The bytes of the open file ``fd`` from its position to its end, or ``max_bytes + 1`` of them.
 
-    ``expected`` (the size ``fstat`` gave) is read in one call, so the usual file is one
-    allocation; a file that grew since is read on in chunks, never past the limit.
+    A result longer than ``max_bytes`` means the file is too large. The size ``fstat``
+    gives is read in one call, so the usual file is one allocation; a file that grew
+    since is read on in chunks, never past the limit.
     """
-    chunks, size, want = [], 0, min(expected, max_bytes) + 1
+    chunks, size, want = [], 0, min(os.fstat(fd).st_size, max_bytes) + 1
     while size <= max_bytes and (chunk := os.read(fd, want)):
         chunks.append(chunk)
         size += len(chunk)

@@ -27,7 +27,8 @@ from simclr_watches import __version__
 from simclr_watches.core import validate
 from simclr_watches.core.atomic import atomic_dir
 from simclr_watches.retrieval.embed import EmbeddedItem
-from simclr_watches.core.errors import IndexFormatError, NoReadableImagesError, SimclrWatchesError
+from simclr_watches.core.errors import IndexFormatError, NoReadableImagesError, SimclrWatchesError, one_line
+from simclr_watches.core.files import read_fd_limited
 from simclr_watches.model import Preprocessing
 from simclr_watches.core.outputs import OutputKind, json_format_owned, owned_folder, prepare_output
 from simclr_watches.weights import ModelInfo
@@ -241,7 +242,7 @@ def load_index(directory: Path | str) -> Index:
         except _Replaced as e:
             error = e.error
         except OSError as e:  # a read or mapping failing under a file opened fine
-            raise IndexFormatError(f"{directory}: cannot read the index: {_one_line(e)}") from None
+            raise IndexFormatError(f"{directory}: cannot read the index: {one_line(str(e))}") from None
     raise error
 
 
@@ -340,8 +341,7 @@ def _read_sidecar(fd: int, path: Path) -> Any:
     """The parsed JSON of ``index.json``, read only when it is no larger than MAX_SIDECAR_BYTES."""
     size = os.fstat(fd).st_size
     if size <= MAX_SIDECAR_BYTES:
-        with open(fd, "rb", closefd=False) as f:
-            raw = f.read(MAX_SIDECAR_BYTES + 1)  # bounded even if the file grew since
+        raw = read_fd_limited(fd, MAX_SIDECAR_BYTES)  # bounded even if the file grew since
         size = len(raw)
     if size > MAX_SIDECAR_BYTES:
         raise IndexFormatError(f"{path}: {size} bytes, more than the {MAX_SIDECAR_BYTES} a sidecar may have")
@@ -350,15 +350,11 @@ def _read_sidecar(fd: int, path: Path) -> Any:
     except RecursionError:
         raise IndexFormatError(f"{path}: unreadable sidecar: JSON nested too deeply") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, integers of thousands of digits
-        raise IndexFormatError(f"{path}: unreadable sidecar: {_one_line(e)}") from None
+        raise IndexFormatError(f"{path}: unreadable sidecar: {one_line(str(e))}") from None
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
 
 
 def _check_sidecar(meta: Any) -> Preprocessing:
@@ -464,7 +460,7 @@ def _map_embeddings(fd: int, path: Path, count: int, dim: int) -> np.ndarray:
             read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
             shape, fortran, dtype = read_header(f)
         except (ValueError, TypeError, OSError, SyntaxError, tokenize.TokenError) as e:  # what a bad header raises
-            raise IndexFormatError(f"{path}: not a readable .npy file: {_one_line(e)}") from None
+            raise IndexFormatError(f"{path}: not a readable .npy file: {one_line(str(e))}") from None
         if dtype != np.dtype("<f4") or fortran or shape != (count, dim):
             got = f"{'Fortran-order ' if fortran else ''}{dtype} {shape}"
             raise IndexFormatError(f"{path}: expected float32 ({count}, {dim}) as {SIDECAR_FILE} says, got {got}")
@@ -514,7 +510,7 @@ def _load_forest(fd: int, path: Path, meta: dict[str, Any], vectors: np.ndarray)
     try:
         ann.load(by_fd or str(path))
     except OSError as e:
-        raise IndexFormatError(f"{path}: cannot load the Annoy index: {_one_line(e)}") from None
+        raise IndexFormatError(f"{path}: cannot load the Annoy index: {one_line(str(e))}") from None
     if by_fd is None and _renamed(path, fd):
         raise _Replaced(_changing(path.parent))
     if ann.get_n_items() != count:  # what Annoy itself found: the checks above make it agree
