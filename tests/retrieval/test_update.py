@@ -198,6 +198,11 @@ def test_the_forest_of_an_index_with_removed_items_skips_them_in_every_query(tmp
         got, scores = index.query(q, 10)
         exact = live[np.argsort(-(allv[live] @ q), kind="stable")[:10]]
         assert got == exact.tolist() and scores == pytest.approx(sorted(allv[live] @ q, reverse=True)[:10], abs=1e-5)
+    # Compacting a change that also hides one of its own new rows keeps exactly the live rows, in order.
+    update_mod.apply_change(index, [{**new[0], "id": 70}], extra[:1], [65], compact=True)
+    compacted = load_index(tmp_path / "idx")
+    assert compacted.ids == [index.meta["items"][r]["id"] for r in live] and len(compacted.vectors) == len(live)
+    assert np.array_equal(np.asarray(compacted.vectors), allv[live])
 
 
 def test_searches_during_adds_removals_and_compactions_never_fail(built, monkeypatch):
