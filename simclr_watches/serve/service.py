@@ -18,11 +18,12 @@ from typing import Any
 from PIL import Image
 
 from simclr_watches.core.atomic import atomic_path
-from simclr_watches.core.errors import ImageReadError
+from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.core.files import read_limited
 from simclr_watches.data.images import DECODE_FORMATS, MAX_FILE_BYTES, Photo, decode_image
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.search import Searcher
+from simclr_watches.retrieval.update import add_items, remove_items
 from simclr_watches.serve.errors import ApiError, image_error
 from simclr_watches.serve.feedback import FeedbackLog, parse_feedback
 from simclr_watches.serve.gate import Gate
@@ -177,7 +178,78 @@ class CatalogService:
         return self.feedback.append({**entry, "path": record["path"], "sha256": record["sha256"]})
 
     def health(self) -> dict[str, Any]:
+        """``status`` ok, live ``items``, whether ``writes`` are on, the ``model``, and the limits a client needs."""
         self.searcher.refresh()
-        return {"status": "ok", "items": len(self.searcher.index), "writes": self.settings.enable_writes,
+        return {"status": "ok", "items": self.searcher.index.live_count, "writes": self.settings.enable_writes,
                 "model": self.searcher.model.id, "max_top_k": self.settings.max_top_k,
                 "max_upload_bytes": self.settings.max_upload_bytes}
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /api/stats`` answers: the index's counts, the model, and :class:`Stats`' counters."""
+        self.searcher.refresh()
+        index = self.searcher.index
+        return {"index": str(self.index_dir), "items": index.live_count, "added": index.added_count,
+                "removed": index.removed_count, "model": self.searcher.model.id, "in_flight": self.gate.held,
+                "max_concurrent": self.settings.max_concurrent, "thumbnails_cached": len(self.thumbnails),
+                **self.stats.snapshot()}
+
+    # Changes
+
+    def add(self, files: list[bytes]) -> dict[str, Any]:
+        """Adds uploaded photos to the index, embedded with the loaded model (no rebuild).
+
+        Every photo is decoded first: one that is unusable refuses the whole request, before
+        anything is written. Each is then stored as ``INDEX/uploads/SHA256.EXT`` (a name made
+        from its content and decoded format, written atomically) and added with
+        :func:`simclr_watches.retrieval.update.add_items`.
+
+        Returns:
+            ``added`` (records of the new items), ``unchanged`` and ``skipped`` (``file``,
+            ``reason``), whether the forest was ``compacted``, and the live ``items``.
+
+        Raises:
+            ApiError: 415/413/400 a photo is unusable; 409 the index cannot be changed now.
+        """
+        stored = []
+        for i, data in enumerate(files, 1):
+            self.decode(data, f"photo {i}")
+            stored.append(self._store_upload(data))
+        with self.write_lock:
+            report = self._write(add_items, self.index_dir, stored, model=(self.searcher.encoder, self.searcher.model),
+                                 device=str(self.searcher.device))
+        return {"added": report.added, "unchanged": _reasons(report.unchanged), "skipped": _reasons(report.skipped),
+                "compacted": report.compacted, "items": report.live}
+
+    def _store_upload(self, data: bytes) -> Path:
+        """Writes an upload's bytes as ``uploads/SHA256.EXT`` (kept if already there); returns its path."""
+        name = f"{hashlib.sha256(data).hexdigest()}.{FORMATS[image_format(data)][0]}"
+        path = self.index_dir / UPLOADS_DIR / name
+        if not path.is_file():
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(data)
+        return path.resolve()
+
+    def remove(self, item_id: int) -> dict[str, Any]:
+        """Removes item ``item_id`` from every result (its row goes at the next compaction).
+
+        Raises:
+            ApiError: 404 no such live item; 409 the index cannot be changed now.
+        """
+        with self.write_lock:
+            report = self._write(remove_items, self.index_dir, [item_id])
+        if not report.removed:
+            raise ApiError(404, f"no item {item_id} in the index")
+        return {"removed": report.removed, "compacted": report.compacted, "items": report.live}
+
+    def _write(self, change, *args, **kwargs):
+        """Runs an update of the index folder, then loads its result; a refused update is a 409."""
+        try:
+            report = change(*args, **kwargs)
+        except SimclrWatchesError as e:
+            raise ApiError(409, f"the index was not changed: {e}") from None
+        self.searcher.refresh()
+        return report
+
+
+def _reasons(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"file": f, "reason": r} for f, r in pairs]
