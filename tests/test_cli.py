@@ -31,8 +31,8 @@ def test_build_index_then_search_json(make_catalog, small_checkpoint, tmp_path):
     assert set(obj) == {"query", "box", "results"} and obj["query"] == str(query)
     x0, y0, x1, y1 = obj["box"]
     assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96
-    assert obj["results"][0] == {"rank": 1, "path": str(query.resolve()), "score": pytest.approx(1.0, abs=1e-4)}
-    assert set(obj["results"][1]) == {"rank", "path", "score"}
+    assert obj["results"][0] == {"rank": 1, "id": 2, "path": str(query.resolve()), "score": pytest.approx(1.0, abs=1e-4)}
+    assert set(obj["results"][1]) == {"rank", "id", "path", "score"}
     assert "corrupt.png" in res.stderr and "1 of 2 queries failed" in res.stderr
 
 

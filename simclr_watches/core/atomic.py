@@ -92,12 +92,26 @@ def default_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+def fsync_path(path: Path | str) -> None:
+    """Flushes a file's or a folder's content to the disk (a folder: the names in it)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
-def atomic_path(target: Path | str) -> Iterator[Path]:
+def atomic_path(target: Path | str, durable: bool = False) -> Iterator[Path]:
     """Yields a temporary file path next to ``target``; renames it onto ``target`` on success.
 
     The file gets the umask's default mode, whatever mode its writer created it with
     (some libraries write through private 0600 temporaries).
+
+    Args:
+        durable: also flush the file before the rename and the folder after it, so that
+            the new content survives a power loss once this returns (temp, fsync, rename,
+            fsync the folder).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -107,14 +121,18 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         yield tmp
         if tmp.is_file():
             os.chmod(tmp, default_file_mode())
+            if durable:
+                fsync_path(tmp)
         os.replace(tmp, target)
+        if durable:
+            fsync_path(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_text_atomic(target: Path | str, text: str) -> Path:
+def write_text_atomic(target: Path | str, text: str, durable: bool = False) -> Path:
     """Writes ``text`` (UTF-8) to ``target`` through :func:`atomic_path`; returns ``target``."""
-    with atomic_path(target) as tmp:
+    with atomic_path(target, durable=durable) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
 

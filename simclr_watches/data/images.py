@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import struct
 import warnings
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from simclr_watches.core.errors import ImageReadError, ImageTooLargeError, NotAnImageError, SimclrWatchesError
-from simclr_watches.core.files import MiB, read_limited
+from simclr_watches.core.files import MiB, open_regular, read_limited
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
@@ -227,6 +228,31 @@ def load_image(path: Path | str, max_pixels: int = MAX_PIXELS, max_bytes: int = 
     """
     path = Path(path)
     return decode_image(read_limited(path, max_bytes, ImageReadError), path, max_pixels, hash)
+
+
+def file_digest(path: Path | str, max_bytes: int = MAX_FILE_BYTES) -> tuple[str, int] | ImageReadError:
+    """The sha256 and byte size of an image file, read in 1 MiB chunks without decoding, or why it is unusable.
+
+    The file is opened as :func:`load_image` opens it (a regular file only, at most ``max_bytes``):
+    what tells an index update which files are new or changed, before any is decoded.
+    """
+    path = Path(path)
+    try:
+        with open_regular(path, ImageReadError) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                return ImageReadError(path, f"too large: {size} bytes exceeds the limit of {max_bytes}")
+            h, n = hashlib.sha256(), 0
+            while n <= max_bytes and (block := f.read(MiB)):
+                h.update(block)
+                n += len(block)
+    except ImageReadError as e:
+        return e
+    except OSError as e:
+        return ImageReadError(path, f"cannot read file ({e.strerror or e})")
+    if n > max_bytes:
+        return ImageReadError(path, f"too large: more than the limit of {max_bytes} bytes")
+    return h.hexdigest(), n
 
 
 def try_load_image(path: Path | str, hash: bool = True) -> Photo | ImageReadError:

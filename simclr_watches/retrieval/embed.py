@@ -55,11 +55,16 @@ def _prepare(path: Path, pre: Preprocessing, view: PhotoView | None,
     photo = try_load_image(path, hash=hash)
     if isinstance(photo, ImageReadError):
         return photo
+    tensor = fit_photo(photo, pre, view)
+    return tensor if isinstance(tensor, ImageReadError) else (EmbeddedItem(path, photo.sha256, photo.nbytes), tensor)
+
+
+def fit_photo(photo: Photo, pre: Preprocessing, view: PhotoView | None = None) -> torch.Tensor | ImageReadError:
+    """A decoded photo viewed (e.g. cropped) and fitted as encoder input, (3, S, S) uint8, or why it is unusable."""
     try:
-        tensor = pre.to_uint8(view(photo) if view else photo.rgb)
+        return pre.to_uint8(view(photo) if view else photo.rgb)
     except PILLOW_ERRORS as e:  # the image's content defeated the crop or the resize
-        return ImageReadError(path, f"cannot prepare the decoded image ({e or type(e).__name__})")
-    return EmbeddedItem(path, photo.sha256, photo.nbytes), tensor
+        return ImageReadError(photo.path, f"cannot prepare the decoded image ({e or type(e).__name__})")
 
 
 def prefetched(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 1, ahead: int = 1) -> Iterator[R]:

@@ -1,10 +1,16 @@
-"""The catalog index: an Annoy forest plus the JSON sidecar Annoy cannot hold.
+"""The catalog index: an Annoy forest plus the JSON manifest Annoy cannot hold (format 2).
 
-An index directory holds:
-    index.ann        Annoy angular forest over the embeddings
-    embeddings.npy   (N, D) float32 unit vectors, row i = item i (rebuilds need no re-embedding)
-    index.json       format version, model id + sha256, preprocessing, dim, metric, n_trees,
-                     and per item: absolute path, sha256, byte size; plus the files skipped
+An index folder (docs/INDEX_FORMAT.md) holds:
+    index.json       the manifest: format version, model id + sha256, preprocessing, dim,
+                     metric, n_trees, the data files below by name, and per item: a stable
+                     id, absolute path, sha256, byte size (and ``removed``); plus the files skipped
+    forest-G.ann     Annoy angular forest over the rows of vectors-G.npy
+    vectors-G.npy    (F, D) float32 unit rows of the forest's items (rebuilds need no re-embedding)
+    added-G.npy      optional (A, D) float32 unit rows of items added since, searched exactly
+
+Items are rows: the forest's F first, then the A added ones. Removed items stay hidden
+until a compaction rebuilds the forest (:mod:`simclr_watches.retrieval.update`); how the
+files change safely is :mod:`simclr_watches.retrieval.store`'s business.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from annoy import AnnoyIndex
@@ -26,17 +32,16 @@ from annoy import AnnoyIndex
 from simclr_watches import __version__
 from simclr_watches.core import validate
 from simclr_watches.core.atomic import atomic_dir
+from simclr_watches.retrieval import store
 from simclr_watches.retrieval.embed import EmbeddedItem
 from simclr_watches.core.errors import IndexFormatError, NoReadableImagesError, SimclrWatchesError, one_line
 from simclr_watches.core.files import read_fd_limited
 from simclr_watches.model import Preprocessing
 from simclr_watches.core.outputs import OutputKind, json_format_owned, owned_folder, prepare_output
+from simclr_watches.retrieval.store import SIDECAR_FILE
 from simclr_watches.weights import ModelInfo
 
-FORMAT_VERSION = 1
-ANNOY_FILE = "index.ann"
-EMBEDDINGS_FILE = "embeddings.npy"
-SIDECAR_FILE = "index.json"
+FORMAT_VERSION = 2
 METRIC = "angular"
 
 
@@ -49,8 +54,9 @@ INDEX_FORMAT = "simclr-watches-index"  # the sidecar's first key: what marks a f
 INDEX_OUTPUT = OutputKind(
     "index folder",
     folder=True,
-    owned=owned_folder({SIDECAR_FILE: json_format_owned(INDEX_FORMAT), ANNOY_FILE: Path.is_file,
-                        EMBEDDINGS_FILE: Path.is_file}, required=SIDECAR_FILE),
+    owned=owned_folder({SIDECAR_FILE: json_format_owned(INDEX_FORMAT), store.LOCK_FILE: Path.is_file,
+                        **{name: Path.is_file for name in store.V1_FILES}},
+                       required=SIDECAR_FILE, others=lambda p: store.is_data_name(p.name) and p.is_file()),
 )
 
 
@@ -107,38 +113,72 @@ def write_index(
         raise SimclrWatchesError(f"cannot index {len(items)} items with {len(vectors)} vectors")
     if n_trees < 1:
         raise SimclrWatchesError(f"n_trees must be >= 1, got {n_trees}")
-    dim = int(vectors.shape[1])
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    generation = 1
+    files = {"forest": store.data_name("forest", generation), "vectors": store.data_name("vectors", generation)}
     sidecar = {
         "format": INDEX_FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "model": model.to_dict(),
         "preprocessing": preprocessing.to_dict(),
-        "dim": dim,
+        "dim": int(vectors.shape[1]),
         "metric": METRIC,
         "n_trees": n_trees,
+        "generation": generation,
+        "files": files,
+        "forest_count": len(items),
         "count": len(items),
-        "items": [{"path": str(Path(it.path).resolve()), "sha256": it.sha256, "bytes": it.nbytes} for it in items],
+        "next_id": len(items),
+        "items": [item_record(i, it) for i, it in enumerate(items)],
         "skipped": [{"path": str(p), "reason": r} for p, r in skipped],
         **(extra or {}),
     }
     replace = prepare_output(out_dir, INDEX_OUTPUT, force=force)
+    # A writer updating the index we replace finishes first (and one that waits then locks the new one).
+    locked = store.writer_lock(out_dir) if replace and (out_dir / SIDECAR_FILE).is_file() else contextlib.nullcontext()
     try:
-        with atomic_dir(out_dir, replace=replace) as tmp:
-            ann = build_forest(vectors, n_trees)
-            ann.save(str(tmp / ANNOY_FILE))
-            ann.unload()
-            np.save(tmp / EMBEDDINGS_FILE, vectors.astype(np.float32))
-            (tmp / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+        with locked, atomic_dir(out_dir, replace=replace) as tmp:
+            store.commit(tmp, sidecar, forest_writes(files, build_forest(vectors, n_trees), vectors))
     except (FileExistsError, NotADirectoryError):  # appeared since the check
         raise SimclrWatchesError(f"{out_dir}: already exists; use --force to replace it") from None
     return out_dir
 
 
+def item_record(item_id: int, item: EmbeddedItem) -> dict[str, Any]:
+    """The manifest's record of an embedded file: ``id``, absolute ``path``, ``sha256``, ``bytes``."""
+    return {"id": item_id, "path": str(Path(item.path).resolve()), "sha256": item.sha256, "bytes": item.nbytes}
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def save_rows(rows: np.ndarray) -> Callable[[Path], None]:
+    """A writer of ``rows`` as a float32 ``.npy`` file at the path it is given (for :func:`store.commit`)."""
+
+    def write(path: Path) -> None:
+        with open(path, "wb") as f:  # np.save on a path would append ".npy" to a temporary's name
+            np.save(f, np.ascontiguousarray(rows, dtype=np.float32), allow_pickle=False)
+
+    return write
+
+
+def forest_writes(files: dict[str, str], forest: AnnoyIndex, vectors: np.ndarray) -> dict[str, Callable[[Path], None]]:
+    """Writers of a new forest and its rows under the names ``files`` gives them (for :func:`store.commit`)."""
+
+    def save_forest(path: Path) -> None:
+        forest.save(str(path))
+        forest.unload()
+
+    return {files["forest"]: save_forest, files["vectors"]: save_rows(vectors)}
+
+
 # Bounds on what an index folder may ask for: a hostile or corrupt file is refused before it allocates.
 MAX_SIDECAR_BYTES = 256 << 20  # about a million items with long paths
 MAX_ITEMS = 10_000_000
+MAX_ID = 2**53  # ids are never reused: room for a lifetime of additions, and exact as JSON numbers anywhere
 MAX_DIM = 16384  # an ensemble of up to eight 2048-d members
 MAX_TREES = 10_000
 MAX_MEMBERS = 16
@@ -146,37 +186,129 @@ MAX_MODEL_ID = 8192  # a registry name, a checkpoint path, or an ensemble's path
 MAX_DEPTH = 32  # JSON nesting; the format itself needs 3
 MAX_SEARCH_K = 2**31 - 1  # Annoy's search_k is a C int
 # A build replacing the folder while it is read makes the reader start over, at most this many times.
-READ_ATTEMPTS = 5
-RETRY_PAUSE_S = 0.02
+READ_ATTEMPTS = 8
+RETRY_PAUSE_S = 0.01  # times the attempt number
 EMBEDDINGS_CHUNK_BYTES = 16 << 20  # embeddings are checked this much at a time
 UNIT_NORM_TOLERANCE = 1e-3
 ITEM_TOLERANCE = 1e-6  # Annoy stores the float32 rows it was given
 
 
+class Rows:
+    """(N, D) rows of two arrays stacked, read without copying either: the forest's rows, then the added ones.
+
+    Indexing by an int, an int array or a slice reads only the rows asked for (both arrays
+    may be memory maps); ``np.asarray`` copies all of them.
+    """
+
+    def __init__(self, base: np.ndarray, added: np.ndarray):
+        self.base, self.added = base, added
+        self.shape = (len(base) + len(added), int(base.shape[1]))
+        self.dtype = base.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows = np.arange(len(self))[key]
+        if rows.ndim == 0:
+            r = int(rows)
+            return np.asarray(self.base[r] if r < len(self.base) else self.added[r - len(self.base)])
+        out = np.empty((len(rows), self.shape[1]), self.dtype)
+        in_base = rows < len(self.base)
+        out[in_base] = self.base[rows[in_base]]
+        out[~in_base] = self.added[rows[~in_base] - len(self.base)]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.concatenate([self.base, self.added])
+        return out if dtype is None else out.astype(dtype)
+
+
 @dataclass
 class Index:
-    """A loaded index, all of it from one build: query it with unit vectors.
+    """A loaded index, all of it from one manifest: query it with unit vectors.
 
     Every field was validated by :func:`load_index`: reading ``meta`` (its fields as
     docs/INDEX_FORMAT.md lists them) cannot fail, and nothing in it can make a query
-    allocate more than the files themselves hold.
+    allocate more than the files themselves hold. Rows are the forest's items, then the
+    added ones; ``meta["items"][r]`` describes row ``r``; a removed item keeps its row,
+    hidden from every result.
 
     Attributes:
-        meta: the sidecar (``index.json``).
-        ann: the Annoy forest, checked to agree with ``meta`` and ``vectors``.
-        vectors: (count, dim) float32 unit rows of ``embeddings.npy``, memory-mapped read-only.
+        meta: the manifest (``index.json``).
+        ann: the Annoy forest over the first ``forest_count`` rows, checked to agree with them.
+        vectors: (count, dim) float32 unit rows, memory-mapped read-only (a :class:`Rows`
+            when items were added since the forest was built).
         preprocessing: how the index's images became encoder input.
+        stamp: (device, inode, mtime_ns, size) of the manifest that was read: a different
+            stamp on disk means the index changed since.
     """
 
     directory: Path
     meta: dict[str, Any]
     ann: AnnoyIndex
-    vectors: np.ndarray
+    vectors: np.ndarray | Rows
     preprocessing: Preprocessing
+    stamp: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def __post_init__(self) -> None:
+        items = self.meta["items"]
+        self.hidden = np.array([r for r, it in enumerate(items) if it.get("removed")], dtype=np.int64)
+        self._hidden_set = frozenset(self.hidden.tolist())
+        self._row_of_id = {it["id"]: r for r, it in enumerate(items) if not it.get("removed")}
 
     @property
     def paths(self) -> list[str]:
+        """Every row's item path, hidden ones included (row-aligned)."""
         return [it["path"] for it in self.meta["items"]]
+
+    @property
+    def ids(self) -> list[int]:
+        """Every row's stable item id, hidden ones included (row-aligned)."""
+        return [it["id"] for it in self.meta["items"]]
+
+    @property
+    def forest_count(self) -> int:
+        """Rows in the Annoy forest (the first ones)."""
+        return int(self.meta["forest_count"])
+
+    @property
+    def added_count(self) -> int:
+        """Rows added since the forest was built, searched exactly."""
+        return len(self) - self.forest_count
+
+    @property
+    def removed_count(self) -> int:
+        """Hidden rows, kept until the next compaction."""
+        return len(self.hidden)
+
+    @property
+    def live_count(self) -> int:
+        """Items a search can return."""
+        return len(self) - len(self.hidden)
+
+    @property
+    def hidden_in_forest(self) -> frozenset[int]:
+        """Rows of the forest that no result may show."""
+        return frozenset(r for r in self._hidden_set if r < self.forest_count)
+
+    @property
+    def live_added(self) -> np.ndarray:
+        """(A',) ascending added rows that are not hidden: those searched exactly beside the forest."""
+        rows = np.arange(self.forest_count, len(self), dtype=np.int64)
+        return rows[~np.isin(rows, self.hidden)]
+
+    def is_hidden(self, row: int) -> bool:
+        return row in self._hidden_set
+
+    def item(self, item_id: int) -> dict[str, Any] | None:
+        """The live item with this id (``id``, ``path``, ``sha256``, ``bytes``), or None if unknown or removed."""
+        row = self._row_of_id.get(item_id) if validate.is_int(item_id) else None
+        return None if row is None else {k: self.meta["items"][row][k] for k in ("id", "path", "sha256", "bytes")}
+
+    def row_of(self, item_id: int) -> int | None:
+        """The row of the live item with this id, or None."""
+        return self._row_of_id.get(item_id)
 
     @property
     def crop_margin(self) -> float | None:
@@ -188,12 +320,49 @@ class Index:
         return int(self.meta["count"])
 
     def query(self, vector: np.ndarray, k: int) -> tuple[list[int], list[float]]:
-        """Top-k item ids and cosine similarities for one (D,) unit vector, best first."""
-        k = min(k, len(self))
+        """Top-k live rows and their cosine similarities for one (D,) unit vector, best first.
+
+        The forest is asked for ``k`` more items than it holds hidden ones, which are
+        then dropped; the added rows are scored exactly and merged in.
+        """
+        k = min(k, self.live_count)
+        if k < 1:
+            return [], []
+        hidden = self.hidden_in_forest
+        n = min(k + len(hidden), self.forest_count)
         # Searching more nodes than Annoy's default keeps the approximate top-k exact at catalog scale.
-        search_k = min(max(k, 10) * self.meta["n_trees"] * 4, MAX_SEARCH_K)
-        ids, dist = self.ann.get_nns_by_vector(vector.tolist(), k, search_k=search_k, include_distances=True)
-        return ids, [float(cosine_from_angular(d)) for d in dist]
+        search_k = min(max(n, 10) * self.meta["n_trees"] * 4, MAX_SEARCH_K)
+        rows, dist = self.ann.get_nns_by_vector(vector.tolist(), n, search_k=search_k, include_distances=True)
+        found = [(r, float(cosine_from_angular(d))) for r, d in zip(rows, dist) if r not in hidden]
+        added = self.live_added
+        if len(added):
+            scores = np.asarray(self.vectors[added]) @ np.asarray(vector, np.float32)
+            found += [(int(r), float(s)) for r, s in zip(added, scores)]
+            found.sort(key=lambda f: -f[1])  # stable: forest order breaks ties
+        found = found[:k]
+        return [r for r, _ in found], [s for _, s in found]
+
+    def load_model(self, checkpoint: str | None = None) -> tuple[Any, ModelInfo]:
+        """The encoder this index was built with, checked against it (what search and updates embed with).
+
+        Args:
+            checkpoint: where that model is, if not at the id the manifest records.
+
+        Raises:
+            CheckpointError: the model cannot be loaded.
+            IndexFormatError: its weights are not the index's.
+        """
+        from simclr_watches.core.errors import CheckpointError
+        from simclr_watches.weights import load_model
+
+        try:
+            encoder, model = load_model(checkpoint or self.meta["model"]["id"])
+        except CheckpointError as e:
+            if checkpoint:
+                raise
+            raise CheckpointError(f"{e} (the model this index was built with; pass --checkpoint if it moved)") from None
+        self.check_model(model)
+        return encoder, model
 
     def check_model(self, model: ModelInfo) -> None:
         """Refuses a model other than the one the index was built with.
@@ -224,19 +393,19 @@ class _Replaced(Exception):
 def load_index(directory: Path | str) -> Index:
     """Opens an index folder, validating every file before anything is used.
 
-    The three files are opened from one folder (one directory file descriptor), so a
-    ``build-index --force`` that swaps the folder meanwhile yields the old index or
-    the new one, never a mix of both; if the old folder is deleted under the reader,
-    it starts over on the new one.
+    The manifest and the files it names are opened from one folder (one directory file
+    descriptor): a writer committing meanwhile (``add``, ``remove``, ``compact``, or a
+    ``build-index --force`` swapping the folder) yields the old index or the new one,
+    never a mix of both; if a named file is deleted under the reader, it starts over.
 
     Raises:
         IndexFormatError: a missing file or folder, or a file that is not what the
-            format says (one line naming the file, and the field for the sidecar).
+            format says (one line naming the file, and the field for the manifest).
     """
     directory = Path(directory)
     for attempt in range(READ_ATTEMPTS):
         if attempt:
-            time.sleep(RETRY_PAUSE_S)
+            time.sleep(RETRY_PAUSE_S * attempt)
         try:
             return _load_once(directory)
         except _Replaced as e:
@@ -247,44 +416,40 @@ def load_index(directory: Path | str) -> Index:
 
 
 def load_embeddings(directory: Path | str) -> np.ndarray:
-    """The (N, D) float32 embeddings kept beside the Annoy forest (validated with the whole index).
+    """The (N, D) float32 rows of every item, hidden ones included (validated with the whole index).
 
     Raises:
         IndexFormatError: as :func:`load_index`.
     """
-    return load_index(directory).vectors
+    return np.asarray(load_index(directory).vectors)
 
 
 def _load_once(directory: Path) -> Index:
-    with _open_files(directory) as (sidecar_fd, ann_fd, emb_fd):
+    dir_fd = _open_dir(directory)
+    fds: list[int] = []
+    try:
+        fds.append(_open_member(directory, dir_fd, SIDECAR_FILE))
+        st = os.fstat(fds[0])
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
         sidecar = directory / SIDECAR_FILE
-        meta = _read_sidecar(sidecar_fd, sidecar)
+        meta = _read_sidecar(fds[0], sidecar)
         try:
             preprocessing = _check_sidecar(meta)
         except validate.FieldError as e:
             raise IndexFormatError(f"{sidecar}: {e}") from None
-        vectors = _map_embeddings(emb_fd, directory / EMBEDDINGS_FILE, meta["count"], meta["dim"])
-        ann = _load_forest(ann_fd, directory / ANNOY_FILE, meta, vectors)
-        return Index(directory, meta, ann, vectors, preprocessing)
-
-
-@contextlib.contextmanager
-def _open_files(directory: Path) -> Iterator[tuple[int, int, int]]:
-    """File descriptors of the sidecar, forest and embeddings, all opened from the same folder.
-
-    A built folder is never modified after its rename into place, so files opened
-    through one directory descriptor belong to one build.
-
-    Raises:
-        IndexFormatError: the folder or a file is missing or not a regular file.
-        _Replaced: the folder was swapped or deleted meanwhile.
-    """
-    dir_fd = _open_dir(directory)
-    fds: list[int] = []
-    try:
-        for name in (SIDECAR_FILE, ANNOY_FILE, EMBEDDINGS_FILE):
-            fds.append(_open_member(directory, dir_fd, name))
-        yield fds[0], fds[1], fds[2]
+        files, opened = meta["files"], {}
+        for role in store.FILE_KINDS:
+            if role in files:
+                opened[role] = _open_member(directory, dir_fd, files[role], manifest_fd=fds[0])
+                fds.append(opened[role])
+        forest_count, dim = meta["forest_count"], meta["dim"]
+        base = _map_embeddings(opened["vectors"], directory / files["vectors"], forest_count, dim)
+        ann = _load_forest(opened["forest"], directory / files["forest"], meta, base, files["vectors"])
+        vectors: np.ndarray | Rows = base
+        if "added" in files:
+            added = _map_embeddings(opened["added"], directory / files["added"], meta["count"] - forest_count, dim)
+            vectors = Rows(base, added)
+        return Index(directory, meta, ann, vectors, preprocessing, stamp)
     finally:
         for fd in fds + [dir_fd]:
             os.close(fd)
@@ -302,14 +467,19 @@ def _open_dir(directory: Path) -> int:
         raise IndexFormatError(f"{directory}: cannot open the index folder: {e.strerror}") from None
 
 
-def _open_member(directory: Path, dir_fd: int, name: str) -> int:
-    """Opens ``name`` inside the folder ``dir_fd`` refers to (non-blocking: a FIFO cannot hang us)."""
+def _open_member(directory: Path, dir_fd: int, name: str, manifest_fd: int | None = None) -> int:
+    """Opens ``name`` inside the folder ``dir_fd`` refers to (non-blocking: a FIFO cannot hang us).
+
+    Args:
+        manifest_fd: the manifest that named the file: if it has been replaced since, a
+            missing file was deleted by the writer that replaced it (read again).
+    """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(name, flags, dir_fd=dir_fd) if os.open in os.supports_dir_fd else os.open(directory / name, flags)
     except FileNotFoundError:
-        if _renamed(directory, dir_fd):  # the old folder of a rebuild, being deleted
-            raise _Replaced(_changing(directory)) from None
+        if _renamed(directory, dir_fd) or (manifest_fd is not None and _renamed(directory / SIDECAR_FILE, manifest_fd)):
+            raise _Replaced(_changing(directory)) from None  # a rebuild's old folder, or a commit's old files
         missing = f"not an index ({name} is missing)" if name == SIDECAR_FILE else f"{name} is missing"
         raise IndexFormatError(f"{directory}: {missing}") from None
     except OSError as e:
@@ -323,7 +493,8 @@ def _open_member(directory: Path, dir_fd: int, name: str) -> int:
 def _renamed(path: Path, fd: int) -> bool:
     """Whether ``path`` no longer names the file or folder ``fd`` was opened from.
 
-    A name never returns to an older file: builds only ever rename a new folder in.
+    A name never returns to an older file: builds only ever rename a new folder (and
+    writers a new manifest) in.
     """
     try:
         now = os.stat(path)
@@ -334,7 +505,7 @@ def _renamed(path: Path, fd: int) -> bool:
 
 
 def _changing(directory: Path) -> IndexFormatError:
-    return IndexFormatError(f"{directory}: the index kept being replaced while it was read; try again")
+    return IndexFormatError(f"{directory}: the index kept being replaced or updated while it was read; try again")
 
 
 def _read_sidecar(fd: int, path: Path) -> Any:
@@ -368,15 +539,25 @@ def _check_sidecar(meta: Any) -> Preprocessing:
         raise validate.FieldError("", f"nested more than {MAX_DEPTH} levels deep")
     validate.one_of(validate.member(meta, "format"), "format", ["simclr-watches-index"])
     version = validate.member(meta, "format_version")
+    if validate.is_int(version) and 1 <= version < FORMAT_VERSION:
+        raise validate.FieldError("format_version", f"index format v{version} was written by an older version of "
+                                  "simclr-watches; rebuild it with build-index --force")
     if not (validate.is_int(version) and version == FORMAT_VERSION):
         raise validate.FieldError("format_version", f"index format v{validate.describe(version)} is not "
                                   f"v{FORMAT_VERSION}, the one this version reads; rebuild it with build-index")
     validate.text(validate.member(meta, "package_version"), "package_version", 64, printable=True)
     _check_time(validate.member(meta, "created"), "created")
+    if "updated" in meta:
+        _check_time(meta["updated"], "updated")
     validate.one_of(validate.member(meta, "metric"), "metric", [METRIC])
     dim = validate.int_in(validate.member(meta, "dim"), "dim", 1, MAX_DIM)
     validate.int_in(validate.member(meta, "n_trees"), "n_trees", 1, MAX_TREES)
     count = validate.int_in(validate.member(meta, "count"), "count", 1, MAX_ITEMS)
+    forest_count = validate.int_in(validate.member(meta, "forest_count"), "forest_count", 1, count)
+    generation = validate.int_in(validate.member(meta, "generation"), "generation", 1, store.MAX_GENERATION)
+    with validate.under("files"):
+        _check_files(validate.member(meta, "files"), generation, added=count > forest_count)
+    next_id = validate.int_in(validate.member(meta, "next_id"), "next_id", count, MAX_ID)
     model = validate.member(meta, "model")
     with validate.under("model"):
         model_dim = _check_model_record(model, members=True)
@@ -388,9 +569,10 @@ def _check_sidecar(meta: Any) -> Preprocessing:
     items = validate.array(validate.member(meta, "items"), "items")
     if len(items) != count:
         raise validate.FieldError("items", f"expected {count} items (count), got {len(items)}")
+    seen: set[int] = set()
     for i, item in enumerate(items):
         with validate.under(f"items[{i}]"):
-            _check_item(item)
+            _check_item(item, next_id, seen)
     for i, skip in enumerate(validate.array(validate.member(meta, "skipped"), "skipped")):
         with validate.under(f"skipped[{i}]"):
             skip = validate.obj(skip, "")
@@ -430,8 +612,34 @@ def _check_model_record(model: Any, members: bool) -> int:
     return dim
 
 
-def _check_item(item: Any) -> None:
+def _check_files(files: Any, generation: int, added: bool) -> None:
+    """The data file names: ``forest`` and ``vectors``, and ``added`` exactly when there are added rows."""
+    files = validate.obj(files, "")
+    for role in files:
+        if role not in store.FILE_KINDS:
+            raise validate.FieldError(role, f"unknown data file role (known: {', '.join(store.FILE_KINDS)})")
+    for role in ("forest", "vectors", "added"):
+        if role == "added" and not added:
+            if role in files:
+                raise validate.FieldError(role, "names a file of added rows, but count equals forest_count")
+            continue
+        name = validate.member(files, role)
+        written = store.name_generation(role, name)
+        if written is None:
+            raise validate.FieldError(role, f"expected a file name like {store.data_name(role, 1)!r}, "
+                                            f"got {validate.describe(name)}")
+        if written > generation:
+            raise validate.FieldError(role, f"written at generation {written}, after this manifest's {generation}")
+
+
+def _check_item(item: Any, next_id: int, seen: set[int]) -> None:
     item = validate.obj(item, "")
+    item_id = validate.int_in(validate.member(item, "id"), "id", 0, next_id - 1)
+    if item_id in seen:
+        raise validate.FieldError("id", f"{item_id} is the id of an earlier item too")
+    seen.add(item_id)
+    if "removed" in item and item["removed"] is not True:
+        raise validate.FieldError("removed", f"expected true (or no field), got {validate.describe(item['removed'])}")
     validate.text(validate.member(item, "path"), "path")
     validate.hex_digest(validate.member(item, "sha256"), "sha256")
     validate.int_in(validate.member(item, "bytes"), "bytes", 0, 2**63 - 1)
@@ -485,15 +693,19 @@ def _check_unit_rows(vectors: np.ndarray, path: Path) -> None:
                                    f"(norm {norms[bad[0]]:.6g})")
 
 
-def _load_forest(fd: int, path: Path, meta: dict[str, Any], vectors: np.ndarray) -> AnnoyIndex:
-    """Loads ``index.ann`` from the open ``fd`` once its structure is known to be sound and of this build.
+def _load_forest(fd: int, path: Path, meta: dict[str, Any], vectors: np.ndarray, vectors_name: str) -> AnnoyIndex:
+    """Loads the forest from the open ``fd`` once its structure is known to be sound and of this build.
+
+    Args:
+        vectors: the (forest_count, dim) rows its items must equal, from the file ``vectors_name``.
+
 
     Raises:
         IndexFormatError: a size that is no whole number of nodes, a forest Annoy would read
             out of bounds or loop in, or items that differ from ``vectors``.
         _Replaced: (only where the file cannot be handed to Annoy by descriptor) the folder changed.
     """
-    count, dim, n_trees = meta["count"], meta["dim"], meta["n_trees"]
+    count, dim, n_trees = meta["forest_count"], meta["dim"], meta["n_trees"]
     node_bytes = 12 + 4 * dim  # Annoy's angular node: n_descendants, two children, dim floats
     size = os.fstat(fd).st_size
     if size == 0 or size % node_bytes:
@@ -501,7 +713,7 @@ def _load_forest(fd: int, path: Path, meta: dict[str, Any], vectors: np.ndarray)
                                f"({node_bytes} bytes each): truncated, or not built for dim {dim}")
     with open(fd, "rb", closefd=False) as f:
         nodes = np.memmap(f, dtype=np.int32, mode="r", shape=(size // node_bytes, 3 + dim))
-    problem = _forest_problem(nodes, count, dim, n_trees) or _items_problem(nodes, vectors)
+    problem = _forest_problem(nodes, count, dim, n_trees) or _items_problem(nodes, vectors, vectors_name)
     del nodes
     if problem:
         raise IndexFormatError(f"{path}: {problem}; rebuild it with build-index")
@@ -514,7 +726,7 @@ def _load_forest(fd: int, path: Path, meta: dict[str, Any], vectors: np.ndarray)
     if by_fd is None and _renamed(path, fd):
         raise _Replaced(_changing(path.parent))
     if ann.get_n_items() != count:  # what Annoy itself found: the checks above make it agree
-        raise IndexFormatError(f"{path}: holds {ann.get_n_items()} items, {SIDECAR_FILE} says {count}")
+        raise IndexFormatError(f"{path}: holds {ann.get_n_items()} items, {SIDECAR_FILE} says {count} (forest_count)")
     return ann
 
 
@@ -556,7 +768,7 @@ def _forest_problem(nodes: np.ndarray, count: int, dim: int, n_trees: int) -> st
     return None
 
 
-def _items_problem(nodes: np.ndarray, vectors: np.ndarray) -> str | None:
+def _items_problem(nodes: np.ndarray, vectors: np.ndarray, vectors_name: str) -> str | None:
     """Where the forest's items differ from the embeddings (another build's files); None when they agree.
 
     An item node stores its vector, and its squared norm (1) in place of the children.
@@ -570,7 +782,7 @@ def _items_problem(nodes: np.ndarray, vectors: np.ndarray) -> str | None:
             same &= np.abs(floats[start:stop, 1] - 1.0) <= UNIT_NORM_TOLERANCE
         if not same.all():
             i = start + int(np.flatnonzero(~same)[0])
-            return f"item {i} differs from row {i} of {EMBEDDINGS_FILE}: the two files come from different builds"
+            return f"item {i} differs from row {i} of {vectors_name}: the two files come from different builds"
     return None
 
 

@@ -27,7 +27,7 @@ import torch
 from annoy import AnnoyIndex
 
 from simclr_watches.core.errors import ImageReadError
-from simclr_watches.data.images import try_load_image
+from simclr_watches.data.images import Photo, try_load_image
 from simclr_watches.data.mask import crop_box
 from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.embed import prefetched
@@ -41,23 +41,30 @@ DECODE_AHEAD = 2
 
 
 class AnnoyCandidates:
-    """Each region's ``per_region`` nearest gallery items in an Annoy forest, united.
+    """Each region's ``per_region`` nearest gallery items in an Annoy forest, united, plus rows outside it.
 
-    Annoy searches with its default ``search_k`` (``n_trees * per_region`` nodes), the
-    same for an index folder's forest (``search``) and an in-memory one (``evaluate``).
+    Annoy searches with its default ``search_k`` (``n_trees * n`` nodes for ``n`` items),
+    the same for an index folder's forest (``search``) and an in-memory one (``evaluate``).
 
     Args:
-        forest: an angular forest over the gallery, item i = gallery row i
+        forest: an angular forest over the first gallery rows, item i = gallery row i
             (:func:`simclr_watches.retrieval.index.build_forest`).
         per_region: items fetched per region (``LocalizeConfig.candidates``).
+        hidden: forest rows never returned (removed items): each region asks the forest
+            for that many more items, then drops them.
+        always: rows returned for every query (items added after the forest was built,
+            then scored exactly like the others).
     """
 
-    def __init__(self, forest: AnnoyIndex, per_region: int):
-        self.forest, self.per_region = forest, per_region
+    def __init__(self, forest: AnnoyIndex, per_region: int, hidden: frozenset[int] = frozenset(),
+                 always: np.ndarray | None = None):
+        self.forest, self.per_region, self.hidden = forest, per_region, hidden
+        self.always = set() if always is None else {int(r) for r in always}
 
     def __call__(self, regions: np.ndarray) -> np.ndarray:
-        ids = {i for v in regions for i in self.forest.get_nns_by_vector(v.tolist(), self.per_region)}
-        return np.array(sorted(ids), dtype=np.int64)
+        n = self.per_region + len(self.hidden)
+        ids = {i for v in regions for i in self.forest.get_nns_by_vector(v.tolist(), n)}
+        return np.array(sorted((ids - self.hidden) | self.always), dtype=np.int64)
 
 
 def fuse_scores(scores: np.ndarray, top_m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,10 +172,15 @@ class LocalizedScorer:
     def _prepare(self, path: Path) -> _Prepared | ImageReadError:
         """The photo decoded (not hashed: a query's digest is never used) and cut into encoder-ready regions."""
         photo = try_load_image(path, hash=False)
-        if isinstance(photo, ImageReadError):
-            return photo
+        return photo if isinstance(photo, ImageReadError) else self._cut(photo)
+
+    def _cut(self, photo: Photo) -> _Prepared:
         whole_box = None if self.margin is None else crop_box(photo, self.margin)
         return _Prepared(*window_crops(photo.rgb, self.pre, self.cfg, whole_box))
+
+    def score_photo(self, photo: Photo) -> LocalizedQuery:
+        """Scores one photo already decoded (e.g. an upload, never written to disk)."""
+        return self._score(self._cut(photo))
 
     def _score(self, prepared: _Prepared) -> LocalizedQuery:
         regions = embed_regions(self.encoder, self.pre, prepared.whole, prepared.crops, self.device, self.batch_size)

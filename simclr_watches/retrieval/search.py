@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, Union
 
+import numpy as np
 import torch
 
-from simclr_watches.core.errors import CheckpointError, ImageReadError, SimclrWatchesError
+from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
+from simclr_watches.data.images import Photo
 from simclr_watches.data.mask import crop_to_foreground
 from simclr_watches.core.device import resolve_device
-from simclr_watches.retrieval.embed import embed_paths
-from simclr_watches.retrieval.index import Index, load_index
+from simclr_watches.retrieval.embed import PhotoView, embed_paths, embed_tensors, fit_photo
+from simclr_watches.retrieval.index import SIDECAR_FILE, Index, load_index
 from simclr_watches.retrieval.localize import LocalizeConfig
-from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedScorer
-from simclr_watches.weights import load_model
+from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedQuery, LocalizedScorer
 
 # A query: a photo's path (labelled by itself) or a (label, path) pair.
 Query = Union[str, os.PathLike, tuple[str, Path]]
@@ -25,11 +27,12 @@ Query = Union[str, os.PathLike, tuple[str, Path]]
 
 @dataclass(frozen=True)
 class Hit:
-    """One catalog item found: its 1-based rank, its path as indexed (absolute), its cosine similarity."""
+    """One catalog item found: its 1-based rank, its path as indexed (absolute), its cosine similarity, its item id."""
 
     rank: int
     path: str
     score: float
+    id: int
 
 
 @dataclass
@@ -53,7 +56,7 @@ class QueryResult:
         out: dict[str, Any] = {"query": self.query}
         if self.box is not None:
             out["box"] = self.box
-        out["results"] = [{"rank": h.rank, "path": h.path, "score": round(h.score, 6)} for h in self.hits]
+        out["results"] = [{"rank": h.rank, "id": h.id, "path": h.path, "score": round(h.score, 6)} for h in self.hits]
         return out
 
 
@@ -90,17 +93,39 @@ class Searcher:
     def __init__(self, index_dir: Path | str, checkpoint: str | None = None, device: str = "auto",
                  localize: LocalizeConfig | None = LocalizeConfig()):
         self.index: Index = load_index(index_dir)
-        model_id = checkpoint or self.index.meta["model"]["id"]
-        try:
-            self.encoder, self.model = load_model(model_id)
-        except CheckpointError as e:
-            if checkpoint:
-                raise
-            raise CheckpointError(f"{e} (the model this index was built with; pass --checkpoint if it moved)") from None
-        self.index.check_model(self.model)
+        self.encoder, self.model = self.index.load_model(checkpoint)
         self.device = resolve_device(device)
         self.encoder = self.encoder.to(self.device).eval().to(memory_format=torch.channels_last)
         self.localize = localize
+        self._refreshing = threading.Lock()
+
+    def refresh(self) -> bool:
+        """Loads the index again if it changed on disk (an add, remove, compaction or rebuild); returns whether it did.
+
+        Cheap when nothing changed: one ``stat`` of the manifest. Thread-safe: a search
+        running meanwhile finishes on the index it started with, and the next one uses
+        the new index.
+
+        Raises:
+            IndexFormatError: the index on disk is now invalid, or was rebuilt with another
+                model (the index loaded before stays in use).
+        """
+        with self._refreshing:
+            try:
+                st = os.stat(self.index.directory / SIDECAR_FILE)
+            except OSError:
+                st = None  # mid-swap or gone: load_index says which
+            if st is not None and (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) == self.index.stamp:
+                return False
+            fresh = load_index(self.index.directory)
+            fresh.check_model(self.model)
+            changed = fresh.stamp != self.index.stamp
+            self.index = fresh
+            return changed
+
+    def item(self, item_id: int) -> dict[str, Any] | None:
+        """The live item ``item_id`` (``id``, ``path``, ``sha256``, ``bytes``); None if unknown or removed."""
+        return self.index.item(item_id)
 
     def search(self, queries: Sequence[Query] | Query, top_k: int = 10, batch_size: int = 32,
                progress: bool = False) -> list[QueryResult]:
@@ -129,7 +154,7 @@ class Searcher:
             photo: the query image file.
 
         Returns:
-            ``.hits`` (``rank``, ``path``, ``score``), best first, and ``.box``.
+            ``.hits`` (``rank``, ``path``, ``score``, ``id``), best first, and ``.box``.
 
         Raises:
             ImageReadError: the photo cannot be read or decoded.
@@ -140,44 +165,81 @@ class Searcher:
             raise answer
         return answer
 
+    def search_photo(self, photo: Photo, label: str, top_k: int = 10) -> QueryResult:
+        """As :meth:`search_one`, for a photo already decoded (e.g. an upload, from
+        :func:`simclr_watches.data.images.decode_image`; nothing is written to disk).
+
+        Args:
+            label: the result's ``query``.
+
+        Raises:
+            ImageReadError: the decoded image cannot be prepared (cropped, resized).
+            SimclrWatchesError: ``top_k`` < 1.
+        """
+        _check_top_k(top_k)
+        snap = self.index
+        if self.localize is None:
+            tensor = fit_photo(photo, snap.preprocessing, _view(snap))
+            if isinstance(tensor, ImageReadError):
+                raise tensor
+            [vector] = embed_tensors(self.encoder, snap.preprocessing, tensor[None], self.device)
+            return self._whole_result(snap, label, vector, top_k)
+        return self._localized_result(snap, label, self._scorer(snap).score_photo(photo), top_k)
+
     def _answer(self, queries: list[tuple[str, Path]], top_k: int, batch_size: int = 32,
                 progress: bool = False) -> list[QueryResult | ImageReadError]:
         """A result per query, in order, or the ImageReadError that kept a query unanswered."""
-        if top_k < 1:
-            raise SimclrWatchesError(f"top-k must be >= 1, got {top_k}")
+        _check_top_k(top_k)
+        snap = self.index  # one index for the whole call, whatever a refresh does meanwhile
         search = self._search_whole if self.localize is None else self._search_localized
-        return search(queries, top_k, batch_size, progress)
+        return search(snap, queries, top_k, batch_size, progress)
 
-    def _search_whole(self, queries: list[tuple[str, Path]], top_k: int, batch_size: int,
+    def _search_whole(self, snap: Index, queries: list[tuple[str, Path]], top_k: int, batch_size: int,
                       progress: bool) -> list[QueryResult | ImageReadError]:
-        margin = self.index.crop_margin
-        view = None if margin is None else functools.partial(crop_to_foreground, margin=margin)
-        emb = embed_paths(self.encoder, self.index.preprocessing, [p for _, p in queries], batch_size=batch_size,
-                          device=self.device, progress=progress, label="queries", view=view, hash=False)
+        emb = embed_paths(self.encoder, snap.preprocessing, [p for _, p in queries], batch_size=batch_size,
+                          device=self.device, progress=progress, label="queries", view=_view(snap), hash=False)
         errors = {e.path: e for e in emb.skipped}
         vectors = iter(emb.vectors)  # one row per readable query, in input order
-        paths = self.index.paths
-        results: list[QueryResult | ImageReadError] = []
-        for label, path in queries:
-            if path in errors:
-                results.append(errors[path])
-                continue
-            ids, scores = self.index.query(next(vectors), top_k)
-            results.append(QueryResult(label, [Hit(r + 1, paths[i], s) for r, (i, s) in enumerate(zip(ids, scores))]))
-        return results
+        return [errors[path] if path in errors else self._whole_result(snap, label, next(vectors), top_k)
+                for label, path in queries]
 
-    def _search_localized(self, queries: list[tuple[str, Path]], top_k: int, batch_size: int,
+    @staticmethod
+    def _whole_result(snap: Index, label: str, vector: np.ndarray, top_k: int) -> QueryResult:
+        rows, scores = snap.query(vector, top_k)
+        return QueryResult(label, [_hit(snap, rank, row, score) for rank, (row, score) in enumerate(zip(rows, scores))])
+
+    def _scorer(self, snap: Index, batch_size: int = 32) -> LocalizedScorer:
+        cfg = self.localize
+        candidates = AnnoyCandidates(snap.ann, cfg.candidates, hidden=snap.hidden_in_forest, always=snap.live_added)
+        return LocalizedScorer(self.encoder, snap.preprocessing, snap.vectors, candidates, cfg, snap.crop_margin,
+                               self.device, batch_size)
+
+    def _search_localized(self, snap: Index, queries: list[tuple[str, Path]], top_k: int, batch_size: int,
                           progress: bool) -> list[QueryResult | ImageReadError]:
-        cfg, paths = self.localize, self.index.paths
-        scorer = LocalizedScorer(self.encoder, self.index.preprocessing, self.index.vectors,
-                                 AnnoyCandidates(self.index.ann, cfg.candidates), cfg, self.index.crop_margin,
-                                 self.device, batch_size)
-        results: list[QueryResult | ImageReadError] = []
-        for (label, _), scored in zip(queries, scorer.score_files(p for _, p in queries)):
-            if isinstance(scored, ImageReadError):
-                results.append(scored)
-                continue
-            order = scored.scores.ranking(top_k)
-            hits = [Hit(r + 1, paths[scored.scores.ids[j]], float(scored.scores.scores[j])) for r, j in enumerate(order)]
-            results.append(QueryResult(label, hits, box=scored.box(order[0])))
-        return results
+        scorer = self._scorer(snap, batch_size)
+        return [scored if isinstance(scored, ImageReadError) else self._localized_result(snap, label, scored, top_k)
+                for (label, _), scored in zip(queries, scorer.score_files(p for _, p in queries))]
+
+    @staticmethod
+    def _localized_result(snap: Index, label: str, scored: LocalizedQuery, top_k: int) -> QueryResult:
+        order = scored.scores.ranking(top_k)
+        if not len(order):  # every item removed
+            return QueryResult(label)
+        hits = [_hit(snap, rank, scored.scores.ids[j], scored.scores.scores[j]) for rank, j in enumerate(order)]
+        return QueryResult(label, hits, box=scored.box(order[0]))
+
+
+def _check_top_k(top_k: int) -> None:
+    if top_k < 1:
+        raise SimclrWatchesError(f"top-k must be >= 1, got {top_k}")
+
+
+def _view(snap: Index) -> PhotoView | None:
+    """What a query photo is cropped to, as the index's catalog photos were."""
+    margin = snap.crop_margin
+    return None if margin is None else functools.partial(crop_to_foreground, margin=margin)
+
+
+def _hit(snap: Index, rank: int, row: int, score: float) -> Hit:
+    item = snap.meta["items"][int(row)]
+    return Hit(rank + 1, item["path"], float(score), item["id"])

@@ -27,10 +27,12 @@ def test_sidecar_describes_everything(make_catalog, small_checkpoint, tmp_path):
     report = _build(root, tmp_path / "idx", small_checkpoint)
     assert report.count == 4 and report.skipped == [(str(root / "bad.jpg"), "empty file")]
     meta = json.loads((tmp_path / "idx" / "index.json").read_text())
-    assert meta["format"] == "simclr-watches-index" and meta["format_version"] == 1
+    assert meta["format"] == "simclr-watches-index" and meta["format_version"] == 2
     assert meta["model"] == {"id": str(small_checkpoint.resolve()), "sha256": sha256_file(small_checkpoint), "arch": "resnet18", "dim": 512}
     assert meta["dim"] == 512 and meta["metric"] == "angular" and meta["n_trees"] == 5 and meta["count"] == 4
     assert meta["preprocessing"]["size"] == 64
+    assert meta["files"] == {"forest": "forest-1.ann", "vectors": "vectors-1.npy"} and meta["forest_count"] == 4
+    assert [it["id"] for it in meta["items"]] == [0, 1, 2, 3] and meta["next_id"] == 4
     item = meta["items"][0]
     assert item["path"] == str((root / "w000.png").resolve())
     assert item["sha256"] == sha256_file(root / "w000.png") and item["bytes"] == (root / "w000.png").stat().st_size
@@ -101,7 +103,12 @@ def test_load_index_refuses_incomplete_or_foreign(make_catalog, small_checkpoint
     sidecar = tmp_path / "idx" / "index.json"
     meta = json.loads(sidecar.read_text())
     sidecar.write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(IndexFormatError, match="v99 is not v1"):
+    sidecar.write_text(json.dumps({**meta, "format_version": 1}))
+    with pytest.raises(IndexFormatError, match="v1 was written by an older version of simclr-watches; rebuild it "
+                                               "with build-index --force"):
+        load_index(tmp_path / "idx")
+    sidecar.write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(IndexFormatError, match="v99 is not v2"):
         load_index(tmp_path / "idx")
     sidecar.write_text("{")
     with pytest.raises(IndexFormatError, match="unreadable sidecar"):
@@ -181,20 +188,20 @@ TAMPERED = {
     "item without path": ("search", _edit_sidecar(lambda m: {**m, "items": [{"sha256": "0" * 64, "bytes": 1}] * 3}),
                           "index.json: items[0].path: missing"),
     "json list": ("search", _edit_sidecar(lambda m: [m]), "index.json: expected an object, got a list of 1"),
-    "ann of another build": ("search", lambda d: shutil.copy(d.parent / "other" / "index.ann", d / "index.ann"),
-                             "index.ann: item 0 differs from row 0 of embeddings.npy"),
-    "npy pickled": ("search", lambda d: np.save(d / "embeddings.npy", np.array([{}] * 3), allow_pickle=True),
-                    "embeddings.npy: expected float32 (3, 512) as index.json says, got object (3,)"),
+    "ann of another build": ("search", lambda d: shutil.copy(d.parent / "other" / "forest-1.ann", d / "forest-1.ann"),
+                             "forest-1.ann: item 0 differs from row 0 of vectors-1.npy"),
+    "npy pickled": ("search", lambda d: np.save(d / "vectors-1.npy", np.array([{}] * 3), allow_pickle=True),
+                    "vectors-1.npy: expected float32 (3, 512) as index.json says, got object (3,)"),
     "info: nested garbage": ("info", lambda d: (d / "index.json").write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}"),
                              "index.json: unreadable sidecar: JSON nested too deeply"),
 }
 # The same through the in-process CLI (same error path, no process start-up).
 TAMPERED_IN_PROCESS = {
-    "ann truncated": ("search", _truncate("index.ann", 5000), "index.ann: 5000 bytes is not a whole number"),
-    "ann empty": ("search", _truncate("index.ann", 0), "index.ann: 0 bytes is not a whole number"),
-    "npy missing": ("search", lambda d: (d / "embeddings.npy").unlink(), ": embeddings.npy is missing"),
-    "npy nan": ("search", lambda d: np.save(d / "embeddings.npy", np.full((3, 512), np.nan, np.float32)),
-                "embeddings.npy: row 0 is not a finite unit vector"),
+    "ann truncated": ("search", _truncate("forest-1.ann", 5000), "forest-1.ann: 5000 bytes is not a whole number"),
+    "ann empty": ("search", _truncate("forest-1.ann", 0), "forest-1.ann: 0 bytes is not a whole number"),
+    "npy missing": ("search", lambda d: (d / "vectors-1.npy").unlink(), ": vectors-1.npy is missing"),
+    "npy nan": ("search", lambda d: np.save(d / "vectors-1.npy", np.full((3, 512), np.nan, np.float32)),
+                "vectors-1.npy: row 0 is not a finite unit vector"),
     "info: size 100000": ("info", _set_preprocessing("size", 100000), "index.json: preprocessing.size"),
     "info: model id with a newline": ("info", _edit_sidecar(lambda m: {**m, "model": {**m["model"], "id": "a\nb"}}),
                                       "index.json: model.id: expected a non-empty printable string"),
@@ -270,21 +277,21 @@ def _assert_one_build(idx, builds):
     assert np.allclose(idx.ann.get_item_vector(len(idx) - 1), idx.vectors[-1])
 
 
-def test_a_rebuild_between_reads_gives_the_old_index_not_a_mix(tmp_path, monkeypatch):
+def test_a_rebuild_between_reads_gives_one_whole_index_not_a_mix(tmp_path, monkeypatch):
     _random_index(tmp_path / "idx", 3, seed=1)
     real_loads, swapped = json.loads, []
 
     def swap_then_parse(text, *a, **k):
-        if not swapped:  # the sidecar is read: now a rebuild replaces the folder, before the forest is opened
+        if not swapped:  # the manifest is read: now a rebuild replaces the folder, before the forest is opened
             swapped.append(_random_index(tmp_path / "idx", 5, seed=2, force=True))
         return real_loads(text, *a, **k)
 
     monkeypatch.setattr(index_mod.json, "loads", swap_then_parse)
     idx = load_index(tmp_path / "idx")
     monkeypatch.undo()
-    assert swapped and idx.meta["count"] == 3
-    _assert_one_build(idx, {3: 1})
-    _assert_one_build(load_index(tmp_path / "idx"), {5: 2})
+    # The old folder's files were deleted before they were opened: the reader started over on the new one.
+    assert swapped and idx.meta["count"] == 5
+    _assert_one_build(idx, {5: 2})
 
 
 def test_reads_during_repeated_rebuilds_see_whole_indexes(tmp_path):
@@ -328,12 +335,12 @@ def test_a_fifo_or_folder_in_place_of_a_file_is_refused_without_hanging(tmp_path
     reader.start()
     reader.join(10)
     assert outcome and "index.json: not a regular file" in outcome[0]
-    (tmp_path / "idx" / "index.ann").unlink()
-    (tmp_path / "idx" / "index.ann").mkdir()
+    (tmp_path / "idx" / "forest-1.ann").unlink()
+    (tmp_path / "idx" / "forest-1.ann").mkdir()
     (tmp_path / "idx" / "index.json").unlink()
     _random_index(tmp_path / "other", 3)
     shutil.copy(tmp_path / "other" / "index.json", tmp_path / "idx")
-    assert "index.ann: not a regular file" in _error_of(load_index, tmp_path / "idx")
+    assert "forest-1.ann: not a regular file" in _error_of(load_index, tmp_path / "idx")
 
 
 def _error_of(fn, *args):
@@ -359,15 +366,15 @@ def _split_node(ann_file, dim):
 ])
 def test_a_forest_annoy_would_crash_or_loop_in_is_refused(tmp_path, damage, message):
     _random_index(tmp_path / "idx", 40, dim=8)  # 40 items > K = 10: trees of split nodes
-    nodes, i = _split_node(tmp_path / "idx" / "index.ann", 8)
+    nodes, i = _split_node(tmp_path / "idx" / "forest-1.ann", 8)
     damage(nodes, i)
-    nodes.tofile(tmp_path / "idx" / "index.ann")
-    assert f"index.ann: {message}; rebuild it with build-index" in _error_of(load_index, tmp_path / "idx")
+    nodes.tofile(tmp_path / "idx" / "forest-1.ann")
+    assert f"forest-1.ann: {message}; rebuild it with build-index" in _error_of(load_index, tmp_path / "idx")
 
 
 def test_a_leaf_listing_a_missing_item_is_refused(tmp_path):
     _random_index(tmp_path / "idx", 6, dim=8)  # 6 items <= K = 10: each tree is one leaf listing them all
-    nodes = np.fromfile(tmp_path / "idx" / "index.ann", dtype=np.int32).reshape(-1, 11)
+    nodes = np.fromfile(tmp_path / "idx" / "forest-1.ann", dtype=np.int32).reshape(-1, 11)
     nodes[-1, 3] = 10**6
-    nodes.tofile(tmp_path / "idx" / "index.ann")
-    assert "index.ann: a leaf lists an item that does not exist" in _error_of(load_index, tmp_path / "idx")
+    nodes.tofile(tmp_path / "idx" / "forest-1.ann")
+    assert "forest-1.ann: a leaf lists an item that does not exist" in _error_of(load_index, tmp_path / "idx")

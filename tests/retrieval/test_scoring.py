@@ -17,7 +17,7 @@ from simclr_watches.data.mask import crop_box
 from simclr_watches.evaluation.encoders import EncoderMethod, LocalizedMethod
 from simclr_watches.retrieval import scoring
 from simclr_watches.retrieval.embed import embed_tensors
-from simclr_watches.retrieval.index import ANNOY_FILE, build_forest, build_index, load_index
+from simclr_watches.retrieval.index import build_forest, build_index, load_index
 from simclr_watches.retrieval.localize import LocalizeConfig, embed_regions, window_crops
 from simclr_watches.retrieval.scoring import AnnoyCandidates, fuse_scores, score_regions
 from simclr_watches.retrieval.search import Searcher
@@ -78,7 +78,7 @@ def test_annoy_candidates_unite_each_regions_nearest_items():
 def test_the_in_memory_forest_is_the_one_build_index_writes(index_dir, tmp_path):
     index = load_index(index_dir)
     build_forest(np.array(index.vectors), n_trees=5).save(str(tmp_path / "again.ann"))
-    assert (tmp_path / "again.ann").read_bytes() == (index_dir / ANNOY_FILE).read_bytes()
+    assert (tmp_path / "again.ann").read_bytes() == (index_dir / index.meta["files"]["forest"]).read_bytes()
 
 
 def test_evaluate_scores_what_search_finds(index_dir, small_checkpoint, scenes, tmp_path):

@@ -9,7 +9,7 @@ from simclr_watches.retrieval.sheet import LABEL_H, THUMB, write_sheet
 def test_sheet_png_and_html(make_catalog, tmp_path):
     root = make_catalog(3)
     results = [
-        QueryResult(str(root / "w000.png"), [Hit(1, str(root / "w000.png"), 0.99), Hit(2, str(root / "w001.png"), 0.5)],
+        QueryResult(str(root / "w000.png"), [Hit(1, str(root / "w000.png"), 0.99, 0), Hit(2, str(root / "w001.png"), 0.5, 1)],
                     box=[10, 10, 60, 60]),
         QueryResult("missing.png", error="missing.png: no such file"),
     ]
@@ -25,7 +25,7 @@ def test_sheet_png_and_html(make_catalog, tmp_path):
 
 def test_sheet_needs_png_and_an_answer(tmp_path):
     with pytest.raises(SimclrWatchesError, match="is a .png file"):
-        write_sheet([QueryResult("q", [Hit(1, "x", 1.0)])], tmp_path / "s.jpg")
+        write_sheet([QueryResult("q", [Hit(1, "x", 1.0, 0)])], tmp_path / "s.jpg")
     with pytest.raises(SimclrWatchesError, match="no answered query"):
         write_sheet([QueryResult("q", error="bad")], tmp_path / "s.png")
     assert not list(tmp_path.iterdir())
