@@ -210,10 +210,9 @@ class CatalogService:
         Raises:
             ApiError: 415/413/400 a photo is unusable; 409 the index cannot be changed now.
         """
-        stored = []
         for i, data in enumerate(files, 1):
             self.decode(data, f"photo {i}")
-            stored.append(self._store_upload(data))
+        stored = [self._store_upload(data) for data in files]
         with self.write_lock:
             report = self._write(add_items, self.index_dir, stored, model=(self.searcher.encoder, self.searcher.model),
                                  device=str(self.searcher.device))

@@ -68,14 +68,18 @@ def test_search_answers_search_json_schema_with_the_time_taken(serve, tmp_path):
     assert len(post_photo(client, photo.read_bytes()).json()["results"]) == 6  # default k 10, capped at the catalog
 
 
-@pytest.mark.parametrize("data, status, fragment", [
+UNUSABLE = [
     (b"hello, not an image", 415, "not an image"),
     (png(draw_watch(1))[:200], 400, "truncated or corrupt"),
     (b"", 400, "empty file"),
     (png(Image.new("RGB", (200, 100))), 413, "200x100 = 20000 pixels exceeds the limit of 10000"),
-])
-def test_an_unusable_photo_is_refused_with_its_status(serve, data, status, fragment):
-    assert_error(post_photo(serve(max_pixels=10_000), data), status, fragment)
+]
+
+
+def test_an_unusable_photo_is_refused_with_its_status(serve):
+    client = serve(max_pixels=10_000)
+    for data, status, fragment in UNUSABLE:
+        assert_error(post_photo(client, data), status, fragment)
 
 
 def test_a_photo_over_the_byte_limit_is_413_and_requests_without_a_photo_400_or_415(serve):
@@ -85,12 +89,12 @@ def test_a_photo_over_the_byte_limit_is_413_and_requests_without_a_photo_400_or_
     assert_error(client.post("/api/search", json={"image": "x"}), 415, "multipart/form-data")
 
 
-@pytest.mark.parametrize("k", [0, -1, 101, "abc", "1.5", ""])
-def test_a_wrong_k_is_422(serve, tmp_path, k):
+def test_a_wrong_k_is_422(serve, tmp_path):
     client = serve()
     photo = (tmp_path / "catalog" / "w000.png").read_bytes()
-    assert_error(post_photo(client, photo, k=k), 422, "k must be an integer in [1, 100]")
-    assert_error(client.get(f"/api/items/0/similar?k={k}"), 422, "k must be an integer in [1, 100]")
+    for k in (0, -1, 101, "abc", "1.5", ""):
+        assert_error(post_photo(client, photo, k=k), 422, "k must be an integer in [1, 100]")
+        assert_error(client.get(f"/api/items/0/similar?k={k}"), 422, "k must be an integer in [1, 100]")
 
 
 def test_items_their_image_thumbnail_and_more_like_this(serve, tmp_path):
@@ -110,10 +114,10 @@ def test_items_their_image_thumbnail_and_more_like_this(serve, tmp_path):
     assert len(similar["results"]) == 3 and similar["took_ms"] > 0
 
 
-@pytest.mark.parametrize("url", ["/api/items/999", "/api/items/999/image", "/api/items/999/thumbnail",
-                                 "/api/items/999/similar"])
-def test_an_unknown_item_is_404(serve, url):
-    assert_error(serve().get(url), 404, "no item 999 in the index")
+def test_an_unknown_item_is_404(serve):
+    client = serve()
+    for url in ("/api/items/999", "/api/items/999/image", "/api/items/999/thumbnail", "/api/items/999/similar"):
+        assert_error(client.get(url), 404, "no item 999 in the index")
 
 
 def test_item_ids_are_integers_and_never_paths(serve):
@@ -130,13 +134,15 @@ def test_a_catalog_file_gone_since_indexing_is_404(serve, tmp_path):
     assert_error(client.get("/api/items/4/image"), 404, "item 4: its file cannot be read")
 
 
-@pytest.mark.parametrize("method, url", [("post", "/api/items"), ("delete", "/api/items/0"), ("post", "/api/feedback")])
-def test_write_endpoints_are_403_unless_enabled_then_401_without_the_token(serve, method, url):
-    assert_error(getattr(serve(), method)(url, headers=AUTH), 403, "writes are disabled")
-    client = serve(enable_writes=True, token=TOKEN)
-    assert_error(getattr(client, method)(url), 401, "needs the server's token")
-    assert_error(getattr(client, method)(url, headers={"Authorization": "Bearer " + "x" * 24}), 401, "wrong token")
-    assert_error(getattr(client, method)(url, headers={"Authorization": f"Basic {TOKEN}"}), 401, "needs the server's token")
+def test_write_endpoints_are_403_unless_enabled_then_401_without_the_token(serve):
+    read_only, writable = serve(), serve(enable_writes=True, token=TOKEN)
+    for method, url in (("post", "/api/items"), ("delete", "/api/items/0"), ("post", "/api/feedback")):
+        assert_error(getattr(read_only, method)(url, headers=AUTH), 403, "writes are disabled")
+        assert_error(getattr(writable, method)(url), 401, "needs the server's token")
+        wrong = {"Authorization": "Bearer " + "x" * 24}
+        assert_error(getattr(writable, method)(url, headers=wrong), 401, "wrong token")
+        basic = {"Authorization": f"Basic {TOKEN}"}
+        assert_error(getattr(writable, method)(url, headers=basic), 401, "needs the server's token")
 
 
 def test_add_search_and_remove_through_the_api(serve, index_dir):
