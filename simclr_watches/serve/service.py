@@ -21,6 +21,7 @@ from simclr_watches.core.atomic import atomic_path
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.core.files import read_limited
 from simclr_watches.data.images import DECODE_FORMATS, MAX_FILE_BYTES, Photo, decode_image
+from simclr_watches.retrieval.index import FEEDBACK_FILE, UPLOADS_DIR
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.search import Searcher
 from simclr_watches.retrieval.update import add_items, remove_items
@@ -31,8 +32,6 @@ from simclr_watches.serve.settings import ServeSettings
 from simclr_watches.serve.stats import Stats
 from simclr_watches.serve.thumbnails import ThumbnailCache, make_thumbnail
 
-UPLOADS_DIR = "uploads"  # INDEX/uploads/SHA256.EXT: photos added through the API
-FEEDBACK_FILE = "feedback.jsonl"
 
 # Decoded format -> (file extension, media type) of the bytes as served or stored.
 FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp"),

@@ -10,11 +10,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from helpers import draw_watch
-from simclr_watches.retrieval.index import build_index
+from simclr_watches.retrieval.index import FEEDBACK_FILE, INDEX_OUTPUT, UPLOADS_DIR, UPLOAD_NAME, build_index
 from simclr_watches.retrieval.search import Searcher
 from simclr_watches.retrieval.update import add_items
 from simclr_watches.serve.app import create_app, page_html
-from simclr_watches.serve.service import FEEDBACK_FILE, UPLOADS_DIR
 from simclr_watches.serve.settings import ServeSettings
 
 TOKEN = "t" * 24
@@ -165,6 +164,9 @@ def test_add_search_and_remove_through_the_api(serve, index_dir):
     assert_error(client.get("/api/items/6"), 404, "no item 6")
     stats = client.get("/api/stats").json()
     assert (stats["items"], stats["added"], stats["removed"]) == (6, 1, 1)
+    assert UPLOAD_NAME.match(stored.name) and INDEX_OUTPUT.owned(index_dir)  # build-index --force may replace it
+    (index_dir / UPLOADS_DIR / "notes.txt").write_text("mine")
+    assert not INDEX_OUTPUT.owned(index_dir)  # a file the server did not write: the folder is no longer ours
 
 
 def test_an_unusable_photo_among_several_adds_nothing(serve, index_dir):
@@ -189,6 +191,7 @@ def test_feedback_is_validated_and_appended_to_the_index_folder(serve, index_dir
     assert_error(client.post("/api/feedback", content=b"{" * 400, headers=AUTH), 413, "larger than 300 bytes")
     assert_error(client.post("/api/feedback", content=b"[]", headers=AUTH), 400, "JSON object")
     assert len((index_dir / FEEDBACK_FILE).read_text().splitlines()) == 1
+    assert INDEX_OUTPUT.owned(index_dir)
 
 
 def test_a_full_server_answers_503_and_counts_it(serve, tmp_path):
