@@ -296,3 +296,38 @@ class Chromium:
 
         Path(path).write_bytes(base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"]))
         return Path(path)
+
+
+@contextlib.contextmanager
+def serving(*args, env: dict[str, str] | None = None, timeout: float = 120) -> Iterator[tuple[subprocess.Popen, str, list[str]]]:
+    """``simclr-watches serve ARGS --port 0`` as a real process; yields it, the URL it printed and its stderr lines so far.
+
+    The server is stopped (SIGTERM, then SIGKILL) when the block ends.
+
+    Raises:
+        RuntimeError: the process ended before printing ``open URL`` (its stderr attached).
+    """
+    import re
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-m", "simclr_watches", "serve", *map(str, args), "--port", "0"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "200", **(env or {})})
+    lines: list[str] = []
+    try:
+        with deadline(int(timeout)):
+            for line in proc.stderr:
+                lines.append(line.rstrip("\n"))
+                if m := re.match(r"open (http://\S+)", line):
+                    break
+            else:
+                raise RuntimeError(f"serve exited {proc.wait()} before printing its URL:\n" + "\n".join(lines))
+        threading.Thread(target=lambda: lines.extend(line.rstrip("\n") for line in proc.stderr), daemon=True).start()
+        yield proc, m[1], lines
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
