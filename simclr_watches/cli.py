@@ -297,7 +297,8 @@ def demo(
     _note(
         f"query {res.query} is a simulated photo of {res.source}: "
         + (f"found at rank {rank}" if rank else "not in the top results")
-        + f"\ncontact sheet: {', '.join(map(str, res.files))}",
+        + f"\ncontact sheet: {', '.join(map(str, res.files))}"
+        + f"\nsearch it in a web page: simclr-watches serve {res.index}  (then open http://127.0.0.1:8000/)",
     )
 
 
