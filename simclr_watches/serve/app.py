@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from simclr_watches import __version__
+from simclr_watches.core.errors import SimclrWatchesError, one_line
 from simclr_watches.serve.errors import ApiError
 from simclr_watches.serve.form import read_form
 from simclr_watches.serve.service import CatalogService
@@ -98,6 +99,12 @@ def create_app(index_dir: Path | str, settings: ServeSettings = ServeSettings(),
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(SimclrWatchesError)
+    async def unavailable(request: Request, exc: SimclrWatchesError) -> JSONResponse:
+        # The index on disk became unreadable (deleted, damaged, rebuilt with another model): the server's
+        # problem, not the request's; the index loaded before keeps answering once it is back.
+        return _error(503, f"the index cannot be read now: {one_line(str(exc))}")
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:

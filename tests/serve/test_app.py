@@ -232,3 +232,10 @@ def test_the_page_is_one_self_contained_file(serve):
     assert 'capture="environment"' in html and 'accept="image/*"' in html and "/api/search" in html
     assert "http://" not in html and "https://" not in html and "src=\"//" not in html  # nothing from elsewhere
     assert "default-src 'none'" in resp.headers["content-security-policy"]
+
+
+def test_an_index_that_becomes_unreadable_is_503_not_a_crash(serve, index_dir):
+    client = serve()
+    (index_dir / "index.json").write_text("{}")
+    assert_error(client.get("/api/health"), 503, "the index cannot be read now")
+    assert_error(client.get("/api/items/1"), 503, "index.json")
