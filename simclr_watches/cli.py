@@ -93,10 +93,19 @@ def build_index_cmd(
     n_trees: int = typer.Option(50, min=1, help="Annoy trees: more is more exact and larger."),
     crop: bool = typer.Option(True, "--crop/--no-crop", help="Crop each photo around the watch (its non-white foreground) before embedding."),
     force: bool = ForceOpt,
+    update: bool = typer.Option(False, "--update", help="Bring an existing index up to date with the catalog: embed only new or changed files, drop deleted ones (the index keeps its model, crop and trees)."),
 ) -> None:
     """Embed a catalog folder and write an Annoy index with its JSON sidecar (--force: once the new one is complete)."""
-    from simclr_watches.retrieval.index import build_index
+    from simclr_watches.retrieval.index import SIDECAR_FILE, build_index
 
+    if update and force:
+        raise SimclrWatchesError("--update changes the index in place; --force rebuilds it: give one of them")
+    if update and (out / SIDECAR_FILE).exists():
+        from simclr_watches.retrieval.update import update_index
+
+        _report_update(update_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
+                                    progress=True))
+        return
     report = build_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
                          n_trees=n_trees, crop=crop, force=force)
     for path, reason in report.skipped:
@@ -105,6 +114,61 @@ def build_index_cmd(
         f"indexed {report.count} images with {report.model.id} into {report.directory}"
         + (f"; skipped {len(report.skipped)} unreadable file(s)" if report.skipped else ""),
     )
+
+
+def _report_update(report) -> None:
+    """An update's items on stdout (one JSON line each: ``{"added"|"removed": {id, path, ...}}``), a summary on
+    stderr; exit 1 when some inputs could not be used (after the others were)."""
+    for what, records in (("added", report.added), ("removed", report.removed)):
+        for record in records:
+            typer.echo(json.dumps({what: record}))
+    for given, reason in report.unchanged:
+        _note(f"unchanged {given}: {reason}")
+    for given, reason in report.skipped:
+        _print_skipped(given, reason)
+    _note(f"{report.directory}: added {len(report.added)} (embedded {report.embedded}), removed {len(report.removed)}"
+          + (", compacted" if report.compacted else "")
+          + f"; {report.live} live items, {report.pending_added} added and {report.pending_removed} removed since the "
+            "forest was built")
+    if report.skipped:
+        _note(f"{len(report.skipped)} input(s) could not be used")
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def add(
+    index: Path = typer.Argument(..., help="Index folder written by build-index."),
+    photos: List[Path] = typer.Argument(..., help="Image files and/or folders of them to add."),
+    checkpoint: Optional[str] = CheckpointOpt,
+    batch_size: int = BatchSizeOpt,
+    device: str = DeviceOpt,
+) -> None:
+    """Add photos to an index without rebuilding it (embedded with the index's own model; exit 1 if some are unreadable)."""
+    from simclr_watches.retrieval.update import add_items
+
+    _report_update(add_items(index, photos, batch_size=batch_size, device=device, progress=True, checkpoint=checkpoint))
+
+
+@app.command()
+@_user_errors
+def remove(
+    index: Path = typer.Argument(..., help="Index folder written by build-index."),
+    items: List[str] = typer.Argument(..., help="Item ids (numbers, as search --json gives them) and/or the paths of indexed files."),
+) -> None:
+    """Remove items from an index: hidden from every result at once, dropped at the next compaction (exit 1 if some are unknown)."""
+    from simclr_watches.retrieval.update import remove_items
+
+    _report_update(remove_items(index, [int(s) if s.isdigit() else s for s in items]))
+
+
+@app.command()
+@_user_errors
+def compact(index: Path = typer.Argument(..., help="Index folder written by build-index.")) -> None:
+    """Rebuild an index's forest from its stored vectors (no re-embedding, ids kept) after adds and removals."""
+    from simclr_watches.retrieval.update import compact as compact_index
+
+    _report_update(compact_index(index))
 
 
 @app.command()
@@ -401,9 +465,11 @@ def info(path: Path = typer.Argument(..., help="An index folder or an encoder ch
     from simclr_watches.weights import read_header
 
     if path.is_dir():
-        meta = load_index(path).meta
+        index = load_index(path)
+        meta = index.meta
         summary = {k: v for k, v in meta.items() if k not in ("items", "skipped")}
         summary["skipped"] = len(meta.get("skipped", []))
+        summary.update(live=index.live_count, added=index.added_count, removed=index.removed_count)
         summary["sidecar"] = str(path / SIDECAR_FILE)
         typer.echo(json.dumps(summary, indent=2))
     elif path.is_file():

@@ -39,7 +39,7 @@ def test_the_python_api_example_runs(tmp_path, make_catalog, small_checkpoint, m
     assert re.fullmatch(r"watch found at \[\d+, \d+, \d+, \d+\]", out[0]), out
     hits = out[1:6]
     assert [h.split()[0] for h in hits] == ["1", "2", "3", "4", "5"]
-    assert all(h.split()[2].startswith(str(tmp_path / "catalog")) for h in hits)
+    assert all(h.split()[2].isdigit() and h.split()[3].startswith(str(tmp_path / "catalog")) for h in hits)
     assert [line.split(" -> ")[0] for line in out[6:9]] == [str(Path("catalog") / f"w{i:03d}.png") for i in range(3)]
     # Each catalog image finds itself.
     assert all(line.endswith(str(tmp_path / "catalog" / f"w{i:03d}.png")) for i, line in enumerate(out[6:9]))

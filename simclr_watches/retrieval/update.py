@@ -103,10 +103,9 @@ def apply_change(index: Index, new_items: Sequence[dict[str, Any]], new_rows: np
         skipped: replaces the manifest's ``skipped`` list (None: kept).
     """
     meta, dim = index.meta, index.meta["dim"]
-    items = [dict(it) for it in meta["items"]]
-    for r in hide:
+    items = [dict(it) for it in meta["items"]] + [dict(it) for it in new_items]
+    for r in hide:  # rows of the index, or of the new items after them
         items[r]["removed"] = True
-    items += new_items
     new_rows = np.asarray(new_rows, np.float32).reshape(-1, dim)
     removed = sum(1 for it in items if it.get("removed"))
     live = len(items) - removed
@@ -116,7 +115,8 @@ def apply_change(index: Index, new_items: Sequence[dict[str, Any]], new_rows: np
     generation = meta["generation"] + 1
     if compact:
         old = np.array([r for r in range(len(index)) if not items[r].get("removed")], dtype=np.int64)
-        vectors = np.concatenate([np.asarray(index.vectors[old]).reshape(-1, dim), new_rows])
+        fresh = [j for j in range(len(new_rows)) if not items[len(index) + j].get("removed")]
+        vectors = np.concatenate([np.asarray(index.vectors[old]).reshape(-1, dim), new_rows[fresh]])
         items = [_record(it) for it in items if not it.get("removed")]
         files = {role: store.data_name(role, generation) for role in ("forest", "vectors")}
         writes = forest_writes(files, build_forest(vectors, meta["n_trees"]), vectors)

@@ -307,11 +307,12 @@ def test_reads_during_repeated_rebuilds_see_whole_indexes(tmp_path):
     worker = threading.Thread(target=rebuild)
     worker.start()
     try:
-        seen = set()
-        for _ in range(300):
+        seen, reads = set(), 0
+        while reads < 300 or (len(rebuilt) <= 10 and reads < 20_000):  # reads across at least 10 rebuilds
             idx = load_index(tmp_path / "idx")
             _assert_one_build(idx, builds)
             seen.add(len(idx))
+            reads += 1
     finally:
         stop.set()
         worker.join()

@@ -1,9 +1,10 @@
 """Seeded fuzz of an index folder (issue 12): whatever the folder holds, opening it works or is one error line.
 
 Each mutation damages a copy of a small valid index (a sidecar field removed, retyped,
-out of range, huge or nested garbage; the sidecar truncated or not JSON; ``index.ann`` or
-``embeddings.npy`` truncated, swapped with another index's, emptied, removed or
-rewritten). Opening the copy (:func:`load_index`, then, on success, what ``Searcher``
+out of range, huge or nested garbage; format 2's file names, ids, removed flags and
+counts; the sidecar truncated or not JSON; the forest, its rows or the added rows
+truncated, swapped with another index's, emptied, removed or rewritten). Index ``a``
+has added rows and removed items, so every part of format 2 is there to damage. Opening the copy (:func:`load_index`, then, on success, what ``Searcher``
 uses: a query of the forest, the paths, the preprocessing on an image, the crop margin,
 the stored vectors, the model check, ``info``'s summary) must either work or raise an
 :class:`IndexFormatError` of one line naming the file, never another exception.
@@ -52,6 +53,9 @@ def build_bases(root: Path) -> dict[str, Path]:
     from simclr_watches.weights import ModelInfo
 
     rng = np.random.default_rng(SEED)
+    from simclr_watches.retrieval.index import load_index
+    from simclr_watches.retrieval.update import apply_change
+
     out = {}
     for name, n, dim in (("a", 40, 8), ("b", 40, 8), ("c", 12, 16)):  # a: 40 items split into trees of depth > 1
         items = [EmbeddedItem(Path(f"/catalog/{name}{i}.jpg"), f"{i:064x}", 100 + i) for i in range(n)]
@@ -59,6 +63,9 @@ def build_bases(root: Path) -> dict[str, Path]:
         out[name] = write_index(root / name, _unit_rows(rng, n, dim), items, model, Preprocessing(size=32), n_trees=3,
                                 skipped=[("/catalog/bad.jpg", "empty file")],
                                 extra={"catalog_view": {"crop": "foreground", "margin": 0.05}})
+        # 4 rows added since the forest was built, 3 items removed: generation 2, files forest-1, vectors-1, added-2
+        new = [{"id": n + i, "path": f"/catalog/{name}new{i}.jpg", "sha256": f"{n + i:064x}", "bytes": 1} for i in range(4)]
+        apply_change(load_index(out[name]), new, _unit_rows(rng, 4, dim), [1, 5, n + 2], compact=False)
     return out
 
 
@@ -158,6 +165,22 @@ NAMED: dict[str, Callable[[Any], Any]] = {
     "members bad dims": _set("model.members", [{"id": "x", "sha256": "0" * 64, "arch": "r", "dim": 1}] * 2),
     "unknown field deep": _set("extra", DEEP),
     "unknown field": _set("note", {"a": [1, 2]}),
+    "forest named by a path": _set("files.forest", "../b/forest-1.ann"),
+    "rows named by an absolute path": _set("files.vectors", "/etc/passwd"),
+    "added named as a forest": _set("files.added", "forest-1.ann"),
+    "unknown file role": _set("files.extra", "added-2.npy"),
+    "file of a later generation": _set("generation", 1),
+    "added file dropped": lambda m: {**m, "files": {k: v for k, v in m["files"].items() if k != "added"}},
+    "forest_count too large": _set("forest_count", 10**6),
+    "forest_count = count": lambda m: {**m, "forest_count": m["count"]},
+    "forest_count smaller": lambda m: {**m, "forest_count": m["forest_count"] - 1},
+    "duplicate id": lambda m: {**m, "items": [m["items"][1], *m["items"][1:]]},
+    "id past next_id": lambda m: {**m, "next_id": m["next_id"] - 1},
+    "negative id": lambda m: {**m, "items": [{**m["items"][0], "id": -1}, *m["items"][1:]]},
+    "removed false": lambda m: {**m, "items": [{**m["items"][0], "removed": False}, *m["items"][1:]]},
+    "removed 1": lambda m: {**m, "items": [{**m["items"][0], "removed": 1}, *m["items"][1:]]},
+    "everything removed": lambda m: {**m, "items": [{**it, "removed": True} for it in m["items"]]},
+    "updated not a time": _set("updated", "yesterday"),
 }
 
 
@@ -185,7 +208,7 @@ def mutate_sidecar_bytes(rng: random.Random, d: Path, bases: dict[str, Path]) ->
 
 
 def _mutate_file(rng: random.Random, f: Path, bases: dict[str, Path], extra: dict[str, Callable[[Path], None]]) -> str:
-    """Damage shared by index.ann and embeddings.npy, plus the file's own ``extra`` kinds."""
+    """Damage shared by the forest and the row files, plus the file's own ``extra`` kinds."""
     raw = f.read_bytes()
     kinds = ["truncate", "empty", "remove", "swap-b", "swap-c", "random", "overwrite", "append", *extra]
     kind = rng.choice(kinds)
@@ -196,7 +219,7 @@ def _mutate_file(rng: random.Random, f: Path, bases: dict[str, Path], extra: dic
     elif kind == "remove":
         f.unlink()
     elif kind.startswith("swap"):
-        shutil.copy(bases[kind[-1]] / f.name, f)
+        shutil.copy(bases[kind[-1]] / f.name, f)  # every base has the same file names
     elif kind == "random":
         f.write_bytes(rng.randbytes(len(raw)))
     elif kind == "overwrite":  # a few int32s of garbage anywhere (an Annoy node's links, a .npy header byte)
@@ -214,19 +237,20 @@ def _mutate_file(rng: random.Random, f: Path, bases: dict[str, Path], extra: dic
 
 
 def mutate_forest(rng: random.Random, d: Path, bases: dict[str, Path]) -> str:
-    """index.ann damaged, including a node-aligned truncation (roots cut off, no size mismatch)."""
+    """forest-1.ann damaged, including a node-aligned truncation (roots cut off, no size mismatch)."""
     node = 12 + 4 * _sidecar(d)["dim"]
 
     def cut_nodes(f: Path) -> None:
         raw = f.read_bytes()
         f.write_bytes(raw[: node * rng.randrange(1, len(raw) // node)])
 
-    return _mutate_file(rng, d / "index.ann", bases, {"cut-nodes": cut_nodes})
+    return _mutate_file(rng, d / "forest-1.ann", bases, {"cut-nodes": cut_nodes})
 
 
 def mutate_embeddings(rng: random.Random, d: Path, bases: dict[str, Path]) -> str:
-    """embeddings.npy damaged, or rewritten as another dtype, shape, order, a pickle, or with bad rows."""
-    vectors = np.load(d / "embeddings.npy")
+    """The forest's rows or the added rows damaged, or rewritten as another dtype, shape, order, a pickle, or with bad rows."""
+    f = d / rng.choice(["vectors-1.npy", "added-2.npy"])
+    vectors = np.load(f)
 
     def save(array: np.ndarray, **kw: Any) -> Callable[[Path], None]:
         return lambda f: np.save(f, array, **kw)
@@ -246,7 +270,7 @@ def mutate_embeddings(rng: random.Random, d: Path, bases: dict[str, Path]) -> st
         "one-row-fewer": save(vectors[:-1]),
         "3d": save(vectors[None]),
     }
-    return _mutate_file(rng, d / "embeddings.npy", bases, extra)
+    return _mutate_file(rng, f, bases, extra)
 
 
 MUTATORS = [(mutate_field, 5), (mutate_number, 2), (mutate_named, 2), (mutate_sidecar_bytes, 2),
@@ -262,6 +286,7 @@ def exercise(folder: Path) -> str:
 
     from simclr_watches.core.errors import IndexFormatError
     from simclr_watches.retrieval.index import load_index
+    from simclr_watches.retrieval.scoring import AnnoyCandidates
     from simclr_watches.weights import ModelInfo
 
     try:
@@ -278,9 +303,12 @@ def exercise(folder: Path) -> str:
     assert margin is None or 0 <= margin <= 1
     probe = index.vectors[len(index) // 2]
     ids, scores = index.query(np.asarray(probe), 1000)
-    assert ids and all(0 <= i < len(index) for i in ids) and all(np.isfinite(scores))
-    cand = sorted(set(index.ann.get_nns_by_vector(probe.tolist(), 50)))
-    assert np.isfinite(index.vectors[cand] @ probe).all()
+    assert len(ids) == index.live_count and all(np.isfinite(scores))
+    assert all(0 <= i < len(index) and not index.is_hidden(i) for i in ids)
+    cand = AnnoyCandidates(index.ann, 50, hidden=index.hidden_in_forest, always=index.live_added)(probe[None])
+    assert not set(cand.tolist()) & set(index.hidden.tolist()) and np.isfinite(index.vectors[cand] @ probe).all()
+    for it in meta["items"]:
+        assert index.item(it["id"]) is None if it.get("removed") else index.item(it["id"])["path"] == it["path"]
     model = meta["model"]
     index.check_model(ModelInfo(model["id"], model["sha256"], model["arch"], model["dim"], index.preprocessing))
     try:

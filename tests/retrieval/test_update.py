@@ -1,0 +1,239 @@
+"""A catalog that changes without a rebuild (issue 14 point 4): add, remove, compact, --update, refresh."""
+
+import json
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+import simclr_watches.retrieval.update as update_mod
+from helpers import draw_watch
+from simclr_watches.core.errors import IndexFormatError, SimclrWatchesError
+from simclr_watches.data.images import load_image
+from simclr_watches.retrieval import store
+from simclr_watches.retrieval.index import build_index, load_index
+from simclr_watches.retrieval.localize import LocalizeConfig
+from simclr_watches.retrieval.search import Searcher
+from simclr_watches.retrieval.update import add_items, compact, remove_items, update_index
+
+
+@pytest.fixture
+def built(make_catalog, small_checkpoint, tmp_path, one_thread):
+    """(catalog of 6 watches, its index, a folder of 3 new watches) with the small checkpoint."""
+    catalog = make_catalog(6)
+    build_index(catalog, tmp_path / "idx", checkpoint=str(small_checkpoint), progress=False, n_trees=3)
+    new = tmp_path / "new"
+    new.mkdir()
+    for i in range(6, 9):
+        draw_watch(i).save(new / f"w{i:03d}.png")
+    return catalog, tmp_path / "idx", new
+
+
+def _folder(index_dir):
+    return sorted(os.listdir(index_dir))
+
+
+def _named(index_dir):
+    meta = json.loads((index_dir / "index.json").read_text())
+    return sorted(["index.json", ".lock", *meta["files"].values()])
+
+
+def test_added_items_are_found_exactly_and_duplicates_or_unreadable_files_are_reported(built, tmp_path):
+    catalog, idx, new = built
+    searcher = Searcher(idx, device="cpu")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    shutil.copy(new / "w006.png", tmp_path / "again.png")
+    report = add_items(idx, [new, catalog / "w001.png", tmp_path / "bad.png", tmp_path / "again.png"],
+                       model=(searcher.encoder, searcher.model))
+    assert [(a["id"], a["path"]) for a in report.added] == [(6 + i, str(new / f"w{6 + i:03d}.png")) for i in range(3)]
+    assert report.embedded == 3 and not report.compacted
+    assert [u[0] for u in report.unchanged] == [str(catalog / "w001.png"), str(tmp_path / "again.png")]
+    assert "same content as item 1" in report.unchanged[0][1]
+    assert report.skipped == [(str(tmp_path / "bad.png"), report.skipped[0][1])]
+    assert (report.live, report.pending_added, report.pending_removed) == (9, 3, 0)
+    assert _folder(idx) == _named(idx) and "added-2.npy" in _folder(idx)
+
+    assert searcher.refresh() and not searcher.refresh()
+    for localize in (True, False):
+        if not localize:
+            searcher.localize = None
+        hits = searcher.search_one(new / "w007.png", top_k=9).hits
+        assert (hits[0].id, hits[0].path) == (7, str(new / "w007.png")) and hits[0].score == pytest.approx(1, abs=1e-4)
+        assert sorted(h.id for h in hits) == list(range(9))
+    assert searcher.item(7) == report.added[1] and searcher.item(99) is None
+
+
+def test_removed_items_never_appear_and_compaction_keeps_ids_and_results(built):
+    catalog, idx, new = built
+    add_items(idx, [new])
+    searcher = Searcher(idx, device="cpu")
+    report = remove_items(idx, [2, str(new / "w007.png"), 42, str(catalog / "nope.png"), 2])
+    assert [r["id"] for r in report.removed] == [2, 7]
+    assert report.skipped == [("42", "no item with id 42 (unknown or already removed)"),
+                              (str(catalog / "nope.png"), "no item with this path (unknown or already removed)")]
+    assert (report.live, report.pending_added, report.pending_removed) == (7, 3, 2)
+    searcher.refresh()
+    assert searcher.item(2) is None and searcher.item(7) is None and searcher.item(3)["id"] == 3
+    before = {}
+    for q in (catalog / "w002.png", new / "w007.png", catalog / "w004.png"):
+        for localize in (True, False):
+            searcher.localize = LocalizeConfig() if localize else None
+            hits = searcher.search_one(q, top_k=10).hits
+            assert len(hits) == 7 and not {2, 7} & {h.id for h in hits}
+            before[q, localize] = [(h.id, h.path, round(h.score, 4)) for h in hits]
+
+    report = compact(idx)
+    assert report.compacted and (report.live, report.pending_added, report.pending_removed) == (7, 0, 0)
+    assert _folder(idx) == _named(idx) == [".lock", "forest-4.ann", "index.json", "vectors-4.npy"]
+    meta = load_index(idx).meta
+    assert [it["id"] for it in meta["items"]] == [0, 1, 3, 4, 5, 6, 8] and meta["next_id"] == 9
+    assert searcher.refresh()
+    for (q, localize), expected in before.items():
+        searcher.localize = LocalizeConfig() if localize else None
+        assert [(h.id, h.path, round(h.score, 4)) for h in searcher.search_one(q, top_k=10).hits] == expected
+    assert not compact(idx).compacted  # nothing pending: nothing done
+
+
+def test_compaction_starts_by_itself_past_the_threshold(built, monkeypatch):
+    catalog, idx, new = built
+    assert update_mod.needs_compaction(257, 0, 100) and not update_mod.needs_compaction(200, 56, 100)
+    assert update_mod.needs_compaction(0, 1001, 10_000) and not update_mod.needs_compaction(0, 1000, 10_000)
+    monkeypatch.setattr(update_mod, "COMPACT_MIN_PENDING", 2)
+    assert not remove_items(idx, [0, 1]).compacted  # 2 pending: not past max(2, 10 % of 4)
+    report = add_items(idx, [new / "w006.png"])
+    assert report.compacted and (report.live, report.pending_added, report.pending_removed) == (5, 0, 0)
+
+
+def test_update_embeds_only_new_or_changed_files_and_drops_deleted_ones(built, monkeypatch):
+    catalog, idx, new = built
+    embedded = []
+    real = update_mod._embed
+    monkeypatch.setattr(update_mod, "_embed", lambda index, enc, paths, *a: embedded.extend(paths) or real(index, enc, paths, *a))
+    draw_watch(20).save(catalog / "w001.png")  # changed
+    (catalog / "w002.png").unlink()  # deleted
+    shutil.copy(catalog / "w003.png", catalog / "moved.png")  # a copy: its vector is reused
+    shutil.copy(new / "w006.png", catalog / "w006.png")  # new
+    (catalog / "bad.png").write_bytes(b"")
+    report = update_index(catalog, idx)
+    # Decoded: the new, the changed, and the unreadable file (which decoding reports); embedded: the first two.
+    assert sorted(p.name for p in embedded) == ["bad.png", "w001.png", "w006.png"] and report.embedded == 2
+    assert sorted(r["id"] for r in report.removed) == [1, 2]
+    assert sorted((a["id"], os.path.basename(a["path"])) for a in report.added) == [(6, "moved.png"), (7, "w001.png"),
+                                                                                   (8, "w006.png")]
+    assert report.skipped == [(str(catalog / "bad.png"), "empty file")]
+    index = load_index(idx)
+    assert index.meta["skipped"] == [{"path": str(catalog / "bad.png"), "reason": "empty file"}]
+    live = {index.meta["items"][r]["path"] for r in range(len(index)) if not index.is_hidden(r)}
+    assert live == {str(p.resolve()) for p in catalog.glob("w*.png")} | {str(catalog / "moved.png")}
+    moved = index.row_of(6)
+    assert np.array_equal(index.vectors[moved], index.vectors[index.row_of(3)])
+
+    embedded.clear()
+    again = update_index(catalog, idx)  # nothing changed: nothing embedded (the unreadable file is tried again)
+    assert embedded == [catalog / "bad.png"] and again.added == again.removed == [] and load_index(idx).stamp == index.stamp
+
+
+def test_search_photo_answers_as_search_one(built):
+    catalog, idx, _ = built
+    searcher = Searcher(idx, device="cpu")
+    photo = load_image(catalog / "w003.png", hash=False)
+    for localize in (True, False):
+        if not localize:
+            searcher.localize = None
+        by_file = searcher.search_one(catalog / "w003.png", top_k=4)
+        by_photo = searcher.search_photo(photo, "upload", top_k=4)
+        assert by_photo.query == "upload" and by_photo.box == by_file.box
+        assert [h.id for h in by_photo.hits] == [h.id for h in by_file.hits]
+        assert [h.score for h in by_photo.hits] == pytest.approx([h.score for h in by_file.hits], abs=1e-6)
+        assert by_photo.to_json()["results"][0] == {"rank": 1, "id": 3, "path": str(catalog / "w003.png"),
+                                                    "score": pytest.approx(1, abs=1e-4)}
+    with pytest.raises(SimclrWatchesError, match="top-k must be >= 1"):
+        searcher.search_photo(photo, "upload", top_k=0)
+
+
+def test_writers_refuse_what_is_not_an_index_and_wait_for_each_other(built, tmp_path, monkeypatch):
+    catalog, idx, new = built
+    with pytest.raises(IndexFormatError, match="not an index"):
+        remove_items(catalog, [1])
+    assert not (catalog / ".lock").exists()  # nothing was made in a folder that is not an index
+    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 0.2)
+    with store.writer_lock(idx):
+        with pytest.raises(IndexFormatError, match="another simclr-watches process is updating this index"):
+            remove_items(idx, [1])
+    assert load_index(idx).removed_count == 0
+    remove_items(idx, list(range(6)))  # every item removed: searches find nothing, compaction has nothing to build
+    searcher = Searcher(idx, device="cpu")
+    assert searcher.search_one(catalog / "w000.png").hits == []
+    with pytest.raises(SimclrWatchesError, match="every item is removed"):
+        compact(idx)
+
+
+def test_the_forest_of_an_index_with_removed_items_skips_them_in_every_query(tmp_path):
+    """Index.query asks Annoy for k + hidden items: k live rows come back even when the nearest are hidden."""
+    from simclr_watches.retrieval.embed import EmbeddedItem
+    from simclr_watches.retrieval.index import write_index
+    from simclr_watches.model import Preprocessing
+    from simclr_watches.weights import ModelInfo
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(60, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    items = [EmbeddedItem(f"/c/{i}.jpg", f"{i:064x}", 1) for i in range(60)]
+    write_index(tmp_path / "idx", v, items, ModelInfo("m", "a" * 64, "resnet18", 8, Preprocessing(size=32)),
+                Preprocessing(size=32), n_trees=3)
+    index = load_index(tmp_path / "idx")
+    extra = rng.normal(size=(5, 8)).astype(np.float32)
+    extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+    new = [{"id": 60 + i, "path": f"/c/new{i}.jpg", "sha256": f"{100 + i:064x}", "bytes": 1} for i in range(5)]
+    hidden = list(range(0, 60, 3)) + [61]
+    update_mod.apply_change(index, new, extra, [], compact=False)
+    update_mod.apply_change(load_index(tmp_path / "idx"), [], np.zeros((0, 8)), hidden, compact=False)
+    index = load_index(tmp_path / "idx")
+    rows = np.arange(65)
+    live = np.setdiff1d(rows, hidden)
+    allv = np.concatenate([v, extra])
+    for q in allv:
+        got, scores = index.query(q, 10)
+        exact = live[np.argsort(-(allv[live] @ q), kind="stable")[:10]]
+        assert got == exact.tolist() and scores == pytest.approx(sorted(allv[live] @ q, reverse=True)[:10], abs=1e-5)
+    # Compacting a change that also hides one of its own new rows keeps exactly the live rows, in order.
+    update_mod.apply_change(index, [{**new[0], "id": 70}], extra[:1], [65], compact=True)
+    compacted = load_index(tmp_path / "idx")
+    assert compacted.ids == [index.meta["items"][r]["id"] for r in live] and len(compacted.vectors) == len(live)
+    assert np.array_equal(np.asarray(compacted.vectors), allv[live])
+
+
+def test_searches_during_adds_removals_and_compactions_never_fail(built, monkeypatch):
+    """A search loop in a thread, refreshing between searches, while another thread changes the index."""
+    catalog, idx, new = built
+    monkeypatch.setattr(update_mod, "COMPACT_MIN_PENDING", 3)
+    searcher = Searcher(idx, device="cpu", localize=None)
+    stop, seen, errors = threading.Event(), [], []
+
+    def search_loop():
+        while not stop.is_set():
+            try:
+                searcher.refresh()
+                snap = searcher.index
+                assert len(snap.paths) == len(snap.vectors) == len(snap)
+                hits = searcher.search_one(catalog / "w000.png", top_k=20).hits
+                assert hits[0].id == 0 and hits[0].score == pytest.approx(1, abs=1e-4)
+                assert len({h.id for h in hits}) == len(hits) == snap.live_count
+                seen.append(snap.meta["generation"])
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+    reader = threading.Thread(target=search_loop)
+    reader.start()
+    try:
+        model = (searcher.encoder, searcher.model)
+        for _ in range(3):
+            add_items(idx, [new], model=model)
+            remove_items(idx, [str(p) for p in sorted(new.iterdir())])
+            compact(idx)
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == [] and len(set(seen)) > 3
