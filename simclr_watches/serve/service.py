@@ -1,10 +1,11 @@
-"""The catalog behind the API: one loaded model and index, searched and changed under locks.
+"""The catalog behind the API: one loaded model and index, searched and changed on one model thread.
 
 Not tied to HTTP: each method takes plain values, returns JSON-ready dicts or bytes, and
 raises :class:`simclr_watches.serve.errors.ApiError` with the status a client should get.
 The encoder runs on one thread of its own, one search or add at a time: a single thread
 also keeps torch's working memory in one allocator arena (spread over the request threads,
-each thread's arena kept its own copy: +440 MiB under 8 clients). The index is re-read
+each thread's arena kept its own copy: +390 MiB under 8 clients, against +23 MiB;
+docs/BENCHMARKS.md). The index is re-read
 when another process changed it (``Searcher.refresh`` before each use); the index folder's
 own writer lock orders adds and removes with other processes'.
 """
@@ -23,7 +24,7 @@ from PIL import Image
 from simclr_watches.core.atomic import atomic_path
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.core.files import read_limited
-from simclr_watches.data.images import DECODE_FORMATS, MAX_FILE_BYTES, Photo, decode_image
+from simclr_watches.data.images import DECODE_FORMATS, MAX_FILE_BYTES, PILLOW_ERRORS, Photo, decode_image
 from simclr_watches.retrieval.index import FEEDBACK_FILE, UPLOADS_DIR
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.search import Searcher
@@ -161,7 +162,7 @@ class CatalogService:
         data = self._read_item(record, decode=False)
         try:
             fmt = image_format(data)
-        except Exception:  # noqa: BLE001 - whatever Pillow raises for a file that changed since indexing
+        except PILLOW_ERRORS:  # a file that changed since indexing
             raise ApiError(404, f"item {item_id}: its file is no longer an image") from None
         return data, FORMATS[fmt][1]
 
