@@ -49,5 +49,5 @@ def test_the_python_api_example_runs(tmp_path, make_catalog, small_checkpoint, m
 @pytest.mark.slow
 def test_the_python_api_example_runs_with_the_shipped_model(tmp_path, make_catalog, monkeypatch, capsys):
     out = _run_example(tmp_path, make_catalog, monkeypatch, capsys).splitlines()
-    assert out[1].split()[2].endswith("w003.png"), out  # the photo shows catalog watch 3
+    assert out[1].split()[3].endswith("w003.png"), out  # the photo shows catalog watch 3
     assert out[-1] == "watches-lite0-v1-ens (1, 2560)"

@@ -185,7 +185,7 @@ TAMPERED = {
                   "index.json: preprocessing.std[0]: expected a number"),
     "items short": ("search", _edit_sidecar(lambda m: {**m, "items": m["items"][:-1]}),
                     "index.json: items: expected 3 items (count), got 2"),
-    "item without path": ("search", _edit_sidecar(lambda m: {**m, "items": [{"sha256": "0" * 64, "bytes": 1}] * 3}),
+    "item without path": ("search", _edit_sidecar(lambda m: {**m, "items": [{"id": i, "sha256": "0" * 64, "bytes": 1} for i in range(3)]}),
                           "index.json: items[0].path: missing"),
     "json list": ("search", _edit_sidecar(lambda m: [m]), "index.json: expected an object, got a list of 1"),
     "ann of another build": ("search", lambda d: shutil.copy(d.parent / "other" / "forest-1.ann", d / "forest-1.ann"),
