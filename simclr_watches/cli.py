@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from simclr_watches.core.errors import NoReadableImagesError, SimclrWatchesError, one_line
 from simclr_watches.core.progress import stderr
+from simclr_watches.serve.settings import TOKEN_ENV, ServeSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Visual similarity search for a watch catalog, learned without labels.")
 
@@ -360,7 +361,8 @@ def demo(
     _note(
         f"query {res.query} is a simulated photo of {res.source}: "
         + (f"found at rank {rank}" if rank else "not in the top results")
-        + f"\ncontact sheet: {', '.join(map(str, res.files))}",
+        + f"\ncontact sheet: {', '.join(map(str, res.files))}"
+        + f"\nsearch it in a web page: simclr-watches serve {res.index}  (then open http://127.0.0.1:8000/)",
     )
 
 
@@ -417,6 +419,42 @@ def evaluate(
     typer.echo(md)
     for path in rep.write_outputs(out, md, payload, force=force):
         _note(f"wrote {path}")
+
+
+@app.command()
+@_user_errors
+def serve(
+    index: Path = typer.Argument(..., help="Index folder to serve (written by build-index)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; anything but loopback is reachable from other machines."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port (0: any free one)."),
+    enable_writes: bool = typer.Option(False, "--enable-writes", help="Allow adding and removing items and recording feedback, with a token."),
+    token: Optional[str] = typer.Option(None, "--token", envvar=TOKEN_ENV, show_envvar=True,
+                                        help="Token the write endpoints require (default with --enable-writes: a new one, printed)."),
+    max_upload_bytes: int = typer.Option(ServeSettings.max_upload_bytes, min=1, help="Largest photo accepted, in bytes."),
+    max_pixels: int = typer.Option(ServeSettings.max_pixels, min=1, help="Largest photo accepted, in pixels."),
+    max_concurrent: int = typer.Option(ServeSettings.max_concurrent, min=1, help="Photos read or searched at once; more requests get 503 (busy)."),
+    localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo with multi-scale windows."),
+    checkpoint: Optional[str] = CheckpointOpt,
+    device: str = DeviceOpt,
+) -> None:
+    """Serve a page and a JSON API to search the index by photo (docs/SERVE.md); Ctrl-C stops it."""
+    from simclr_watches.serve.app import create_app
+    from simclr_watches.serve.server import bind, is_loopback, page_url, run
+    from simclr_watches.serve.settings import new_token
+
+    generated = enable_writes and not token
+    settings = ServeSettings(max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_concurrent=max_concurrent,
+                             enable_writes=enable_writes, token=(new_token() if generated else token) if enable_writes else None,
+                             localize=localize)
+    if not is_loopback(host):
+        stderr.print(f"[yellow]warning:[/yellow] {escape(host)} is reachable from other machines: anyone who can reach "
+                     f"it can search the catalog{' and, with the token, change it' if enable_writes else ''}", highlight=False)
+    sock = bind(host, port)
+    web = create_app(index, settings, checkpoint=checkpoint, device=device)
+    _note(f"serving {index} ({len(web.state.service.searcher.index)} items); writes "
+          + ("enabled" + (f", token {settings.token}" if generated else "") if enable_writes else "disabled"))
+    _note(f"open {page_url(sock, settings.token if generated else None)}")
+    run(web, sock)
 
 
 @app.command()

@@ -37,6 +37,7 @@ class DemoResult:
     query: Path
     result: QueryResult
     files: list[Path]
+    index: Path
 
     @property
     def source_rank(self) -> int | None:
@@ -77,7 +78,7 @@ def run_demo(out_dir: Path | str, catalog: Path | str | None = None, *, n: int =
         simulate_file(source, tmp, seed=seed, severity=severity)
     [result] = Searcher(out_dir / "index").search([(str(query), query)], top_k=top_k)
     files = write_sheet([result], out_dir / "sheet.png", force=True)
-    return DemoResult(source, query, result, files)
+    return DemoResult(source, query, result, files, out_dir / "index")
 
 
 def _write_marker(out_dir: Path, catalog: Path | str | None, *, n: int, seed: int) -> None:

@@ -158,3 +158,176 @@ TINY = Path(__file__).resolve().parent.parent / "configs" / "pretrain-cpu-tiny.t
 def tiny(*overrides: str) -> PretrainConfig:
     """configs/pretrain-cpu-tiny.toml (EfficientNet-Lite0, random init, 32 px views) with dotted overrides."""
     return load_pretrain_config(TINY, overrides)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``): stdlib only.
+
+    Chromium reads commands from its fd 3 and writes replies and events to its fd 4, each a
+    JSON message ended by a NUL byte. One page is opened and attached (flat sessions).
+
+    Example::
+
+        with Chromium(width=1200, height=900) as browser:
+            browser.goto("http://127.0.0.1:8000/")
+            browser.wait_for("document.title")
+    """
+
+    def __init__(self, width: int = 1200, height: int = 900, mobile: bool = False, binary: str = CHROMIUM):
+        import tempfile
+
+        self._profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        to_child, self._out = os.pipe()
+        self._in, from_child = os.pipe()
+
+        def fds():  # the child's fd 3 and 4 are the pipe ends Chromium expects
+            os.dup2(to_child, 3)
+            os.dup2(from_child, 4)
+
+        self.proc = subprocess.Popen(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
+             "--disable-extensions", "--disable-background-networking", f"--user-data-dir={self._profile.name}",
+             f"--window-size={width},{height}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=fds,
+            pass_fds=(3, 4))
+        os.close(to_child)
+        os.close(from_child)
+        self._next, self._buffer, self.session = 0, b"", None
+        target = self.send("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True, session=False)["sessionId"]
+        for domain in ("Page", "Runtime", "DOM"):
+            self.send(f"{domain}.enable")
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile)
+
+    def __enter__(self) -> "Chromium":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in (self._in, self._out):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.proc.kill()
+        self.proc.wait(10)
+        self._profile.cleanup()
+
+    def send(self, method: str, session: bool = True, timeout: float = 30, **params) -> dict:
+        """Sends one command (to the page's session unless ``session=False``) and returns its result.
+
+        Raises:
+            RuntimeError: the command failed; TimeoutError: no reply within ``timeout`` seconds.
+        """
+        import json
+        import select
+        import time
+
+        self._next += 1
+        message = {"id": self._next, "method": method, "params": params}
+        if session and self.session:
+            message["sessionId"] = self.session
+        os.write(self._out, json.dumps(message).encode() + b"\0")
+        end = time.monotonic() + timeout
+        while True:
+            while b"\0" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == self._next:
+                    if "error" in reply:
+                        raise RuntimeError(f"{method}: {reply['error']}")
+                    return reply["result"]
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self._in], [], [], left)[0]:
+                raise TimeoutError(f"{method}: no reply from Chromium in {timeout} s")
+            chunk = os.read(self._in, 1 << 20)
+            if not chunk:
+                raise RuntimeError("Chromium closed its pipe")
+            self._buffer += chunk
+
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression in the page (awaited when it is a promise)."""
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails'].get('text')}")
+        return result["result"].get("value")
+
+    def goto(self, url: str) -> None:
+        self.send("Page.navigate", url=url)
+        self.wait_for("document.readyState === 'complete'")
+
+    def wait_for(self, expression: str, timeout: float = 60):
+        """Polls a JavaScript expression until it is truthy; returns its value.
+
+        Raises:
+            TimeoutError: still falsy after ``timeout`` seconds (with its last value).
+        """
+        import time
+
+        end, value = time.monotonic() + timeout, None
+        while time.monotonic() < end:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.1)
+        raise TimeoutError(f"{expression} still {value!r} after {timeout} s")
+
+    def set_files(self, selector: str, *paths: Path) -> None:
+        """Chooses files in the ``<input type=file>`` at ``selector`` (as a user would: its change event fires)."""
+        root = self.send("DOM.getDocument")["root"]["nodeId"]
+        node = self.send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
+        self.send("DOM.setFileInputFiles", nodeId=node, files=[str(p) for p in paths])
+
+    def click(self, selector: str) -> None:
+        """A real mouse click (pressed and released) at the middle of the first element matching ``selector``."""
+        import json
+
+        box = self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView();"
+                            f" const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
+
+    def screenshot(self, path: Path) -> Path:
+        """Writes a PNG of the page as shown."""
+        import base64
+
+        Path(path).write_bytes(base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"]))
+        return Path(path)
+
+
+@contextlib.contextmanager
+def serving(*args, env: dict[str, str] | None = None, timeout: float = 120) -> Iterator[tuple[subprocess.Popen, str, list[str]]]:
+    """``simclr-watches serve ARGS --port 0`` as a real process; yields it, the URL it printed and its stderr lines so far.
+
+    The server is stopped (SIGTERM, then SIGKILL) when the block ends.
+
+    Raises:
+        RuntimeError: the process ended before printing ``open URL`` (its stderr attached).
+    """
+    import re
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-m", "simclr_watches", "serve", *map(str, args), "--port", "0"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "200", **(env or {})})
+    lines: list[str] = []
+    try:
+        with deadline(int(timeout)):
+            for line in proc.stderr:
+                lines.append(line.rstrip("\n"))
+                if m := re.match(r"open (http://\S+)", line):
+                    break
+            else:
+                raise RuntimeError(f"serve exited {proc.wait()} before printing its URL:\n" + "\n".join(lines))
+        threading.Thread(target=lambda: lines.extend(line.rstrip("\n") for line in proc.stderr), daemon=True).start()
+        yield proc, m[1], lines
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

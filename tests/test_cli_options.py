@@ -27,7 +27,7 @@ def test_a_shared_option_is_the_same_in_every_command(name):
 def test_every_command_with_a_device_defaults_to_auto():
     """evaluate defaulted to cpu, every other command to auto."""
     params = _params("device")
-    assert set(params) == {"build-index", "search", "pretrain", "evaluate", "add"}
+    assert set(params) == {"build-index", "search", "pretrain", "evaluate", "add", "serve"}
     assert {cmd: p.default for cmd, p in params.items()} == dict.fromkeys(params, "auto")
 
 
@@ -35,4 +35,4 @@ def test_the_shared_options_cover_the_commands_that_write_or_embed():
     assert set(_params("force")) == {"build-index", "search", "synth", "export", "pretrain", "augment-preview", "demo",
                                      "evaluate"}
     assert set(_params("batch_size")) == {"build-index", "search", "evaluate", "add"}
-    assert set(_params("checkpoint")) == {"build-index", "search", "demo", "add"}  # export takes a CHECKPOINT argument
+    assert set(_params("checkpoint")) == {"build-index", "search", "demo", "add", "serve"}  # export takes a CHECKPOINT argument

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_cli
 from simclr_watches.core.errors import SimclrWatchesError
 from simclr_watches.demo import DEMO_FILE, DEMO_FORMAT, run_demo
 
@@ -32,6 +33,7 @@ def test_demo_writes_catalog_index_query_and_sheet(tmp_path, small_checkpoint):
     out = tmp_path / "demo"
     assert len(list((out / "catalog" / "images").iterdir())) == 4 and (out / "catalog" / "attributes.csv").is_file()
     assert (out / "index" / "index.json").is_file() and res.query == out / "query.jpg" and res.query.is_file()
+    assert res.index == out / "index"
     assert res.files == [out / "sheet.png", out / "sheet.html"] and all(f.stat().st_size > 0 for f in res.files)
     assert res.source.parent == out / "catalog" / "images"
     # Three catalog images, best first.
@@ -52,3 +54,11 @@ def test_demo_with_the_shipped_model_finds_the_source_first(tmp_path):
     """With the default model the photographed watch ranks first for at least 6 of 8 seeds (7 when written)."""
     ranks = {seed: run_demo(tmp_path / f"demo{seed}", n=12, seed=seed, top_k=3).source_rank for seed in range(8)}
     assert sum(rank == 1 for rank in ranks.values()) >= 6, ranks
+
+
+@pytest.mark.slow
+def test_cli_demo_ends_by_saying_how_to_open_its_index_in_the_page(tmp_path, small_checkpoint):
+    proc = run_cli("demo", "--out", tmp_path / "demo", "--n", "4", "--checkpoint", small_checkpoint)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (f"search it in a web page: simclr-watches serve {tmp_path / 'demo' / 'index'}"
+                                                    "  (then open http://127.0.0.1:8000/)")

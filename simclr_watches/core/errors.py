@@ -28,6 +28,14 @@ class ImageReadError(FileReadError):
     """An image file that cannot be used; carries the file and the reason."""
 
 
+class NotAnImageError(ImageReadError):
+    """Bytes that are no image of a decoded format (a server answers 415, not 400)."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image of more pixels than the limit (a server answers 413)."""
+
+
 class NoReadableImagesError(SimclrWatchesError):
     """A folder whose image files were all unusable; carries why each one was skipped.
 

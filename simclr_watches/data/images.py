@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
-from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
+from simclr_watches.core.errors import ImageReadError, ImageTooLargeError, NotAnImageError, SimclrWatchesError
 from simclr_watches.core.files import MiB, open_regular, read_limited
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -169,7 +169,7 @@ def _open(data: bytes, path: Path, max_pixels: int) -> Image.Image:
     if w < 1 or h < 1:
         raise ImageReadError(path, f"image has no pixels ({w}x{h})")
     if w * h > max_pixels:
-        raise ImageReadError(path, f"too large: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+        raise ImageTooLargeError(path, f"too large: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
     img.load()
     return img
 
@@ -195,8 +195,9 @@ def decode_image(data: bytes, path: Path | str, max_pixels: int = MAX_PIXELS, ha
         hash: compute the sha256 of ``data`` (an index records it; a query never needs it).
 
     Raises:
-        ImageReadError: the bytes are empty, not an image of DECODE_FORMATS, too large,
-            truncated or corrupt.
+        ImageReadError: the bytes are empty, truncated or corrupt; its subclasses
+            NotAnImageError: not an image of DECODE_FORMATS, and ImageTooLargeError: more
+            than ``max_pixels``.
     """
     path = Path(path)
     if not data:
@@ -206,9 +207,9 @@ def decode_image(data: bytes, path: Path | str, max_pixels: int = MAX_PIXELS, ha
     except ImageReadError:
         raise
     except UnidentifiedImageError:
-        raise ImageReadError(path, f"not an image (format not recognised; read are {', '.join(DECODE_FORMATS)})") from None
+        raise NotAnImageError(path, f"not an image (format not recognised; read are {', '.join(DECODE_FORMATS)})") from None
     except Image.DecompressionBombError as e:
-        raise ImageReadError(path, f"too large: {e}") from None
+        raise ImageTooLargeError(path, f"too large: {e}") from None
     except PILLOW_ERRORS as e:
         raise ImageReadError(path, f"truncated or corrupt image data ({e or type(e).__name__})") from None
     return Photo(path, rgb, alpha, hashlib.sha256(data).hexdigest() if hash else None, len(data))

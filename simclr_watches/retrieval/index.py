@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import stat
 import time
 import tokenize
@@ -51,10 +52,17 @@ def cosine_from_angular(distance: np.ndarray | float) -> np.ndarray | float:
 
 
 INDEX_FORMAT = "simclr-watches-index"  # the sidecar's first key: what marks a folder as our index
+# What `serve` keeps in an index folder: photos added through its API, named SHA256.EXT by the
+# server from their content and decoded format, and the feedback on results, one JSON object a line.
+UPLOADS_DIR = "uploads"
+FEEDBACK_FILE = "feedback.jsonl"
+UPLOAD_NAME = re.compile(r"^[0-9a-f]{64}\.(jpg|png|webp|bmp|tif|gif)$")
 INDEX_OUTPUT = OutputKind(
     "index folder",
     folder=True,
     owned=owned_folder({SIDECAR_FILE: json_format_owned(INDEX_FORMAT), store.LOCK_FILE: Path.is_file,
+                        FEEDBACK_FILE: Path.is_file,
+                        UPLOADS_DIR: owned_folder({}, others=lambda p: UPLOAD_NAME.match(p.name) and p.is_file()),
                         **{name: Path.is_file for name in store.V1_FILES}},
                        required=SIDECAR_FILE, others=lambda p: store.is_data_name(p.name) and p.is_file()),
 )

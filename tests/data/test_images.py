@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from helpers import assert_user_error, run_cli
-from simclr_watches.data.images import MAX_FILE_BYTES, MAX_PIXELS, expand_inputs, iter_images, load_image, scan_images
-from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
+from simclr_watches.data.images import MAX_FILE_BYTES, MAX_PIXELS, decode_image, expand_inputs, iter_images, load_image, scan_images
+from simclr_watches.core.errors import ImageReadError, ImageTooLargeError, NotAnImageError, SimclrWatchesError
 
 
 def test_scan_is_recursive_sorted_and_filtered(tmp_path):
@@ -108,9 +108,22 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     # A valid PNG header claiming 20000 x 20000 pixels; the pixel data is never read.
     png = tmp_path / "bomb.png"
     Image.new("1", (20000, 20000)).save(png)
-    with pytest.raises(ImageReadError, match="too large"):
+    with pytest.raises(ImageTooLargeError, match="too large"):
         load_image(png)
     assert 20000 * 20000 > MAX_PIXELS
+
+
+def test_not_an_image_and_too_many_pixels_have_their_own_types(tmp_path):
+    """A server tells them apart (415, 413) from a corrupt image (400) by type, not by message."""
+    with pytest.raises(NotAnImageError, match="up.bin: not an image"):
+        decode_image(b"plain text", "up.bin")
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buf, "PNG")
+    with pytest.raises(ImageTooLargeError, match="40x30 = 1200 pixels exceeds the limit of 1000"):
+        decode_image(buf.getvalue(), "up.png", max_pixels=1000)
+    with pytest.raises(ImageReadError) as info:
+        decode_image(buf.getvalue()[:60], "up.png")
+    assert type(info.value) is ImageReadError and "truncated or corrupt" in str(info.value)
 
 
 def test_iter_images_reports_and_continues(tmp_path):
