@@ -296,7 +296,9 @@ def update_index(catalog: Path | str, index_dir: Path | str, *, batch_size: int 
 
     Files are matched to items by path and sha256. Only files whose content is in no
     stored row are decoded and embedded; a file moved or copied within the catalog (or
-    put back after a removal) reuses its stored vector; items whose file is gone, changed or now unreadable are removed.
+    put back after a removal) reuses its stored vector; items whose file under ``catalog`` is gone,
+    changed or now unreadable are removed. Items from outside ``catalog`` (added with ``add`` or
+    through ``serve``, whose photos are in ``INDEX/uploads/``) are not the catalog's: they stay.
     The index keeps its model, crop and trees; its ``skipped`` list becomes this run's.
 
     Args:
@@ -345,7 +347,8 @@ def update_index(catalog: Path | str, index_dir: Path | str, *, batch_size: int 
                                  "bytes": items[row]["bytes"]})
         for item in emb.items:
             report.added.append(item_record(next_id + len(report.added), item))
-        hide = [r for r in live if r not in keep]
+        root = Path(catalog).resolve()
+        hide = [r for r in live if r not in keep and Path(items[r]["path"]).is_relative_to(root)]
         report.removed = [_record(items[r]) for r in hide]
         rows = np.concatenate([np.asarray(index.vectors[np.array([r for _, _, r in reuse], dtype=np.int64)]),
                                emb.vectors]).reshape(-1, index.meta["dim"])

@@ -108,6 +108,7 @@ def test_compaction_starts_by_itself_past_the_threshold(built, monkeypatch):
 
 def test_update_embeds_only_new_or_changed_files_and_drops_deleted_ones(built, monkeypatch):
     catalog, idx, new = built
+    [outside] = add_items(idx, [new / "w007.png"]).added  # added from outside the catalog: --update keeps it
     embedded = []
     real = update_mod._embed
     monkeypatch.setattr(update_mod, "_embed", lambda index, enc, paths, *a: embedded.extend(paths) or real(index, enc, paths, *a))
@@ -120,14 +121,14 @@ def test_update_embeds_only_new_or_changed_files_and_drops_deleted_ones(built, m
     # Decoded: the new, the changed, and the unreadable file (which decoding reports); embedded: the first two.
     assert sorted(p.name for p in embedded) == ["bad.png", "w001.png", "w006.png"] and report.embedded == 2
     assert sorted(r["id"] for r in report.removed) == [1, 2]
-    assert sorted((a["id"], os.path.basename(a["path"])) for a in report.added) == [(6, "moved.png"), (7, "w001.png"),
-                                                                                   (8, "w006.png")]
+    assert sorted((a["id"], os.path.basename(a["path"])) for a in report.added) == [(7, "moved.png"), (8, "w001.png"),
+                                                                                   (9, "w006.png")]
     assert report.skipped == [(str(catalog / "bad.png"), "empty file")]
     index = load_index(idx)
     assert index.meta["skipped"] == [{"path": str(catalog / "bad.png"), "reason": "empty file"}]
     live = {index.meta["items"][r]["path"] for r in range(len(index)) if not index.is_hidden(r)}
-    assert live == {str(p.resolve()) for p in catalog.glob("w*.png")} | {str(catalog / "moved.png")}
-    moved = index.row_of(6)
+    assert live == {str(p.resolve()) for p in catalog.glob("w*.png")} | {str(catalog / "moved.png"), outside["path"]}
+    moved = index.row_of(7)
     assert np.array_equal(index.vectors[moved], index.vectors[index.row_of(3)])
 
     embedded.clear()
