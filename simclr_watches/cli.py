@@ -258,6 +258,24 @@ def pretrain(
         )
 
 
+@app.command("train-box")
+@_user_errors
+def train_box(
+    out: Path = typer.Option(..., "--out", "-o", help="The box head file to write (.safetensors; its .json description beside it)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Box training config TOML (e.g. configs/box-lite0.toml)."),
+    overrides: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=10 (repeatable)."),
+    force: bool = ForceOpt,
+) -> None:
+    """Train the box head that finds the watch in a photo, on composites of the catalog's packshots (CPU)."""
+    from simclr_watches.detect.config import load_box_config
+    from simclr_watches.detect.train import run_box_training
+
+    desc = run_box_training(load_box_config(config, overrides), out, force=force, log=_note)
+    test = desc["meta"]["test"]
+    _note(f"held-aside composites: mean IoU {test['mean_iou']:.3f}, IoU >= 0.5 {test['iou50']:.3f}; written to {out}")
+    typer.echo(json.dumps({k: desc[k] for k in ("file", "sha256", "size")}, indent=2))
+
+
 @app.command("augment-preview")
 @_user_errors
 def augment_preview(

@@ -15,6 +15,7 @@ from simclr_watches.data.mask import crop_to_foreground
 from simclr_watches.core.device import resolve_device
 from simclr_watches.retrieval.embed import embed_paths
 from simclr_watches.retrieval.index import Index, load_index
+from simclr_watches.retrieval.boxes import BoxScorer, BoxSearchConfig, load_finder
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedScorer
 from simclr_watches.weights import load_model
@@ -79,8 +80,8 @@ class Searcher:
         checkpoint: the model to embed queries with; default: the one recorded in the index.
             Either way its weights must be those the index was built with.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
-        localize: window layout for finding the watch in the query (docs/LOCALISATION.md);
-            None embeds whole images.
+        localize: how to find the watch in the query (docs/LOCALISATION.md): the learnt box
+            (:class:`BoxSearchConfig`) or windows (:class:`LocalizeConfig`); None embeds whole images.
 
     Raises:
         IndexFormatError: the folder is not a valid index, or was built with other weights.
@@ -88,7 +89,7 @@ class Searcher:
     """
 
     def __init__(self, index_dir: Path | str, checkpoint: str | None = None, device: str = "auto",
-                 localize: LocalizeConfig | None = LocalizeConfig()):
+                 localize: BoxSearchConfig | LocalizeConfig | None = LocalizeConfig()):
         self.index: Index = load_index(index_dir)
         model_id = checkpoint or self.index.meta["model"]["id"]
         try:
@@ -101,6 +102,7 @@ class Searcher:
         self.device = resolve_device(device)
         self.encoder = self.encoder.to(self.device).eval().to(memory_format=torch.channels_last)
         self.localize = localize
+        self.finder = load_finder(localize, self.encoder, self.model, self.device) if isinstance(localize, BoxSearchConfig) else None
 
     def search(self, queries: Sequence[Query] | Query, top_k: int = 10, batch_size: int = 32,
                progress: bool = False) -> list[QueryResult]:
@@ -169,9 +171,13 @@ class Searcher:
     def _search_localized(self, queries: list[tuple[str, Path]], top_k: int, batch_size: int,
                           progress: bool) -> list[QueryResult | ImageReadError]:
         cfg, paths = self.localize, self.index.paths
-        scorer = LocalizedScorer(self.encoder, self.index.preprocessing, self.index.vectors,
-                                 AnnoyCandidates(self.index.ann, cfg.candidates), cfg, self.index.crop_margin,
-                                 self.device, batch_size)
+        candidates = AnnoyCandidates(self.index.ann, cfg.candidates)
+        if self.finder is not None:
+            scorer = BoxScorer(self.finder, self.index.preprocessing, self.index.vectors, candidates, cfg,
+                               self.index.crop_margin, self.device)
+        else:
+            scorer = LocalizedScorer(self.encoder, self.index.preprocessing, self.index.vectors, candidates, cfg,
+                                     self.index.crop_margin, self.device, batch_size)
         results: list[QueryResult | ImageReadError] = []
         for (label, _), scored in zip(queries, scorer.score_files(p for _, p in queries)):
             if isinstance(scored, ImageReadError):
