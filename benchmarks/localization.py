@@ -1,10 +1,11 @@
-"""Query-side localisation: window layouts compared on catalog-photo, and per-query search latency.
+"""Query-side localisation: window layouts and the learnt box compared on catalog-photo, and per-query search latency.
 
 Part 1 runs the `catalog-photo` protocol (gallery = packshots, queries = on-wrist photos) for the
-whole-image encoder, without and with the catalog crop, and for several window layouts (with the
-crop, as `search` does), reporting Recall@k, MRR and ms per query.
+whole-image encoder, without and with the catalog crop, for several window layouts and for the
+learnt box (with the crop, as `search` does), reporting Recall@k, MRR and ms per query.
 Part 2 times the real search path (`Searcher`, Annoy candidates + exact fusion) one query at a
-time, with and without localisation, on a cropped index of the packshots (the default).
+time, without localisation, with windows and with the learnt box, on a cropped index of the
+packshots (the default).
 
 Usage:
     python benchmarks/localization.py ../shared/data/watches-dev/manifest.csv [--model NAME] [--latency-queries 30]
@@ -20,11 +21,12 @@ from pathlib import Path
 
 import torch
 
-from simclr_watches.evaluation.encoders import LocalizedMethod
+from simclr_watches.evaluation.encoders import BoxMethod, LocalizedMethod
 from simclr_watches.evaluation.method_names import make_method
 from simclr_watches.evaluation.protocols import catalog_photo_task
 from simclr_watches.evaluation.runner import run_task
 from simclr_watches.retrieval.index import write_index
+from simclr_watches.retrieval.boxes import BoxSearchConfig
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.data.mask import CROP_MARGIN
 from simclr_watches.retrieval.search import Searcher
@@ -35,6 +37,11 @@ LAYOUTS = {
     "whole + 0.4 windows, stride 0.5": LocalizeConfig(scales=(0.4,), stride=0.5),
     "whole + 0.4 windows at 192 px, stride 0.6": LocalizeConfig(scales=(0.4,), stride=0.6, size=192),
     "whole + 0.6/0.4 windows at 160 px, stride 0.6": LocalizeConfig(scales=(0.6, 0.4), stride=0.6, size=160),
+}
+BOXES = {
+    "learnt box + whole": BoxSearchConfig(),
+    "learnt box alone": BoxSearchConfig(whole=False),
+    "learnt box + mirror + whole": BoxSearchConfig(flip=True),
 }
 
 
@@ -48,6 +55,7 @@ def compare(manifest: Path, model: str) -> None:
         m.embed(task.gallery)  # the gallery is shared; keep its cost out of the per-query times
     methods = [("whole image, no crop, no localisation", plain), ("whole image, catalog crop, no localisation", inner)]
     methods += [(f"crop + {k}", LocalizedMethod(inner, c)) for k, c in LAYOUTS.items()]
+    methods += [(f"crop + {k}", BoxMethod(inner, c)) for k, c in BOXES.items()]
     for name, method in methods:
         t0 = time.perf_counter()
         s = run_task(task, method).summary
@@ -69,7 +77,9 @@ def latency(manifest: Path, model: str, n: int) -> None:
         print(f"\nsearch latency, one query per call, {n} on-wrist photos, {torch.get_num_threads()} torch threads")
         print("| search | median ms | p90 ms |")
         print("| --- | --- | --- |")
-        for label, cfg in (("--no-localize", None), ("default (localised)", LocalizeConfig())):
+        modes = {"--no-localize": None, "windows (localised)": LocalizeConfig(),
+                 **{f"{k} (localised)": c for k, c in BOXES.items()}}
+        for label, cfg in modes.items():
             s = Searcher(Path(tmp) / "idx", checkpoint=model, device="cpu", localize=cfg)
             s.search([(str(task.queries[0]), task.queries[0])])  # warm-up
             times = []

@@ -114,7 +114,9 @@ def search(
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results per query."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per query per line, nothing else on stdout."),
     checkpoint: Optional[str] = CheckpointOpt,
-    localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo with multi-scale windows."),
+    localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo (--locate says how)."),
+    locate: str = typer.Option("windows", "--locate", help="How the watch is found: box (the learnt box head) or windows (multi-scale windows)."),
+    box_head: Optional[str] = typer.Option(None, "--box-head", help="With --locate box: a box head file or registered name (default: the shipped one)."),
     sheet: Optional[Path] = typer.Option(None, help="Also write a contact sheet PNG (and an .html beside it)."),
     force: bool = ForceOpt,
     batch_size: int = BatchSizeOpt,
@@ -122,13 +124,13 @@ def search(
 ) -> None:
     """Find the catalog items most similar to each query photo."""
     from simclr_watches.data.images import expand_inputs
-    from simclr_watches.retrieval.localize import LocalizeConfig
-    from simclr_watches.retrieval.search import Searcher
+    from simclr_watches.retrieval.search import Searcher, locate_config
     from simclr_watches.retrieval.sheet import check_sheet, write_sheet
 
+    cfg = locate_config(locate, box_head) if localize else None
     if sheet is not None:
         check_sheet(sheet, force=force, inputs=[*queries, index])  # before any work
-    searcher = Searcher(index, checkpoint=checkpoint, device=device, localize=LocalizeConfig() if localize else None)
+    searcher = Searcher(index, checkpoint=checkpoint, device=device, localize=cfg)
     results = searcher.search(expand_inputs(queries), top_k=top_k, batch_size=batch_size)
     failed = 0
     for r in results:

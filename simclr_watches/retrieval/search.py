@@ -20,6 +20,25 @@ from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedScorer
 from simclr_watches.weights import load_model
 
+# How search finds the watch in a query photo (`search --locate`): the learnt box or multi-scale windows.
+LOCATE_MODES = ("box", "windows")
+
+
+def locate_config(mode: str, box_head: str | None = None) -> BoxSearchConfig | LocalizeConfig:
+    """The localisation of a ``--locate`` mode: ``box`` (with ``box_head``, default the shipped head) or ``windows``.
+
+    Raises:
+        SimclrWatchesError: an unknown mode, or a box head given with windows.
+    """
+    if mode not in LOCATE_MODES:
+        raise SimclrWatchesError(f"--locate must be one of {', '.join(LOCATE_MODES)}, got {mode!r}")
+    if mode == "windows":
+        if box_head is not None:
+            raise SimclrWatchesError("--box-head needs --locate box")
+        return LocalizeConfig()
+    return BoxSearchConfig(head=box_head)
+
+
 # A query: a photo's path (labelled by itself) or a (label, path) pair.
 Query = Union[str, os.PathLike, tuple[str, Path]]
 
