@@ -28,9 +28,10 @@ from simclr_watches.core.errors import ImageReadError
 from simclr_watches.data.images import try_load_image
 from simclr_watches.data.mask import crop_box
 from simclr_watches.detect.composites import box_from_square
-from simclr_watches.detect.infer import BoxFinder
+from simclr_watches.detect.infer import BoxFinder, backbone_record
 from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.embed import embed_tensors, prefetched
+from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.scoring import DECODE_AHEAD, Candidates, LocalizedQuery, score_regions
 
 
@@ -74,6 +75,29 @@ def load_finder(cfg: BoxSearchConfig, encoder: torch.nn.Module, model_info, devi
 
     head, info = load_box_head(cfg.head)
     return BoxFinder(encoder, model_info, head, info).to(device)
+
+
+def box_or_windows(cfg: BoxSearchConfig, encoder: torch.nn.Module, model_info,
+                   device: torch.device) -> tuple[BoxSearchConfig | LocalizeConfig, BoxFinder | None]:
+    """The learnt box when the head fits the model; with the shipped head (``cfg.head`` None), windows otherwise.
+
+    The shipped head reads ``watches-lite0-v1``'s maps: an index built with another model
+    (ImageNet, a user's own checkpoint) is then searched with windows, as before the head
+    existed. A head the user named must fit.
+
+    Returns:
+        ``(cfg, finder)``, or ``(LocalizeConfig(), None)`` for windows.
+
+    Raises:
+        CheckpointError: a named head cannot be loaded or does not fit; the shipped head is
+            missing or fails its sha256 check.
+    """
+    from simclr_watches.weights.box import load_box_head
+
+    head, info = load_box_head(cfg.head)
+    if cfg.head is None and backbone_record(model_info)["sha256"] != info.backbone_sha256:
+        return LocalizeConfig(), None
+    return cfg, BoxFinder(encoder, model_info, head, info).to(device)
 
 
 def grow(box: tuple[int, int, int, int], margin: float, w: int, h: int) -> tuple[int, int, int, int]:

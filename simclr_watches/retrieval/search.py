@@ -15,7 +15,7 @@ from simclr_watches.data.mask import crop_to_foreground
 from simclr_watches.core.device import resolve_device
 from simclr_watches.retrieval.embed import embed_paths
 from simclr_watches.retrieval.index import Index, load_index
-from simclr_watches.retrieval.boxes import BoxScorer, BoxSearchConfig, load_finder
+from simclr_watches.retrieval.boxes import BoxScorer, BoxSearchConfig, box_or_windows
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedScorer
 from simclr_watches.weights import load_model
@@ -120,8 +120,9 @@ class Searcher:
         self.index.check_model(self.model)
         self.device = resolve_device(device)
         self.encoder = self.encoder.to(self.device).eval().to(memory_format=torch.channels_last)
-        self.localize = localize
-        self.finder = load_finder(localize, self.encoder, self.model, self.device) if isinstance(localize, BoxSearchConfig) else None
+        self.localize, self.finder = localize, None
+        if isinstance(localize, BoxSearchConfig):  # windows instead when the shipped head does not fit this model
+            self.localize, self.finder = box_or_windows(localize, self.encoder, self.model, self.device)
 
     def search(self, queries: Sequence[Query] | Query, top_k: int = 10, batch_size: int = 32,
                progress: bool = False) -> list[QueryResult]:

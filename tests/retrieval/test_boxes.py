@@ -62,10 +62,13 @@ def test_search_with_the_box_finds_the_watch_in_a_synthetic_photo(default_index,
     assert min(ious) >= 0.5, ious
 
 
-def test_box_head_for_another_encoder_is_refused(make_catalog, small_checkpoint, tmp_path):
+def test_another_encoder_gets_windows_by_default_and_a_named_head_is_refused(make_catalog, small_checkpoint, tmp_path):
     build_index(make_catalog(3), tmp_path / "idx", checkpoint=str(small_checkpoint), progress=False, n_trees=2)
-    with pytest.raises(CheckpointError, match="EfficientNet-Lite0|reads the maps of"):
-        Searcher(tmp_path / "idx", device="cpu", localize=BoxSearchConfig())
+    s = Searcher(tmp_path / "idx", device="cpu", localize=BoxSearchConfig())
+    assert s.localize == LocalizeConfig() and s.finder is None
+    assert s.search_one(tmp_path / "catalog" / "w001.png", top_k=1).hits[0].path.endswith("w001.png")
+    with pytest.raises(CheckpointError, match="reads the maps of watches-lite0-v1"):
+        Searcher(tmp_path / "idx", device="cpu", localize=BoxSearchConfig(head="watches-lite0-v1-box"))
 
 
 def test_locate_modes():
