@@ -11,7 +11,8 @@ from simclr_watches.evaluation.method import Method
 
 BUILTIN_METHODS = ("hist", "phash", "thumb", "imagenet", "random")
 # Options of the +box suffix (``+box-flip-two``): what each changes in BoxSearchConfig.
-BOX_OPTIONS = {"only": ("whole", False), "flip": ("flip", True), "two": ("boxes", 2)}
+BOX_OPTIONS = {"only": {"whole": False}, "flip": {"flip": True}, "two": {"boxes": 2},
+               "sq": {"squares": (1.0, 1.3, 1.7), "top_m": 3}, "box": {"squares": (), "top_m": 1}}
 
 
 def _box_suffix(name: str) -> tuple[str, dict] | None:
@@ -28,7 +29,7 @@ def _box_suffix(name: str) -> tuple[str, dict] | None:
     if unknown or len(set(opts)) != len(opts):
         raise SimclrWatchesError(f"{name}: +box options are {', '.join(BOX_OPTIONS)}, each at most once "
                                  f"(e.g. +box-flip-two), got {tail!r}")
-    return inner, dict(BOX_OPTIONS[o] for o in opts)
+    return inner, {k: v for o in opts for k, v in BOX_OPTIONS[o].items()}
 
 
 def _is_checkpoint(spec: str) -> bool:
@@ -46,8 +47,10 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
             ensemble of those (``A+B``, see :func:`simclr_watches.weights.loading.load_model`);
             an encoder name + ``"+crop"`` crops photos around the watch before embedding,
             + ``"+loc"`` searches its queries window by window (both: ``imagenet+crop+loc``),
-            + ``"+box"`` by the learnt box (``-only``: without the whole view, ``-flip``: with the
-            box's mirror image, ``-two``: with a second box; e.g. ``watches-lite0-v1-ens+crop+box-flip``).
+            + ``"+box"`` by the learnt box as ``search --locate box`` does (``-only``: without the
+            whole view, ``-flip``: with the box's mirror image, ``-two``: with a second box, ``-sq``:
+            three squares of 1, 1.3 and 1.7 times the box, ``-box``: the grown box alone; e.g.
+            ``watches-lite0-v1-ens+crop+box-flip``).
         seed: seed of the ``random`` encoder.
 
     Raises:

@@ -9,9 +9,9 @@ query photo:
    (:class:`simclr_watches.detect.infer.BoxFinder`);
 2. the box, grown by ``margin``, is cut from the photo at full resolution and embedded
    (with its mirror image, when ``flip``; the ``boxes`` best heatmap peaks, when more than one);
-3. the regions (whole view first when ``whole``, then the boxes) are scored exactly like
-   windows (:func:`simclr_watches.retrieval.scoring.score_regions`, ``top_m`` = 1):
-   ``max(s_whole, best box score)``, or the best box alone without ``whole``.
+3. the regions (whole view first when ``whole``, then the box regions) are scored exactly like
+   windows (:func:`simclr_watches.retrieval.scoring.score_regions`):
+   ``max(s_whole, mean of the top_m box-region scores)``, or that mean alone without ``whole``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from simclr_watches.detect.infer import BoxFinder, backbone_record
 from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.embed import embed_tensors, prefetched
 from simclr_watches.retrieval.localize import LocalizeConfig
-from simclr_watches.retrieval.scoring import DECODE_AHEAD, Candidates, LocalizedQuery, score_regions
+from simclr_watches.retrieval.scoring import DECODE_AHEAD, Candidates, LocalizedQuery, RegionScores, score_regions
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ class BoxSearchConfig:
         boxes: heatmap peaks embedded per photo (1: the best box; 2: a second box too).
         flip: average each box's embedding with its mirror image's.
         margin: the box is grown by this share of its longer side on every side.
+        squares: instead of the grown box, squares centred on the box, of these sides times
+            the box's longer side (clipped to the photo): several views of the watch at its own
+            scale, as the windows are several views at a fixed scale.
+        top_m: box regions (per photo) whose scores are averaged per catalog item.
         candidates: catalog items fetched from the index per region before exact fusion.
     """
 
@@ -54,6 +58,8 @@ class BoxSearchConfig:
     boxes: int = 1
     flip: bool = False
     margin: float = 0.1
+    squares: tuple[float, ...] = ()
+    top_m: int = 1
     candidates: int = 50
 
     def __post_init__(self) -> None:
@@ -61,8 +67,10 @@ class BoxSearchConfig:
             raise ValueError(f"boxes must lie in [1, 8], got {self.boxes}")
         if not 0.0 <= self.margin <= 1.0:
             raise ValueError(f"margin must lie in [0, 1], got {self.margin}")
-        if self.candidates < 1:
-            raise ValueError("candidates must be >= 1")
+        if not all(0.1 <= v <= 4.0 for v in self.squares):
+            raise ValueError(f"squares must lie in [0.1, 4], got {self.squares}")
+        if self.candidates < 1 or self.top_m < 1:
+            raise ValueError("candidates and top_m must be >= 1")
 
 
 def load_finder(cfg: BoxSearchConfig, encoder: torch.nn.Module, model_info, device: torch.device) -> BoxFinder:
@@ -105,6 +113,21 @@ def grow(box: tuple[int, int, int, int], margin: float, w: int, h: int) -> tuple
     x0, y0, x1, y1 = box
     pad = int(round(margin * max(x1 - x0, y1 - y0)))
     return max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+
+
+def square(box: tuple[int, int, int, int], side: float, w: int, h: int) -> tuple[int, int, int, int]:
+    """The square centred on ``box`` of ``side`` times its longer side, clipped to a (w, h) picture (at least 1 px)."""
+    x0, y0, x1, y1 = box
+    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, side * max(x1 - x0, y1 - y0) / 2
+    sx0, sy0 = int(max(0, cx - half)), int(max(0, cy - half))
+    return sx0, sy0, max(sx0 + 1, int(min(w, cx + half))), max(sy0 + 1, int(min(h, cy + half)))
+
+
+def box_regions(box: tuple[int, int, int, int], cfg: BoxSearchConfig, w: int, h: int) -> list[tuple[int, int, int, int]]:
+    """The regions embedded for one learnt box: the grown box, or the squares of ``cfg.squares``."""
+    if cfg.squares:
+        return [square(box, side, w, h) for side in cfg.squares]
+    return [grow(box, cfg.margin, w, h)]
 
 
 @dataclass(frozen=True)
@@ -176,7 +199,7 @@ class BoxScorer:
     def _score(self, prepared: _Prepared) -> BoxQuery:
         whole, boxes, _ = self.locate(prepared)
         w, h = prepared.photo.size
-        grown = [grow(tuple(b), self.cfg.margin, w, h) for b in boxes]
+        grown = [r for b in boxes for r in box_regions(tuple(b), self.cfg, w, h)]
         crops = [self.pre.to_uint8(prepared.photo.crop(b)) for b in grown]
         if self.cfg.flip:
             crops += [self.pre.to_uint8(ImageOps.mirror(prepared.photo.crop(b))) for b in grown]
@@ -184,9 +207,15 @@ class BoxScorer:
         if self.cfg.flip:
             vectors = vectors[: len(grown)] + vectors[len(grown):]
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        regions = np.concatenate([whole[None], vectors]) if self.cfg.whole else vectors
-        rows = np.array(([list(prepared.whole_box)] if self.cfg.whole else []) + [list(b) for b in grown], dtype=int)
-        return BoxQuery(rows, score_regions(regions, self.gallery, self.candidates, 1), first_box=int(self.cfg.whole))
+        if self.cfg.whole:
+            rows = np.array([list(prepared.whole_box)] + [list(b) for b in grown], dtype=int)
+            scores = score_regions(np.concatenate([whole[None], vectors]), self.gallery, self.candidates, self.cfg.top_m)
+            return BoxQuery(rows, scores, first_box=1)
+        # The box regions alone: the mean of each item's top_m region scores.
+        ids = self.candidates(vectors)
+        sims = vectors @ np.asarray(self.gallery[ids]).T
+        fused = np.sort(sims, axis=0)[-min(self.cfg.top_m, len(sims)):].mean(axis=0)
+        return BoxQuery(np.array(grown, dtype=int), RegionScores(ids, fused, sims.argmax(axis=0)))
 
     def score_files(self, paths: Iterable[Path]) -> Iterator[BoxQuery | ImageReadError]:
         """Scores each file in order; an unusable file yields the ImageReadError saying why.

@@ -9,7 +9,7 @@ from PIL import Image
 from simclr_watches.core.errors import CheckpointError, SimclrWatchesError
 from simclr_watches.data.mask import white_background_mask
 from simclr_watches.data.synth import render_watch, sample_attributes
-from simclr_watches.retrieval.boxes import BoxSearchConfig, grow
+from simclr_watches.retrieval.boxes import BoxSearchConfig, box_regions, grow, square
 from simclr_watches.retrieval.index import build_index
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.search import Searcher, locate_config
@@ -83,3 +83,22 @@ def test_locate_modes():
 def test_grow_keeps_the_box_inside_the_picture():
     assert grow((10, 10, 30, 50), 0.1, 100, 100) == (6, 6, 34, 54)
     assert grow((0, 0, 100, 20), 0.5, 100, 40) == (0, 0, 100, 40)
+
+
+def test_squares_are_centred_on_the_box_and_clipped():
+    assert square((40, 40, 60, 80), 1.0, 200, 200) == (30, 40, 70, 80)
+    assert square((0, 0, 20, 20), 2.0, 200, 200) == (0, 0, 30, 30)
+    cfg = BoxSearchConfig(squares=(1.0, 1.5), top_m=2)
+    assert box_regions((40, 40, 60, 80), cfg, 200, 200) == [(30, 40, 70, 80), (20, 30, 80, 90)]
+    assert box_regions((40, 40, 60, 80), BoxSearchConfig(margin=0.0), 200, 200) == [(40, 40, 60, 80)]
+
+
+@pytest.mark.parametrize("cfg", [BoxSearchConfig(squares=(1.0, 1.3, 1.7), top_m=3),
+                                 BoxSearchConfig(whole=False, squares=(1.0, 1.3), top_m=2)])
+def test_square_regions_search_finds_the_watch(default_index, tmp_path, one_thread, cfg):
+    truth = _photo(7, tmp_path / "q.jpg")
+    result = Searcher(default_index, device="cpu", localize=cfg).search_one(tmp_path / "q.jpg", top_k=3)
+    assert len(result.hits) == 3 and [h.rank for h in result.hits] == [1, 2, 3]
+    x0, y0, x1, y1 = result.box
+    cx, cy = (truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2
+    assert x0 <= cx <= x1 and y0 <= cy <= y1  # a square around the watch's centre
