@@ -40,7 +40,7 @@ LAYOUTS = {
 }
 BOXES = {
     "learnt box + whole": BoxSearchConfig(),
-    "learnt box alone": BoxSearchConfig(whole=False),
+    "learnt box, 3 squares + whole": BoxSearchConfig(squares=(1.0, 1.3, 1.7), top_m=3),
     "learnt box + mirror + whole": BoxSearchConfig(flip=True),
 }
 
