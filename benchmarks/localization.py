@@ -14,6 +14,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -39,9 +40,9 @@ LAYOUTS = {
     "whole + 0.6/0.4 windows at 160 px, stride 0.6": LocalizeConfig(scales=(0.6, 0.4), stride=0.6, size=160),
 }
 BOXES = {
-    "learnt box + whole": BoxSearchConfig(),
-    "learnt box, 3 squares + whole": BoxSearchConfig(squares=(1.0, 1.3, 1.7), top_m=3),
-    "learnt box + mirror + whole": BoxSearchConfig(flip=True),
+    "learnt box, 3 squares + whole (default)": BoxSearchConfig(),
+    "learnt box grown 10 % + whole": BoxSearchConfig(squares=(), top_m=1),
+    "learnt box, 3 squares + mirrors + whole": BoxSearchConfig(flip=True),
 }
 
 
@@ -74,21 +75,27 @@ def latency(manifest: Path, model: str, n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_index(Path(tmp) / "idx", gallery, items, info, info.preprocessing,
                     extra={"catalog_view": {"crop": "foreground", "margin": CROP_MARGIN}})
-        print(f"\nsearch latency, one query per call, {n} on-wrist photos, {torch.get_num_threads()} torch threads")
-        print("| search | median ms | p90 ms |")
-        print("| --- | --- | --- |")
+        print(f"\nsearch latency, one query per call, {n} on-wrist photos, {torch.get_num_threads()} torch threads, "
+              f"modes interleaved query by query (load average before: {os.getloadavg()[0]:.1f})")
         modes = {"--no-localize": None, "windows (localised)": LocalizeConfig(),
                  **{f"{k} (localised)": c for k, c in BOXES.items()}}
-        for label, cfg in modes.items():
-            s = Searcher(Path(tmp) / "idx", checkpoint=model, device="cpu", localize=cfg)
+        searchers = {label: Searcher(Path(tmp) / "idx", checkpoint=model, device="cpu", localize=cfg)
+                     for label, cfg in modes.items()}
+        times: dict[str, list[float]] = {label: [] for label in modes}
+        for s in searchers.values():
             s.search([(str(task.queries[0]), task.queries[0])])  # warm-up
-            times = []
-            for q in task.queries[:n]:
+        for q in task.queries[:n]:
+            for label, s in searchers.items():
                 t0 = time.perf_counter()
                 s.search([(str(q), q)], top_k=10)
-                times.append((time.perf_counter() - t0) * 1000)
-            times.sort()
-            print(f"| {label} | {statistics.median(times):.0f} | {times[int(0.9 * (len(times) - 1))]:.0f} |")
+                times[label].append((time.perf_counter() - t0) * 1000)
+        base = statistics.median(times["windows (localised)"])
+        print("| search | median ms | p90 ms | median / windows |")
+        print("| --- | --- | --- | --- |")
+        for label, t in times.items():
+            t.sort()
+            print(f"| {label} | {statistics.median(t):.0f} | {t[int(0.9 * (len(t) - 1))]:.0f} | "
+                  f"{statistics.median(t) / base:.2f} |")
 
 
 def main() -> None:

@@ -115,7 +115,7 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per query per line, nothing else on stdout."),
     checkpoint: Optional[str] = CheckpointOpt,
     localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo (--locate says how)."),
-    locate: str = typer.Option("windows", "--locate", help="How the watch is found: box (the learnt box head) or windows (multi-scale windows)."),
+    locate: str = typer.Option("box", "--locate", help="How the watch is found: box (the learnt box head; windows for a model it was not trained on) or windows (multi-scale windows)."),
     box_head: Optional[str] = typer.Option(None, "--box-head", help="With --locate box: a box head file or registered name (default: the shipped one)."),
     sheet: Optional[Path] = typer.Option(None, help="Also write a contact sheet PNG (and an .html beside it)."),
     force: bool = ForceOpt,

@@ -12,7 +12,7 @@ from simclr_watches.evaluation.method import Method
 BUILTIN_METHODS = ("hist", "phash", "thumb", "imagenet", "random")
 # Options of the +box suffix (``+box-flip-two``): what each changes in BoxSearchConfig.
 BOX_OPTIONS = {"only": {"whole": False}, "flip": {"flip": True}, "two": {"boxes": 2},
-               "sq": {"squares": (1.0, 1.3, 1.7), "top_m": 3}, "box": {"squares": (), "top_m": 1}}
+               "grown": {"squares": (), "top_m": 1}}
 
 
 def _box_suffix(name: str) -> tuple[str, dict] | None:
@@ -48,9 +48,8 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
             an encoder name + ``"+crop"`` crops photos around the watch before embedding,
             + ``"+loc"`` searches its queries window by window (both: ``imagenet+crop+loc``),
             + ``"+box"`` by the learnt box as ``search --locate box`` does (``-only``: without the
-            whole view, ``-flip``: with the box's mirror image, ``-two``: with a second box, ``-sq``:
-            three squares of 1, 1.3 and 1.7 times the box, ``-box``: the grown box alone; e.g.
-            ``watches-lite0-v1-ens+crop+box-flip``).
+            whole view, ``-flip``: with mirror images, ``-two``: around a second box too, ``-grown``:
+            the box grown by 10 % instead of three squares around it; e.g. ``watches-lite0-v1-ens+crop+box-flip``).
         seed: seed of the ``random`` encoder.
 
     Raises:

@@ -7,8 +7,9 @@ query photo:
 1. its whole view (cropped as the catalog was) goes through the encoder once, which gives
    its embedding and, through the box head on the encoder's own maps, the watch's box
    (:class:`simclr_watches.detect.infer.BoxFinder`);
-2. the box, grown by ``margin``, is cut from the photo at full resolution and embedded
-   (with its mirror image, when ``flip``; the ``boxes`` best heatmap peaks, when more than one);
+2. squares centred on the box (1, 1.3 and 1.7 times its longer side; or the box grown by
+   ``margin``) are cut from the photo at full resolution and embedded in one batch (with their
+   mirror images, when ``flip``; around the ``boxes`` best heatmap peaks, when more than one);
 3. the regions (whole view first when ``whole``, then the box regions) are scored exactly like
    windows (:func:`simclr_watches.retrieval.scoring.score_regions`):
    ``max(s_whole, mean of the top_m box-region scores)``, or that mean alone without ``whole``.
@@ -45,10 +46,10 @@ class BoxSearchConfig:
         whole: fuse the box's score with the whole view's (their max); False: the box alone.
         boxes: heatmap peaks embedded per photo (1: the best box; 2: a second box too).
         flip: average each box's embedding with its mirror image's.
-        margin: the box is grown by this share of its longer side on every side.
-        squares: instead of the grown box, squares centred on the box, of these sides times
-            the box's longer side (clipped to the photo): several views of the watch at its own
-            scale, as the windows are several views at a fixed scale.
+        margin: with no ``squares``, the box is grown by this share of its longer side on every side.
+        squares: squares centred on the box, of these sides times the box's longer side
+            (clipped to the photo): several views of the watch at its own scale, as the windows
+            are several views at a fixed scale; empty: the grown box alone.
         top_m: box regions (per photo) whose scores are averaged per catalog item.
         candidates: catalog items fetched from the index per region before exact fusion.
     """
@@ -58,8 +59,8 @@ class BoxSearchConfig:
     boxes: int = 1
     flip: bool = False
     margin: float = 0.1
-    squares: tuple[float, ...] = ()
-    top_m: int = 1
+    squares: tuple[float, ...] = (1.0, 1.3, 1.7)
+    top_m: int = 3
     candidates: int = 50
 
     def __post_init__(self) -> None:

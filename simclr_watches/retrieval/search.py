@@ -60,8 +60,9 @@ class QueryResult:
         query: the query's label (its path as given, unless labelled otherwise).
         hits: the catalog items found, best first.
         error: why the query could not be answered (then ``hits`` is empty); None when it was.
-        box: the window ``[x0, y0, x1, y1]`` (pixels of the query as decoded) that matched
-            the top result, when localisation was on.
+        box: where the watch was found, ``[x0, y0, x1, y1]`` (pixels of the query as decoded),
+            when localisation was on: the learnt box's region, or the window, that matched the
+            top result best.
     """
 
     query: str
@@ -100,7 +101,8 @@ class Searcher:
             Either way its weights must be those the index was built with.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         localize: how to find the watch in the query (docs/LOCALISATION.md): the learnt box
-            (:class:`BoxSearchConfig`) or windows (:class:`LocalizeConfig`); None embeds whole images.
+            (:class:`BoxSearchConfig`, the default; windows when the index's model is not the one
+            the shipped box head reads) or windows (:class:`LocalizeConfig`); None embeds whole images.
 
     Raises:
         IndexFormatError: the folder is not a valid index, or was built with other weights.
@@ -108,7 +110,7 @@ class Searcher:
     """
 
     def __init__(self, index_dir: Path | str, checkpoint: str | None = None, device: str = "auto",
-                 localize: BoxSearchConfig | LocalizeConfig | None = LocalizeConfig()):
+                 localize: BoxSearchConfig | LocalizeConfig | None = BoxSearchConfig()):
         self.index: Index = load_index(index_dir)
         model_id = checkpoint or self.index.meta["model"]["id"]
         try:

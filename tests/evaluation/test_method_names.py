@@ -17,7 +17,7 @@ from simclr_watches.retrieval.boxes import BoxSearchConfig
     ("+box-only", BoxSearchConfig(whole=False)),
     ("+box-flip-two", BoxSearchConfig(flip=True, boxes=2)),
     ("+box-two-only-flip", BoxSearchConfig(flip=True, boxes=2, whole=False)),
-    ("+box-sq", BoxSearchConfig(squares=(1.0, 1.3, 1.7), top_m=3)),
+    ("+box-grown", BoxSearchConfig(squares=(), top_m=1)),
 ])
 def test_box_suffixes_configure_the_box_search(suffix, cfg):
     m = make_method(f"imagenet+crop{suffix}")
