@@ -9,6 +9,7 @@ packshots (the default).
 
 Usage:
     python benchmarks/localization.py ../shared/data/watches-dev/manifest.csv [--model NAME] [--latency-queries 30]
+        [--skip-compare] [--threads N]
 """
 
 from __future__ import annotations
@@ -104,7 +105,10 @@ def main() -> None:
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--latency-queries", type=int, default=30)
     ap.add_argument("--skip-compare", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not args.skip_compare:
         compare(args.manifest, args.model)
     latency(args.manifest, args.model, args.latency_queries)
