@@ -179,7 +179,9 @@ def search(
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results per query."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per query per line, nothing else on stdout."),
     checkpoint: Optional[str] = CheckpointOpt,
-    localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo with multi-scale windows."),
+    localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo (--locate says how)."),
+    locate: str = typer.Option("box", "--locate", help="How the watch is found: box (the learnt box head; windows for a model it was not trained on) or windows (multi-scale windows)."),
+    box_head: Optional[str] = typer.Option(None, "--box-head", help="With --locate box: a box head file or registered name (default: the shipped one)."),
     sheet: Optional[Path] = typer.Option(None, help="Also write a contact sheet PNG (and an .html beside it)."),
     force: bool = ForceOpt,
     batch_size: int = BatchSizeOpt,
@@ -187,13 +189,13 @@ def search(
 ) -> None:
     """Find the catalog items most similar to each query photo."""
     from simclr_watches.data.images import expand_inputs
-    from simclr_watches.retrieval.localize import LocalizeConfig
-    from simclr_watches.retrieval.search import Searcher
+    from simclr_watches.retrieval.search import Searcher, locate_config
     from simclr_watches.retrieval.sheet import check_sheet, write_sheet
 
+    cfg = locate_config(locate, box_head) if localize else None
     if sheet is not None:
         check_sheet(sheet, force=force, inputs=[*queries, index])  # before any work
-    searcher = Searcher(index, checkpoint=checkpoint, device=device, localize=LocalizeConfig() if localize else None)
+    searcher = Searcher(index, checkpoint=checkpoint, device=device, localize=cfg)
     results = searcher.search(expand_inputs(queries), top_k=top_k, batch_size=batch_size)
     failed = 0
     for r in results:
@@ -321,6 +323,24 @@ def pretrain(
             f"epoch {last['epoch']}: loss {last['loss']:.4f}, retrieval proxy {last['proxy_top1']:.3f}; "
             f"encoder written to {result.run_dir / ENCODER_FILE}",
         )
+
+
+@app.command("train-box")
+@_user_errors
+def train_box(
+    out: Path = typer.Option(..., "--out", "-o", help="The box head file to write (.safetensors; its .json description beside it)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Box training config TOML (e.g. configs/box-lite0.toml)."),
+    overrides: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=10 (repeatable)."),
+    force: bool = ForceOpt,
+) -> None:
+    """Train the box head that finds the watch in a photo, on composites of the catalog's packshots (CPU)."""
+    from simclr_watches.detect.config import load_box_config
+    from simclr_watches.detect.train import run_box_training
+
+    desc = run_box_training(load_box_config(config, overrides), out, force=force, log=_note)
+    test = desc["meta"]["test"]
+    _note(f"held-aside composites: mean IoU {test['mean_iou']:.3f}, IoU >= 0.5 {test['iou50']:.3f}; written to {out}")
+    typer.echo(json.dumps({k: desc[k] for k in ("file", "sha256", "size")}, indent=2))
 
 
 @app.command("augment-preview")

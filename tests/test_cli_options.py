@@ -33,6 +33,6 @@ def test_every_command_with_a_device_defaults_to_auto():
 
 def test_the_shared_options_cover_the_commands_that_write_or_embed():
     assert set(_params("force")) == {"build-index", "search", "synth", "export", "pretrain", "augment-preview", "demo",
-                                     "evaluate"}
+                                     "evaluate", "train-box"}
     assert set(_params("batch_size")) == {"build-index", "search", "evaluate", "add"}
     assert set(_params("checkpoint")) == {"build-index", "search", "demo", "add", "serve"}  # export takes a CHECKPOINT argument

@@ -35,6 +35,7 @@ class EncoderMethod(Method):
         self.name, self.spec, self.seed = name, spec, seed
         self.batch_size, self.device, self.crop = batch_size, device, crop
         self._model = None
+        self.info = None  # the loaded model's ModelInfo (None for "random")
 
     def load(self) -> tuple[Any, Any]:
         """The encoder (loaded on first call) and its :class:`~simclr_watches.model.encoder.Preprocessing`."""
@@ -53,8 +54,8 @@ class EncoderMethod(Method):
             else:
                 from simclr_watches.weights import load_model
 
-                enc, info = load_model(self.spec)
-                self._model = (enc, info.preprocessing)
+                enc, self.info = load_model(self.spec)
+                self._model = (enc, self.info.preprocessing)
         return self._model
 
     @property
@@ -124,6 +125,16 @@ class LocalizedMethod(Method):
         vectors = self.embed(paths)
         return LocalizedGallery(vectors, build_forest(vectors))
 
+    def scorer(self, gallery: LocalizedGallery):
+        """The query-side scorer ``search`` runs: :class:`simclr_watches.retrieval.scoring.LocalizedScorer`."""
+        from simclr_watches.core.device import resolve_device
+        from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedScorer
+
+        enc, pre = self.inner.load()
+        return LocalizedScorer(enc, pre, gallery.vectors, AnnoyCandidates(gallery.forest, self.cfg.candidates),
+                               self.cfg, self.inner.crop_margin, resolve_device(self.inner.device),
+                               self.inner.batch_size)
+
     def score_queries(self, paths: Sequence[Path], gallery: LocalizedGallery) -> np.ndarray:
         """(Q, G) fused scores, ``-inf`` where a gallery item was no candidate for the query.
 
@@ -131,16 +142,45 @@ class LocalizedMethod(Method):
             ImageReadError: a query file is not a usable image.
         """
         from simclr_watches.core.errors import ImageReadError
-        from simclr_watches.core.device import resolve_device
-        from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedScorer
 
-        enc, pre = self.inner.load()
-        scorer = LocalizedScorer(enc, pre, gallery.vectors, AnnoyCandidates(gallery.forest, self.cfg.candidates),
-                                 self.cfg, self.inner.crop_margin, resolve_device(self.inner.device),
-                                 self.inner.batch_size)
         rows = []
-        for scored in scorer.score_files(paths):
+        for scored in self.scorer(gallery).score_files(paths):
             if isinstance(scored, ImageReadError):
                 raise scored
             rows.append(scored.scores.dense(len(gallery.vectors)))
         return np.stack(rows) if rows else np.zeros((0, len(gallery.vectors)), np.float32)
+
+
+class BoxMethod(LocalizedMethod):
+    """An encoder whose queries are searched by their learnt box, exactly as ``search`` does with a box head.
+
+    The gallery side is :class:`LocalizedMethod`'s; each query runs
+    :class:`simclr_watches.retrieval.boxes.BoxScorer`.
+
+    Args:
+        inner: the encoder method (its ``crop`` is applied to the query's whole view too).
+        cfg: a :class:`simclr_watches.retrieval.boxes.BoxSearchConfig`; default ``search``'s.
+        suffix: the method name's suffix (``+box``, ``+box-flip``...).
+    """
+
+    def __init__(self, inner: EncoderMethod, cfg=None, suffix: str = "+box"):
+        from simclr_watches.retrieval.boxes import BoxSearchConfig
+
+        super().__init__(inner)
+        self.cfg = cfg or BoxSearchConfig()
+        self.name = f"{inner.name}{suffix}"
+
+    def scorer(self, gallery: LocalizedGallery):
+        """:class:`simclr_watches.retrieval.boxes.BoxScorer` with the box head of ``cfg``.
+
+        Raises:
+            CheckpointError: the box head cannot be loaded or does not fit the encoder.
+        """
+        from simclr_watches.core.device import resolve_device
+        from simclr_watches.retrieval.boxes import BoxScorer, load_finder
+        from simclr_watches.retrieval.scoring import AnnoyCandidates
+
+        enc, pre = self.inner.load()
+        device = resolve_device(self.inner.device)
+        return BoxScorer(load_finder(self.cfg, enc, self.inner.info, device), pre, gallery.vectors,
+                         AnnoyCandidates(gallery.forest, self.cfg.candidates), self.cfg, self.inner.crop_margin, device)

@@ -6,10 +6,30 @@ from pathlib import Path
 
 from simclr_watches.core.errors import SimclrWatchesError
 from simclr_watches.evaluation.baselines import HsvHistogram, PerceptualHash, Thumbnail
-from simclr_watches.evaluation.encoders import EncoderMethod, LocalizedMethod
+from simclr_watches.evaluation.encoders import BoxMethod, EncoderMethod, LocalizedMethod
 from simclr_watches.evaluation.method import Method
 
 BUILTIN_METHODS = ("hist", "phash", "thumb", "imagenet", "random")
+# Options of the +box suffix (``+box-flip-two``): what each changes in BoxSearchConfig.
+BOX_OPTIONS = {"only": {"whole": False}, "flip": {"flip": True}, "two": {"boxes": 2},
+               "grown": {"squares": (), "top_m": 1}}
+
+
+def _box_suffix(name: str) -> tuple[str, dict] | None:
+    """``(inner name, BoxSearchConfig fields)`` of a name ending in ``+box[-option...]``, else None.
+
+    Raises:
+        SimclrWatchesError: an unknown or repeated option.
+    """
+    inner, sep, tail = name.rpartition("+box")
+    if not sep or (tail and not tail.startswith("-")):
+        return None
+    opts = [o for o in tail.split("-") if o]
+    unknown = [o for o in opts if o not in BOX_OPTIONS]
+    if unknown or len(set(opts)) != len(opts):
+        raise SimclrWatchesError(f"{name}: +box options are {', '.join(BOX_OPTIONS)}, each at most once "
+                                 f"(e.g. +box-flip-two), got {tail!r}")
+    return inner, {k: v for o in opts for k, v in BOX_OPTIONS[o].items()}
 
 
 def _is_checkpoint(spec: str) -> bool:
@@ -26,7 +46,10 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
         name: one of ``BUILTIN_METHODS``, a checkpoint file, a registered weights name or an
             ensemble of those (``A+B``, see :func:`simclr_watches.weights.loading.load_model`);
             an encoder name + ``"+crop"`` crops photos around the watch before embedding,
-            + ``"+loc"`` searches its queries window by window (both: ``imagenet+crop+loc``).
+            + ``"+loc"`` searches its queries window by window (both: ``imagenet+crop+loc``),
+            + ``"+box"`` by the learnt box as ``search --locate box`` does (``-only``: without the
+            whole view, ``-flip``: with mirror images, ``-two``: around a second box too, ``-grown``:
+            the box grown by 10 % instead of three squares around it; e.g. ``watches-lite0-v1-ens+crop+box-flip``).
         seed: seed of the ``random`` encoder.
 
     Raises:
@@ -45,6 +68,14 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
         if not isinstance(inner, EncoderMethod):
             raise SimclrWatchesError(f"{name}: localisation (+loc) needs an encoder method, not {inner.name!r}")
         return LocalizedMethod(inner)
+    box = _box_suffix(name)
+    if box is not None:
+        from simclr_watches.retrieval.boxes import BoxSearchConfig
+
+        inner = make_method(box[0], seed=seed, batch_size=batch_size, device=device)
+        if not isinstance(inner, EncoderMethod):
+            raise SimclrWatchesError(f"{name}: the learnt box (+box) needs an encoder method, not {inner.name!r}")
+        return BoxMethod(inner, BoxSearchConfig(**box[1]), suffix=name[len(box[0]):])
     simple = {"hist": HsvHistogram, "phash": PerceptualHash, "thumb": Thumbnail}
     if name in simple:
         return simple[name]()

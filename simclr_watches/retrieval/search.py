@@ -16,10 +16,30 @@ from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.data.images import Photo
 from simclr_watches.data.mask import crop_to_foreground
 from simclr_watches.core.device import resolve_device
+from simclr_watches.retrieval.boxes import BoxScorer, BoxSearchConfig, box_or_windows
 from simclr_watches.retrieval.embed import PhotoView, embed_paths, embed_tensors, fit_photo
 from simclr_watches.retrieval.index import SIDECAR_FILE, Index, load_index
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedQuery, LocalizedScorer
+
+# How search finds the watch in a query photo (`search --locate`): the learnt box or multi-scale windows.
+LOCATE_MODES = ("box", "windows")
+
+
+def locate_config(mode: str, box_head: str | None = None) -> BoxSearchConfig | LocalizeConfig:
+    """The localisation of a ``--locate`` mode: ``box`` (with ``box_head``, default the shipped head) or ``windows``.
+
+    Raises:
+        SimclrWatchesError: an unknown mode, or a box head given with windows.
+    """
+    if mode not in LOCATE_MODES:
+        raise SimclrWatchesError(f"--locate must be one of {', '.join(LOCATE_MODES)}, got {mode!r}")
+    if mode == "windows":
+        if box_head is not None:
+            raise SimclrWatchesError("--box-head needs --locate box")
+        return LocalizeConfig()
+    return BoxSearchConfig(head=box_head)
+
 
 # A query: a photo's path (labelled by itself) or a (label, path) pair.
 Query = Union[str, os.PathLike, tuple[str, Path]]
@@ -43,8 +63,9 @@ class QueryResult:
         query: the query's label (its path as given, unless labelled otherwise).
         hits: the catalog items found, best first.
         error: why the query could not be answered (then ``hits`` is empty); None when it was.
-        box: the window ``[x0, y0, x1, y1]`` (pixels of the query as decoded) that matched
-            the top result, when localisation was on.
+        box: where the watch was found, ``[x0, y0, x1, y1]`` (pixels of the query as decoded),
+            when localisation was on: the learnt box's region, or the window, that matched the
+            top result best.
     """
 
     query: str
@@ -82,8 +103,9 @@ class Searcher:
         checkpoint: the model to embed queries with; default: the one recorded in the index.
             Either way its weights must be those the index was built with.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
-        localize: window layout for finding the watch in the query (docs/LOCALISATION.md);
-            None embeds whole images.
+        localize: how to find the watch in the query (docs/LOCALISATION.md): the learnt box
+            (:class:`BoxSearchConfig`, the default; windows when the index's model is not the one
+            the shipped box head reads) or windows (:class:`LocalizeConfig`); None embeds whole images.
 
     Raises:
         IndexFormatError: the folder is not a valid index, or was built with other weights.
@@ -91,12 +113,14 @@ class Searcher:
     """
 
     def __init__(self, index_dir: Path | str, checkpoint: str | None = None, device: str = "auto",
-                 localize: LocalizeConfig | None = LocalizeConfig()):
+                 localize: BoxSearchConfig | LocalizeConfig | None = BoxSearchConfig()):
         self.index: Index = load_index(index_dir)
         self.encoder, self.model = self.index.load_model(checkpoint)
         self.device = resolve_device(device)
         self.encoder = self.encoder.to(self.device).eval().to(memory_format=torch.channels_last)
-        self.localize = localize
+        self.localize, self.finder = localize, None
+        if isinstance(localize, BoxSearchConfig):  # windows instead when the shipped head does not fit this model
+            self.localize, self.finder = box_or_windows(localize, self.encoder, self.model, self.device)
         self._refreshing = threading.Lock()
 
     def refresh(self) -> bool:
@@ -208,9 +232,12 @@ class Searcher:
         rows, scores = snap.query(vector, top_k)
         return QueryResult(label, [_hit(snap, rank, row, score) for rank, (row, score) in enumerate(zip(rows, scores))])
 
-    def _scorer(self, snap: Index, batch_size: int = 32) -> LocalizedScorer:
+    def _scorer(self, snap: Index, batch_size: int = 32) -> LocalizedScorer | BoxScorer:
         cfg = self.localize
         candidates = AnnoyCandidates(snap.ann, cfg.candidates, hidden=snap.hidden_in_forest, always=snap.live_added)
+        if self.finder is not None:
+            return BoxScorer(self.finder, snap.preprocessing, snap.vectors, candidates, cfg, snap.crop_margin,
+                             self.device)
         return LocalizedScorer(self.encoder, snap.preprocessing, snap.vectors, candidates, cfg, snap.crop_margin,
                                self.device, batch_size)
 

@@ -26,7 +26,7 @@ from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.core.files import read_limited
 from simclr_watches.data.images import DECODE_FORMATS, MAX_FILE_BYTES, PILLOW_ERRORS, Photo, decode_image
 from simclr_watches.retrieval.index import FEEDBACK_FILE, UPLOADS_DIR
-from simclr_watches.retrieval.localize import LocalizeConfig
+from simclr_watches.retrieval.boxes import BoxSearchConfig
 from simclr_watches.retrieval.search import Searcher
 from simclr_watches.retrieval.update import add_items, remove_items
 from simclr_watches.serve.errors import ApiError, image_error
@@ -68,7 +68,7 @@ class CatalogService:
                  device: str = "auto"):
         self.index_dir, self.settings = Path(index_dir), settings
         self.searcher = Searcher(index_dir, checkpoint=checkpoint, device=device,
-                                 localize=LocalizeConfig() if settings.localize else None)
+                                 localize=BoxSearchConfig() if settings.localize else None)
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simclr-watches-model")
         self.stats = Stats()
         self.gate = Gate(settings.max_concurrent, self.stats.refused)

@@ -16,6 +16,7 @@ else:  # pragma: no cover
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_PATH = REPO_ROOT / "configs" / "weights.toml"
 IMAGENET_LITE0 = "efficientnet_lite0-imagenet"
+KINDS = ("encoder", "box")  # what a registry entry's file is: an encoder, or a box head on an encoder's maps
 DEFAULT_MODEL = "watches-lite0-v1-ens"  # the shipped SimCLR checkpoint with its ImageNet init (docs/MODEL_CARD.md)
 
 
@@ -26,6 +27,8 @@ class WeightsEntry:
     Either a weights file (``arch``, ``sha256``, ``size`` and where it comes from:
     ``package``, ``artifact`` or ``url``) or an ensemble of other entries (``members``;
     see :class:`simclr_watches.model.ensemble.EnsembleEncoder`), which has no file of its own.
+    ``kind`` is ``"encoder"`` (the default) or ``"box"``: a box head
+    (:mod:`simclr_watches.weights.box`), which is no encoder and no ensemble member.
     """
 
     name: str
@@ -37,9 +40,14 @@ class WeightsEntry:
     artifact: str | None = None
     url: str | None = None
     members: tuple[str, ...] = ()
+    kind: str = "encoder"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", tuple(self.members))
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == "box" and (self.members or self.package):
+            raise ValueError(f"{self.name}: a box head is a file of its own (artifact or url), not members or a package")
         if self.members:
             if self.arch or self.sha256 or self.size or self.package or self.artifact or self.url:
                 raise ValueError(f"{self.name}: an ensemble (members) has no file, arch, sha256 or size of its own")
@@ -70,6 +78,6 @@ def load_registry(path: Path | str | None = None) -> dict[str, WeightsEntry]:
         raise CheckpointError(f"{path}: malformed weights registry entry: {e}") from None
     for entry in registry.values():
         for m in entry.members:
-            if m not in registry or registry[m].members:
+            if m not in registry or registry[m].members or registry[m].kind != "encoder":  # an encoder file
                 raise CheckpointError(f"{path}: ensemble {entry.name}: member {m!r} is not a registered weights file")
     return registry

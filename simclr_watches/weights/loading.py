@@ -61,6 +61,8 @@ def _load_single(spec: str, registry: Registry) -> tuple[Encoder, ModelInfo]:
         raise CheckpointError(
             f"{spec}: neither a checkpoint file nor a registered model name (known: {', '.join(sorted(registry))})"
         )
+    if entry.kind != "encoder":
+        raise CheckpointError(f"{spec}: a registered {entry.kind} head, not an encoder")
     path = _verified_file(entry)
     if not entry.package:
         return load_encoder_file(path, model_id=entry.name, sha256=entry.sha256)

@@ -1,0 +1,103 @@
+"""Search with the learnt box: the shipped head finds a watch pasted into a synthetic photo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from simclr_watches.core.errors import CheckpointError, SimclrWatchesError
+from simclr_watches.data.mask import white_background_mask
+from simclr_watches.data.synth import render_watch, sample_attributes
+from simclr_watches.retrieval.boxes import BoxSearchConfig, box_regions, grow, square
+from simclr_watches.retrieval.index import build_index
+from simclr_watches.retrieval.localize import LocalizeConfig
+from simclr_watches.retrieval.search import Searcher, locate_config
+
+
+def _iou(a, b) -> float:
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _photo(seed: int, path) -> tuple[int, int, int, int]:
+    """A synthetic watch pasted small on a textured, non-white background; returns its true box."""
+    rng = np.random.default_rng(seed)
+    watch = render_watch(sample_attributes(rng), size=200, seed=seed)
+    mask = white_background_mask(watch)
+    side = int(rng.integers(110, 170))
+    watch, m = watch.resize((side, side)), Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side))
+    yy, xx = np.mgrid[0:360, 0:480]
+    bg = np.stack([80 + 60 * np.sin(xx / 23.0), 110 + 40 * np.cos(yy / 17.0), 90 + 0 * xx], axis=-1)
+    img = Image.fromarray((bg + rng.normal(0, 6, bg.shape)).clip(0, 255).astype(np.uint8))
+    x, y = int(rng.integers(0, 480 - side)), int(rng.integers(0, 360 - side))
+    img.paste(watch, (x, y), m)
+    img.save(path)
+    ys, xs = np.nonzero(np.asarray(m) >= 128)
+    return x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1
+
+
+@pytest.fixture(scope="module")
+def default_index(tmp_path_factory):
+    """A small catalog indexed with the default model (the box head reads its first member's maps)."""
+    root = tmp_path_factory.mktemp("boxcat")
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        render_watch(sample_attributes(rng), size=160, seed=i).save(root / f"w{i}.png")
+    build_index(root, root.parent / "idx", progress=False, n_trees=5)
+    return root.parent / "idx"
+
+
+def test_search_with_the_box_finds_the_watch_in_a_synthetic_photo(default_index, tmp_path, one_thread):
+    cfg = BoxSearchConfig(squares=(), top_m=1, margin=0.0)  # the box itself
+    searcher = Searcher(default_index, device="cpu", localize=cfg)
+    ious = []
+    for seed in range(3):
+        truth = _photo(100 + seed, tmp_path / f"q{seed}.jpg")
+        result = searcher.search_one(tmp_path / f"q{seed}.jpg", top_k=2)
+        assert len(result.hits) == 2 and result.box is not None
+        ious.append(_iou(result.box, truth))
+    assert min(ious) >= 0.5, ious
+
+
+def test_another_encoder_gets_windows_by_default_and_a_named_head_is_refused(make_catalog, small_checkpoint, tmp_path):
+    build_index(make_catalog(3), tmp_path / "idx", checkpoint=str(small_checkpoint), progress=False, n_trees=2)
+    s = Searcher(tmp_path / "idx", device="cpu", localize=BoxSearchConfig())
+    assert s.localize == LocalizeConfig() and s.finder is None
+    assert s.search_one(tmp_path / "catalog" / "w001.png", top_k=1).hits[0].path.endswith("w001.png")
+    with pytest.raises(CheckpointError, match="reads the maps of watches-lite0-v1"):
+        Searcher(tmp_path / "idx", device="cpu", localize=BoxSearchConfig(head="watches-lite0-v1-box"))
+
+
+def test_locate_modes():
+    assert locate_config("windows") == LocalizeConfig()
+    assert locate_config("box", "h.safetensors") == BoxSearchConfig(head="h.safetensors")
+    with pytest.raises(SimclrWatchesError, match="--locate"):
+        locate_config("grid")
+    with pytest.raises(SimclrWatchesError, match="--box-head needs --locate box"):
+        locate_config("windows", "h.safetensors")
+
+
+def test_grow_keeps_the_box_inside_the_picture():
+    assert grow((10, 10, 30, 50), 0.1, 100, 100) == (6, 6, 34, 54)
+    assert grow((0, 0, 100, 20), 0.5, 100, 40) == (0, 0, 100, 40)
+
+
+def test_squares_are_centred_on_the_box_and_clipped():
+    assert square((40, 40, 60, 80), 1.0, 200, 200) == (30, 40, 70, 80)
+    assert square((0, 0, 20, 20), 2.0, 200, 200) == (0, 0, 30, 30)
+    cfg = BoxSearchConfig(squares=(1.0, 1.5), top_m=2)
+    assert box_regions((40, 40, 60, 80), cfg, 200, 200) == [(30, 40, 70, 80), (20, 30, 80, 90)]
+    assert box_regions((40, 40, 60, 80), BoxSearchConfig(squares=(), margin=0.0), 200, 200) == [(40, 40, 60, 80)]
+
+
+@pytest.mark.parametrize("cfg", [BoxSearchConfig(), BoxSearchConfig(whole=False, squares=(1.0, 1.3), top_m=2)])
+def test_square_regions_search_finds_the_watch(default_index, tmp_path, one_thread, cfg):
+    truth = _photo(7, tmp_path / "q.jpg")
+    result = Searcher(default_index, device="cpu", localize=cfg).search_one(tmp_path / "q.jpg", top_k=3)
+    assert len(result.hits) == 3 and [h.rank for h in result.hits] == [1, 2, 3]
+    x0, y0, x1, y1 = result.box
+    cx, cy = (truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2
+    assert x0 <= cx <= x1 and y0 <= cy <= y1  # a square around the watch's centre
