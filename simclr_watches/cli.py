@@ -453,7 +453,7 @@ def serve(
     max_upload_bytes: int = typer.Option(ServeSettings.max_upload_bytes, min=1, help="Largest photo accepted, in bytes."),
     max_pixels: int = typer.Option(ServeSettings.max_pixels, min=1, help="Largest photo accepted, in pixels."),
     max_concurrent: int = typer.Option(ServeSettings.max_concurrent, min=1, help="Photos read or searched at once; more requests get 503 (busy)."),
-    localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo with multi-scale windows."),
+    localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo with the learnt box, as search does."),
     checkpoint: Optional[str] = CheckpointOpt,
     device: str = DeviceOpt,
 ) -> None:

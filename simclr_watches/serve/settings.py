@@ -26,7 +26,7 @@ class ServeSettings:
         max_add_files: photos one ``POST /api/items`` may add.
         enable_writes: whether add, delete and feedback are allowed at all (else 403).
         token: the secret the write endpoints require (``Authorization: Bearer TOKEN``).
-        localize: find the watch in query photos with windows (as ``search``); False: whole images.
+        localize: find the watch in query photos (with the learnt box, as ``search``); False: whole images.
         thumbnail_px: longest side of a thumbnail.
         thumbnail_cache: thumbnails kept in memory (least recently used dropped first).
         max_feedback_bytes: largest feedback request body.
