@@ -130,8 +130,10 @@ def test_cli_add_remove_compact_update_and_info(crash_setup, tmp_path):
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert [d["added"]["path"] for d in lines if "added" in d] == [str(catalog / "w001.png"), str(catalog / "w002.png")]
-    # The index now mirrors the catalog: the changed file, and the items added from outside it, are removed.
-    assert [d["removed"]["id"] for d in lines if "removed" in d] == [2, 6, 7]
+    # The catalog's changed file is removed; the items added from outside the catalog (6, 7) stay.
+    assert [d["removed"]["id"] for d in lines if "removed" in d] == [2]
+    info = json.loads(run_cli("info", idx).stdout)
+    assert info["live"] == 8  # 7 after compaction, + w001 put back, + new w002, - old w002
 
     assert_user_error(run_cli("add", catalog, new), "not an index")
     assert_user_error(run_cli("build-index", catalog, "--out", idx, "--update", "--force"), "give one of them")
