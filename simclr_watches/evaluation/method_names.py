@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from simclr_watches.core.errors import SimclrWatchesError
@@ -10,6 +11,8 @@ from simclr_watches.evaluation.encoders import EncoderMethod, LocalizedMethod
 from simclr_watches.evaluation.method import Method
 
 BUILTIN_METHODS = ("hist", "phash", "thumb", "imagenet", "random")
+# "+pca256" / "+white256" / "+f16": score as an index stores its vectors (PCA to 256-d, whitened or not; float16).
+_STORED = re.compile(r"\+(?:(?P<kind>pca|white)(?P<width>[0-9]{1,5})|f16)$")
 
 
 def _is_checkpoint(spec: str) -> bool:
@@ -26,7 +29,10 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
         name: one of ``BUILTIN_METHODS``, a checkpoint file, a registered weights name or an
             ensemble of those (``A+B``, see :func:`simclr_watches.weights.loading.load_model`);
             an encoder name + ``"+crop"`` crops photos around the watch before embedding,
-            + ``"+loc"`` searches its queries window by window (both: ``imagenet+crop+loc``).
+            + ``"+loc"`` searches its queries window by window (both: ``imagenet+crop+loc``);
+            + ``"+pcaW"``, ``"+whiteW"`` or ``"+f16"`` (before ``+loc``) scores its gallery as
+            an index stores it: projected to W dimensions by a PCA (whitened) fitted on the
+            gallery, rounded to float16 (``+f16``: rounded only).
         seed: seed of the ``random`` encoder.
 
     Raises:
@@ -39,6 +45,14 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
         if not isinstance(inner, EncoderMethod):
             raise SimclrWatchesError(f"{name}: cropping (+crop) needs an encoder method, not {inner.name!r}")
         inner.name, inner.crop = name, True
+        return inner
+    stored = _STORED.search(name)
+    if stored:
+        inner = make_method(name[: stored.start()], seed=seed, batch_size=batch_size, device=device)
+        if not isinstance(inner, EncoderMethod):
+            raise SimclrWatchesError(f"{name}: {stored[0]} needs an encoder method (before +loc), not {inner.name!r}")
+        inner.name = name
+        inner.store_as_index(int(stored["width"] or 0), stored["kind"] == "white")
         return inner
     if name.endswith("+loc"):
         inner = make_method(name[: -len("+loc")], seed=seed, batch_size=batch_size, device=device)

@@ -27,13 +27,16 @@ def test_sidecar_describes_everything(make_catalog, small_checkpoint, tmp_path):
     report = _build(root, tmp_path / "idx", small_checkpoint)
     assert report.count == 4 and report.skipped == [(str(root / "bad.jpg"), "empty file")]
     meta = json.loads((tmp_path / "idx" / "index.json").read_text())
-    assert meta["format"] == "simclr-watches-index" and meta["format_version"] == 2
+    assert meta["format"] == "simclr-watches-index" and meta["format_version"] == 3
     assert meta["model"] == {"id": str(small_checkpoint.resolve()), "sha256": sha256_file(small_checkpoint), "arch": "resnet18", "dim": 512}
     assert meta["dim"] == 512 and meta["metric"] == "angular" and meta["n_trees"] == 5 and meta["count"] == 4
     assert meta["preprocessing"]["size"] == 64
-    assert meta["files"] == {"forest": "forest-1.ann", "vectors": "vectors-1.npy"} and meta["forest_count"] == 4
-    assert [it["id"] for it in meta["items"]] == [0, 1, 2, 3] and meta["next_id"] == 4
-    item = meta["items"][0]
+    assert meta["files"] == {role: f"{role}-1.{'ann' if role == 'forest' else 'npy'}" for role in
+                             ("forest", "vectors", "ids", "sha256", "sizes", "offsets", "paths")}
+    assert meta["forest_count"] == 4 and "projection" not in meta  # 4 images: too few for a 256-d PCA
+    assert meta["added"] == meta["removed"] == [] and meta["next_id"] == 4
+    assert load_index(tmp_path / "idx").ids == [0, 1, 2, 3]
+    item = load_index(tmp_path / "idx").items[0]
     assert item["path"] == str((root / "w000.png").resolve())
     assert item["sha256"] == sha256_file(root / "w000.png") and item["bytes"] == (root / "w000.png").stat().st_size
     assert meta["skipped"] == [{"path": str(root / "bad.jpg"), "reason": "empty file"}]
@@ -108,7 +111,11 @@ def test_load_index_refuses_incomplete_or_foreign(make_catalog, small_checkpoint
                                                "with build-index --force"):
         load_index(tmp_path / "idx")
     sidecar.write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(IndexFormatError, match="v99 is not v2"):
+    sidecar.write_text(json.dumps({**meta, "format_version": 2}))
+    with pytest.raises(IndexFormatError, match="v2 was written by an older version"):
+        load_index(tmp_path / "idx")
+    sidecar.write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(IndexFormatError, match="v99 is not v3"):
         load_index(tmp_path / "idx")
     sidecar.write_text("{")
     with pytest.raises(IndexFormatError, match="unreadable sidecar"):
