@@ -40,16 +40,17 @@ class EncoderMethod(Method):
         self.name, self.spec, self.seed = name, spec, seed
         self.batch_size, self.device, self.crop = batch_size, device, crop
         self._model = None
-        self.stored: tuple[int, bool] | None = None
+        self.stored: tuple[int, str] | None = None
         self.projection = None
 
-    def store_as_index(self, width: int, whiten: bool) -> None:
+    def store_as_index(self, width: int, kind: str = "pca") -> None:
         """Scores as an index of ``build-index --pca WIDTH [--whiten]`` would (``width`` 0: no PCA).
 
-        The PCA is fitted on each gallery alone (never on queries), the gallery rows are
-        rounded to float16 as index files store them, and queries (and regions) are projected.
+        The PCA (``kind``: ``pca``, ``cpca`` centred, ``white`` whitened) is fitted on each
+        gallery alone (never on queries), the gallery rows are rounded to float16 as index
+        files store them, and queries (and regions) are projected.
         """
-        self.stored = (width, whiten)
+        self.stored = (width, kind)
 
     def project(self, x: np.ndarray) -> np.ndarray:
         """Query vectors in the gallery's space: projected by the last gallery's PCA, if any."""
@@ -61,8 +62,8 @@ class EncoderMethod(Method):
             return vectors
         from simclr_watches.retrieval.projection import fit_pca, stored_rows
 
-        width, whiten = self.stored
-        self.projection = fit_pca(vectors, width, whiten) if width else None
+        width, kind = self.stored
+        self.projection = fit_pca(vectors, width, whiten=kind == "white", center=kind == "cpca") if width else None
         return stored_rows(self.project(vectors)).astype(np.float32)
 
     def score_queries(self, paths: Sequence[Path], gallery: np.ndarray) -> np.ndarray:

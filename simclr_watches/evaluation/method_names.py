@@ -11,8 +11,9 @@ from simclr_watches.evaluation.encoders import EncoderMethod, LocalizedMethod
 from simclr_watches.evaluation.method import Method
 
 BUILTIN_METHODS = ("hist", "phash", "thumb", "imagenet", "random")
-# "+pca256" / "+white256" / "+f16": score as an index stores its vectors (PCA to 256-d, whitened or not; float16).
-_STORED = re.compile(r"\+(?:(?P<kind>pca|white)(?P<width>[0-9]{1,5})|f16)$")
+# "+pca256" / "+cpca256" / "+white256" / "+f16": score as an index stores its vectors (PCA to 256-d: of the
+# second moment, centred or whitened; float16).
+_STORED = re.compile(r"\+(?:(?P<kind>pca|cpca|white)(?P<width>[0-9]{1,5})|f16)$")
 
 
 def _is_checkpoint(spec: str) -> bool:
@@ -30,9 +31,9 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
             ensemble of those (``A+B``, see :func:`simclr_watches.weights.loading.load_model`);
             an encoder name + ``"+crop"`` crops photos around the watch before embedding,
             + ``"+loc"`` searches its queries window by window (both: ``imagenet+crop+loc``);
-            + ``"+pcaW"``, ``"+whiteW"`` or ``"+f16"`` (before ``+loc``) scores its gallery as
-            an index stores it: projected to W dimensions by a PCA (whitened) fitted on the
-            gallery, rounded to float16 (``+f16``: rounded only).
+            + ``"+pcaW"``, ``"+cpcaW"``, ``"+whiteW"`` or ``"+f16"`` (before ``+loc``) scores its
+            gallery as an index stores it: projected to W dimensions by a PCA (centred,
+            whitened) fitted on the gallery, rounded to float16 (``+f16``: rounded only).
         seed: seed of the ``random`` encoder.
 
     Raises:
@@ -52,7 +53,7 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
         if not isinstance(inner, EncoderMethod):
             raise SimclrWatchesError(f"{name}: {stored[0]} needs an encoder method (before +loc), not {inner.name!r}")
         inner.name = name
-        inner.store_as_index(int(stored["width"] or 0), stored["kind"] == "white")
+        inner.store_as_index(int(stored["width"] or 0), stored["kind"] or "")
         return inner
     if name.endswith("+loc"):
         inner = make_method(name[: -len("+loc")], seed=seed, batch_size=batch_size, device=device)

@@ -123,8 +123,10 @@ def write_index(
     """Writes an index directory atomically.
 
     Args:
-        vectors: (N, D) unit embeddings of the model, row i for items[i].
-        projection: the PCA to store them with (:func:`fit_projection`); None: full width.
+        vectors: (N, W) unit rows in the index's space, row i for items[i]: the model's
+            embeddings, projected by ``projection`` when there is one.
+        projection: the PCA that made the rows from the model's embeddings (:func:`fit_projection`),
+            stored to project queries; None: the rows are the embeddings.
         skipped: (path, reason) of files left out, recorded for the user.
         extra: further sidecar fields (e.g. how catalog images were cropped before embedding).
         force: replace an index written earlier by this program (only once the new one is
@@ -139,9 +141,11 @@ def write_index(
         raise SimclrWatchesError(f"cannot index {len(items)} items with {len(vectors)} vectors")
     if n_trees < 1:
         raise SimclrWatchesError(f"n_trees must be >= 1, got {n_trees}")
-    if projection is not None and projection.input_dim != vectors.shape[1]:
-        raise SimclrWatchesError(f"a projection of {projection.input_dim}-d vectors cannot take {vectors.shape[1]}-d ones")
-    rows = stored_rows(vectors if projection is None else projection.apply(vectors))
+    space = (model.dim, model.dim) if projection is None else (projection.input_dim, projection.width)
+    if space != (model.dim, vectors.shape[1]):
+        raise SimclrWatchesError(f"cannot store {vectors.shape[1]}-d rows for a {model.dim}-d model with a projection "
+                                 f"from {space[0]} to {space[1]} dimensions")
+    rows = stored_rows(vectors)
     generation = 1
     files, writes = generation_writes(generation, rows, Columns.from_records(
         [item_record(i, it) for i, it in enumerate(items)]), n_trees)
@@ -1037,6 +1041,7 @@ def build_index(
         raise NoReadableImagesError(catalog, emb.skipped)
     view = {"crop": "foreground", "margin": CROP_MARGIN} if crop else {"crop": "none"}
     projection = fit_projection(emb.vectors, pca if len(emb.items) > pca else 0, whiten)
-    write_index(out_dir, emb.vectors, emb.items, model, model.preprocessing, n_trees=n_trees, projection=projection,
+    rows = emb.vectors if projection is None else projection.apply(emb.vectors)
+    write_index(out_dir, rows, emb.items, model, model.preprocessing, n_trees=n_trees, projection=projection,
                 skipped=skipped, extra={"catalog_view": view}, force=force)
     return BuildReport(out_dir, len(emb.items), skipped, model)

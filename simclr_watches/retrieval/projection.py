@@ -1,10 +1,13 @@
-"""Compact vectors: a PCA (optionally whitened) fitted on a catalog's embeddings, applied to its queries.
+"""Compact vectors: a PCA (optionally centred or whitened) fitted on a catalog's embeddings, applied to its queries.
 
 An index stores its items' embeddings projected to ``width`` dimensions (docs/INDEX_FORMAT.md,
 ``projection-G.npy``); every query vector (and every region vector of a localised search) goes
 through the same projection before it meets them. Fitted at build time on the catalog itself
-(a rebuild refits it, a compaction keeps it), as in Jégou & Chum, "Negative evidences and
-co-occurrences in image retrieval" (ECCV 2012), who whiten on the target collection.
+(a rebuild refits it, a compaction keeps it). By default the axes are the top eigenvectors of
+the rows' second moment, not centred: a query then keeps its cosines to the catalog items
+inside their principal subspace, while centring on the catalog's mean (and whitening, which
+Jégou & Chum, ECCV 2012, learn on the target collection) cost real photos much of their R@1
+on watches-dev (docs/BENCHMARKS.md, "Compact vectors").
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class Projection:
     """``y = unit((x - mean) @ matrix.T)``: D-d embeddings to W-d unit vectors.
 
     Attributes:
-        mean: (D,) float32 mean of the fitted embeddings.
+        mean: (D,) float32 mean of the fitted embeddings when centred, else zeros.
         matrix: (W, D) float32 principal axes, by decreasing variance; divided by their
             standard deviation when ``whiten``.
         whiten: whether the axes were scaled to unit variance.
@@ -71,13 +74,14 @@ class Projection:
         return cls(array[0].copy(), array[1:].copy(), whiten)
 
 
-def fit_pca(vectors: np.ndarray, width: int, whiten: bool = False) -> Projection:
+def fit_pca(vectors: np.ndarray, width: int, whiten: bool = False, center: bool = False) -> Projection:
     """Fits a PCA of ``width`` axes on the rows of ``vectors`` (a seeded sample of PCA_SAMPLE at most).
 
     Args:
         vectors: (N, D) embeddings (e.g. a memory map; only the sample is read), N > width.
         width: output dimensions, 1..min(D, N - 1).
         whiten: scale each axis to unit variance (regularised by WHITEN_EPS).
+        center: subtract the rows' mean first (classic PCA); default: axes of the second moment.
 
     Raises:
         SimclrWatchesError: ``width`` out of range for these vectors.
@@ -88,7 +92,7 @@ def fit_pca(vectors: np.ndarray, width: int, whiten: bool = False) -> Projection
                                  f"(width must be in 1..{min(d, n - 1)})")
     rows = np.sort(np.random.default_rng(PCA_SEED).choice(n, PCA_SAMPLE, replace=False)) if n > PCA_SAMPLE else None
     x = np.asarray(vectors if rows is None else vectors[rows], np.float64)
-    mean = x.mean(axis=0)
+    mean = x.mean(axis=0) if center else np.zeros(d)
     x -= mean
     cov = (x.T @ x) / max(len(x) - 1, 1)
     values, axes = np.linalg.eigh(cov)  # ascending

@@ -64,8 +64,10 @@ def build_bases(root: Path) -> dict[str, Path]:
         items = [EmbeddedItem(Path(f"/catalog/{name}{i}.jpg"), f"{i:064x}", 100 + i) for i in range(n)]
         model = ModelInfo("m.safetensors", "ab" * 32, "resnet18", dim, Preprocessing(size=32))
         vectors = _unit_rows(rng, n, dim)
-        out[name] = write_index(root / name, vectors, items, model, Preprocessing(size=32), n_trees=3,
-                                projection=fit_projection(vectors, width), skipped=[("/catalog/bad.jpg", "empty file")],
+        projection = fit_projection(vectors, width)
+        rows = vectors if projection is None else projection.apply(vectors)
+        out[name] = write_index(root / name, rows, items, model, Preprocessing(size=32), n_trees=3,
+                                projection=projection, skipped=[("/catalog/bad.jpg", "empty file")],
                                 extra={"catalog_view": {"crop": "foreground", "margin": 0.05}})
         # 4 rows added since the forest was built, 3 items removed: generation 2, the forest's files of
         # generation 1, added-2.npy
