@@ -26,7 +26,7 @@ import os
 import stat
 import time
 import tokenize
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -68,7 +68,7 @@ INDEX_OUTPUT = OutputKind(
 
 DEFAULT_TREES = 50  # trees of build-index's forest
 FOREST_SEED = 0
-DEFAULT_WIDTH = 256  # build-index --pca: stored width (docs/BENCHMARKS.md, "Compact vectors")
+DEFAULT_WIDTH = 512  # build-index --pca: stored width (docs/BENCHMARKS.md, "Compact vectors": no R@1 lost)
 
 
 def build_forest(vectors: np.ndarray, n_trees: int = DEFAULT_TREES) -> AnnoyIndex:
@@ -969,12 +969,16 @@ def _fd_path(fd: int) -> str | None:
 
 @dataclass
 class BuildReport:
-    """What :func:`build_index` wrote: the folder, how many images, which were skipped and why, the model."""
+    """What :func:`build_index` wrote: the folder, how many images, which were skipped and why, the model.
+
+    ``shards``: under ``torchrun``, what each process did (reused or embedded its shard).
+    """
 
     directory: Path
     count: int
     skipped: list[tuple[str, str]]
     model: ModelInfo
+    shards: list[str] = field(default_factory=list)
 
 
 def build_index(
@@ -995,7 +999,8 @@ def build_index(
 
     With ``crop``, each photo is cropped around the watch (its foreground on the white
     backdrop) before embedding; the sidecar's ``catalog_view`` records it so that
-    search treats queries the same way. What ``simclr-watches build-index`` runs.
+    search treats queries the same way. What ``simclr-watches build-index`` runs (under
+    ``torchrun``, it runs :func:`simclr_watches.retrieval.shards.build_sharded` instead).
 
     Args:
         catalog: folder searched recursively for jpg, png, webp, bmp and tif files.

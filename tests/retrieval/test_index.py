@@ -33,7 +33,7 @@ def test_sidecar_describes_everything(make_catalog, small_checkpoint, tmp_path):
     assert meta["preprocessing"]["size"] == 64
     assert meta["files"] == {role: f"{role}-1.{'ann' if role == 'forest' else 'npy'}" for role in
                              ("forest", "vectors", "ids", "sha256", "sizes", "offsets", "paths")}
-    assert meta["forest_count"] == 4 and "projection" not in meta  # 4 images: too few for a 256-d PCA
+    assert meta["forest_count"] == 4 and "projection" not in meta  # 4 images: too few for a 512-d PCA
     assert meta["added"] == meta["removed"] == [] and meta["next_id"] == 4
     assert load_index(tmp_path / "idx").ids == [0, 1, 2, 3]
     item = load_index(tmp_path / "idx").items[0]

@@ -82,7 +82,7 @@ def test_an_index_with_a_pca_searches_adds_and_compacts_in_its_space(make_catalo
 
 def test_a_small_catalog_keeps_every_dimension(make_catalog, small_checkpoint, tmp_path, one_thread):
     build_index(make_catalog(4), tmp_path / "idx", checkpoint=str(small_checkpoint), progress=False, n_trees=3)
-    index = load_index(tmp_path / "idx")  # 4 images: a 256-d PCA is impossible, the 512-d rows are kept
+    index = load_index(tmp_path / "idx")  # 4 images: a 512-d PCA is impossible (and keeps every dimension of this 512-d model)
     assert index.projection is None and "projection" not in index.meta and index.meta["dim"] == 512
 
 
