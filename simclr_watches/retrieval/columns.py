@@ -174,6 +174,27 @@ class Items:
         """Every row's sha256 as hex (reads the whole column)."""
         return self.forest.all_sha256() + [r["sha256"] for r in self.added]
 
+    def rows_with_sha256(self, digests: Sequence[str]) -> dict[str, list[int]]:
+        """The rows (hidden or not) whose file has each of these hex sha256 digests, for those found.
+
+        Vectorised over the column (its first 8 bytes as integers, then exact), so a few
+        digests cost a pass over the column, not a record per item.
+        """
+        wanted = set(digests)
+        out: dict[str, list[int]] = {}
+        if wanted and len(self.forest):
+            col = np.asarray(self.forest.sha256)
+            prefix = np.ascontiguousarray(col[:, :8]).view("<u8").ravel()
+            keys = np.array([int.from_bytes(bytes.fromhex(d)[:8], "little") for d in wanted], np.uint64)
+            for r in np.flatnonzero(np.isin(prefix, keys)).tolist():
+                digest = bytes(col[r]).hex()
+                if digest in wanted:
+                    out.setdefault(digest, []).append(r)
+        for j, rec in enumerate(self.added):
+            if rec["sha256"] in wanted:
+                out.setdefault(rec["sha256"], []).append(len(self.forest) + j)
+        return out
+
     def columns(self, rows: np.ndarray) -> Columns:
         """Columns of the items at ``rows`` (ascending forest rows first, then added rows)."""
         rows = np.asarray(rows, np.int64)

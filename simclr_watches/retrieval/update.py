@@ -193,6 +193,13 @@ def _expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
+def _live_with_sha256(index: Index, digests: Sequence[str]) -> dict[str, int]:
+    """digest -> the first live row whose file has it, for the digests some live item has."""
+    found = index.items.rows_with_sha256(digests)
+    live = {sha: [r for r in rows if not index.is_hidden(r)] for sha, rows in found.items()}
+    return {sha: rows[0] for sha, rows in live.items() if rows}
+
+
 def add_items(index_dir: Path | str, paths: Iterable[str | os.PathLike], *, batch_size: int = 32,
               device: str = "auto", progress: bool = False, model: tuple[Any, Any] | None = None,
               checkpoint: str | None = None) -> UpdateReport:
@@ -219,8 +226,8 @@ def add_items(index_dir: Path | str, paths: Iterable[str | os.PathLike], *, batc
     report = UpdateReport(directory)
     with _locked(directory) as index:
         index.check_model(info)
-        live = {sha: r for r, sha in enumerate(index.items.sha256s()) if not index.is_hidden(r)}
         digests, report.skipped = _digests(files)
+        live = _live_with_sha256(index, [sha for _, sha in digests])
         todo, given = [], {}
         for path, sha in digests:
             if sha in live:
@@ -234,6 +241,7 @@ def add_items(index_dir: Path | str, paths: Iterable[str | os.PathLike], *, batc
         emb = _embed(index, encoder, todo, batch_size, device, progress)
         report.embedded = len(emb.items)
         report.skipped += [(str(e.path), e.reason) for e in emb.skipped]
+        live.update(_live_with_sha256(index, [it.sha256 for it in emb.items if it.sha256 not in live]))
         keep, next_id = [], index.meta["next_id"]
         for j, item in enumerate(emb.items):  # the bytes decoded may differ from those hashed above
             if item.sha256 in live or any(a["sha256"] == item.sha256 for a in report.added):

@@ -44,3 +44,11 @@ def test_crafted_columns_are_refused():
     nul = good.paths.copy()
     nul[3] = 0
     assert "NUL" in bad(paths=nul)
+
+
+def test_rows_are_found_by_sha256_without_reading_every_record():
+    added = [{"id": 11, "path": "/c/new.jpg", "sha256": "ab" * 32, "bytes": 3}]
+    items = Items(Columns.from_records(RECORDS), added, removed=[])
+    near = "ab" * 4 + "00" * 28  # same first 8 bytes as RECORDS[0]: found by prefix, refused exactly
+    assert items.rows_with_sha256(["ab" * 32, "ff" * 32, near, "12" * 32]) == {"ab" * 32: [0, 3], "ff" * 32: [2]}
+    assert items.rows_with_sha256([]) == {}

@@ -30,8 +30,8 @@ def _answers(index_dir, probes):
     results = []
     for p in probes:
         rows, scores = index.query(p, len(index))
-        results.append([(index.meta["items"][r]["id"], round(s, 5)) for r, s in zip(rows, scores)])
-    live = sorted(it["id"] for it in index.meta["items"] if not it.get("removed"))
+        results.append([(index.items.id(r), round(s, 5)) for r, s in zip(rows, scores)])
+    live = sorted(index.items.id(r) for r in range(len(index)) if not index.is_hidden(r))
     return results, live
 
 
