@@ -190,7 +190,7 @@ TAMPERED = {
     "size 0": ("search", _set_preprocessing("size", 0), "index.json: preprocessing.size: expected an integer"),
     "std zeros": ("search", _set_preprocessing("std", [0, 0, 0]),
                   "index.json: preprocessing.std[0]: expected a number"),
-    "added short": ("search", _edit_sidecar(lambda m: {**m, "count": m["count"] + 1,
+    "added short": ("search", _edit_sidecar(lambda m: {**m, "count": m["count"] + 1, "next_id": m["next_id"] + 1,
                                                        "files": {**m["files"], "added": "added-1.npy"}}),
                     "index.json: added: expected 1 records (count - forest_count), got 0"),
     "added without path": ("search", _edit_sidecar(lambda m: {**m, "count": 4, "files": {**m["files"], "added": "added-1.npy"},
