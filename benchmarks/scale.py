@@ -8,7 +8,8 @@ index is written by the real writer (``write_index``); queries are fresh synthet
 Per size it reports: build time, bytes on disk per item, time to open (first opening, which
 runs the O(N) checks, and later ones, which find them remembered), resident memory of a query
 process after its queries (all of it, and its anonymous part: the rest is pages of the
-memory-mapped files, which the kernel reclaims under pressure), ANN query p50 (``Index.query``, k = 10) and recall@10 against an
+memory-mapped files, which the kernel reclaims under pressure), ANN query p50
+(``Index.query``, k = 10) and recall@10 against an
 exact search of the stored rows. Openings and queries run in a fresh process per index
 (this file with ``--probe``) with its own verification cache.
 
@@ -91,7 +92,8 @@ def probe(index_dir: str, queries_file: str, truth_file: str) -> dict:
         rows, _ = index.query(q, 10)
         times.append(time.perf_counter() - t)
         hits += len(set(rows) & set(want.tolist()))
-    return {"open_s": opened, "p50_ms": 1000 * statistics.median(times), "p90_ms": 1000 * float(np.percentile(times, 90)),
+    return {"open_s": opened, "p50_ms": 1000 * statistics.median(times),
+            "p90_ms": 1000 * float(np.percentile(times, 90)),
             "recall10": hits / truth.size, "rss_mb": status_mb("VmRSS"), "peak_rss_mb": status_mb("VmHWM"),
             "rss_anon_mb": status_mb("RssAnon"), "rss_file_mb": status_mb("RssFile")}
 
