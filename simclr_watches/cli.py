@@ -91,11 +91,16 @@ def build_index_cmd(
     batch_size: int = BatchSizeOpt,
     device: str = DeviceOpt,
     n_trees: int = typer.Option(50, min=1, help="Annoy trees: more is more exact and larger."),
+    pca: int = typer.Option(512, min=0, help="Store vectors this wide: a PCA fitted on the catalog (0: keep the model's width; a catalog of this many images or fewer keeps it too)."),
+    whiten: bool = typer.Option(False, "--whiten", help="Whiten the PCA (axes scaled to unit variance)."),
     crop: bool = typer.Option(True, "--crop/--no-crop", help="Crop each photo around the watch (its non-white foreground) before embedding."),
     force: bool = ForceOpt,
-    update: bool = typer.Option(False, "--update", help="Bring an existing index up to date with the catalog: embed only new or changed files, drop deleted ones (the index keeps its model, crop and trees)."),
+    update: bool = typer.Option(False, "--update", help="Bring an existing index up to date with the catalog: embed only new or changed files, drop deleted ones (the index keeps its model, crop, PCA and trees)."),
 ) -> None:
-    """Embed a catalog folder and write an Annoy index with its JSON sidecar (--force: once the new one is complete)."""
+    """Embed a catalog folder and write an Annoy index with its JSON sidecar (--force: once the new one is complete).
+
+    Under torchrun (torchrun --nproc_per_node N -m simclr_watches build-index ...) each process embeds a
+    shard, and a killed run resumes without embedding the finished shards again."""
     from simclr_watches.retrieval.index import SIDECAR_FILE, build_index
 
     if update and force:
@@ -106,8 +111,21 @@ def build_index_cmd(
         _report_update(update_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
                                     progress=True))
         return
-    report = build_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
-                         n_trees=n_trees, crop=crop, force=force)
+    from simclr_watches.core.distributed import dist_from_env
+
+    info = dist_from_env()
+    if info.world > 1:  # under torchrun: a shard per process, rank 0 merges
+        from simclr_watches.retrieval.shards import build_sharded
+
+        report = build_sharded(catalog, out, info, checkpoint=checkpoint, batch_size=batch_size, device=device,
+                               n_trees=n_trees, pca=pca, whiten=whiten, crop=crop, force=force, progress=True)
+    else:
+        report = build_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
+                             n_trees=n_trees, pca=pca, whiten=whiten, crop=crop, force=force)
+    if report is None:  # a torchrun process other than rank 0: its shard is in, rank 0 reports
+        return
+    for note in report.shards:
+        _note(note)
     for path, reason in report.skipped:
         _print_skipped(path, reason)
     _note(
@@ -487,7 +505,7 @@ def info(path: Path = typer.Argument(..., help="An index folder or an encoder ch
     if path.is_dir():
         index = load_index(path)
         meta = index.meta
-        summary = {k: v for k, v in meta.items() if k not in ("items", "skipped")}
+        summary = {k: v for k, v in meta.items() if k not in ("added", "removed", "skipped")}
         summary["skipped"] = len(meta.get("skipped", []))
         summary.update(live=index.live_count, added=index.added_count, removed=index.removed_count)
         summary["sidecar"] = str(path / SIDECAR_FILE)

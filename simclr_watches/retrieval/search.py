@@ -229,7 +229,7 @@ class Searcher:
 
     @staticmethod
     def _whole_result(snap: Index, label: str, vector: np.ndarray, top_k: int) -> QueryResult:
-        rows, scores = snap.query(vector, top_k)
+        rows, scores = snap.query(snap.project(vector), top_k)
         return QueryResult(label, [_hit(snap, rank, row, score) for rank, (row, score) in enumerate(zip(rows, scores))])
 
     def _scorer(self, snap: Index, batch_size: int = 32) -> LocalizedScorer | BoxScorer:
@@ -237,9 +237,9 @@ class Searcher:
         candidates = AnnoyCandidates(snap.ann, cfg.candidates, hidden=snap.hidden_in_forest, always=snap.live_added)
         if self.finder is not None:
             return BoxScorer(self.finder, snap.preprocessing, snap.vectors, candidates, cfg, snap.crop_margin,
-                             self.device)
+                             self.device, project=snap.project)
         return LocalizedScorer(self.encoder, snap.preprocessing, snap.vectors, candidates, cfg, snap.crop_margin,
-                               self.device, batch_size)
+                               self.device, batch_size, project=snap.project)
 
     def _search_localized(self, snap: Index, queries: list[tuple[str, Path]], top_k: int, batch_size: int,
                           progress: bool) -> list[QueryResult | ImageReadError]:
@@ -268,5 +268,5 @@ def _view(snap: Index) -> PhotoView | None:
 
 
 def _hit(snap: Index, rank: int, row: int, score: float) -> Hit:
-    item = snap.meta["items"][int(row)]
+    item = snap.items[int(row)]
     return Hit(rank + 1, item["path"], float(score), item["id"])

@@ -1,8 +1,9 @@
-"""The index folder on disk (format 2): file names, the writers' lock, and committing a new state.
+"""The index folder on disk (format 3): file names, the writers' lock, and committing a new state.
 
 A folder holds one mutable name, the manifest ``index.json``, and immutable data files it
-names (``forest-G.ann``, ``vectors-G.npy``, optionally ``added-G.npy``; G is the manifest's
-``generation`` when the file was written). A writer never modifies a file: under the lock
+names (``forest-G.ann``, ``vectors-G.npy``, the item columns ``ids-G.npy`` ..., optionally
+``projection-G.npy`` and ``added-G.npy``; G is the manifest's ``generation`` when the file
+was written). A writer never modifies a file: under the lock
 (:func:`writer_lock`) it writes new data files under fresh names, swaps the manifest
 (temp, fsync, rename, fsync the folder), then deletes the files the new manifest does
 not name (:func:`commit`). Killed at any moment, it leaves the old manifest with all of
@@ -37,9 +38,11 @@ from simclr_watches.core.errors import IndexFormatError
 
 SIDECAR_FILE = "index.json"  # the manifest: the only name whose content changes
 LOCK_FILE = ".lock"  # writers hold an exclusive flock on it
-# Data files a manifest may name, by role: the forest, its rows, the rows added since it was built.
-FILE_KINDS = {"forest": ".ann", "vectors": ".npy", "added": ".npy"}
-_DATA_NAME = re.compile(r"^(?P<kind>forest|vectors|added)-(?P<gen>[0-9]{1,15})\.(?P<ext>ann|npy)$")
+# Data files a manifest may name, by role: the forest, its rows and its items' columns (written together),
+# the PCA that made the rows, the rows added since the forest was built.
+FOREST_ROLES = ("forest", "vectors", "ids", "sha256", "sizes", "offsets", "paths")
+FILE_KINDS = {**{role: ".npy" for role in FOREST_ROLES}, "forest": ".ann", "projection": ".npy", "added": ".npy"}
+_DATA_NAME = re.compile(rf"^(?P<kind>{'|'.join(FILE_KINDS)})-(?P<gen>[0-9]{{1,15}})\.(?P<ext>ann|npy)$")
 MAX_GENERATION = 10**15 - 1
 # Format 1 (before issue 14) names, recognised so that --force can replace such a folder.
 V1_FILES = ("index.ann", "embeddings.npy")

@@ -27,13 +27,16 @@ def test_sidecar_describes_everything(make_catalog, small_checkpoint, tmp_path):
     report = _build(root, tmp_path / "idx", small_checkpoint)
     assert report.count == 4 and report.skipped == [(str(root / "bad.jpg"), "empty file")]
     meta = json.loads((tmp_path / "idx" / "index.json").read_text())
-    assert meta["format"] == "simclr-watches-index" and meta["format_version"] == 2
+    assert meta["format"] == "simclr-watches-index" and meta["format_version"] == 3
     assert meta["model"] == {"id": str(small_checkpoint.resolve()), "sha256": sha256_file(small_checkpoint), "arch": "resnet18", "dim": 512}
     assert meta["dim"] == 512 and meta["metric"] == "angular" and meta["n_trees"] == 5 and meta["count"] == 4
     assert meta["preprocessing"]["size"] == 64
-    assert meta["files"] == {"forest": "forest-1.ann", "vectors": "vectors-1.npy"} and meta["forest_count"] == 4
-    assert [it["id"] for it in meta["items"]] == [0, 1, 2, 3] and meta["next_id"] == 4
-    item = meta["items"][0]
+    assert meta["files"] == {role: f"{role}-1.{'ann' if role == 'forest' else 'npy'}" for role in
+                             ("forest", "vectors", "ids", "sha256", "sizes", "offsets", "paths")}
+    assert meta["forest_count"] == 4 and "projection" not in meta  # 4 images: too few for a 512-d PCA
+    assert meta["added"] == meta["removed"] == [] and meta["next_id"] == 4
+    assert load_index(tmp_path / "idx").ids == [0, 1, 2, 3]
+    item = load_index(tmp_path / "idx").items[0]
     assert item["path"] == str((root / "w000.png").resolve())
     assert item["sha256"] == sha256_file(root / "w000.png") and item["bytes"] == (root / "w000.png").stat().st_size
     assert meta["skipped"] == [{"path": str(root / "bad.jpg"), "reason": "empty file"}]
@@ -108,7 +111,11 @@ def test_load_index_refuses_incomplete_or_foreign(make_catalog, small_checkpoint
                                                "with build-index --force"):
         load_index(tmp_path / "idx")
     sidecar.write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(IndexFormatError, match="v99 is not v2"):
+    sidecar.write_text(json.dumps({**meta, "format_version": 2}))
+    with pytest.raises(IndexFormatError, match="v2 was written by an older version"):
+        load_index(tmp_path / "idx")
+    sidecar.write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(IndexFormatError, match="v99 is not v3"):
         load_index(tmp_path / "idx")
     sidecar.write_text("{")
     with pytest.raises(IndexFormatError, match="unreadable sidecar"):
@@ -183,15 +190,20 @@ TAMPERED = {
     "size 0": ("search", _set_preprocessing("size", 0), "index.json: preprocessing.size: expected an integer"),
     "std zeros": ("search", _set_preprocessing("std", [0, 0, 0]),
                   "index.json: preprocessing.std[0]: expected a number"),
-    "items short": ("search", _edit_sidecar(lambda m: {**m, "items": m["items"][:-1]}),
-                    "index.json: items: expected 3 items (count), got 2"),
-    "item without path": ("search", _edit_sidecar(lambda m: {**m, "items": [{"id": i, "sha256": "0" * 64, "bytes": 1} for i in range(3)]}),
-                          "index.json: items[0].path: missing"),
+    "added short": ("search", _edit_sidecar(lambda m: {**m, "count": m["count"] + 1, "next_id": m["next_id"] + 1,
+                                                       "files": {**m["files"], "added": "added-1.npy"}}),
+                    "index.json: added: expected 1 records (count - forest_count), got 0"),
+    "added without path": ("search", _edit_sidecar(lambda m: {**m, "count": 4, "files": {**m["files"], "added": "added-1.npy"},
+                                                             "added": [{"id": 3, "sha256": "0" * 64, "bytes": 1}],
+                                                             "next_id": 4}),
+                           "index.json: added[0].path: missing"),
+    "ids descending": ("search", lambda d: np.save(d / "ids-1.npy", np.array([2, 1, 0])),
+                       "ids-1.npy: not strictly ascending at item 1"),
     "json list": ("search", _edit_sidecar(lambda m: [m]), "index.json: expected an object, got a list of 1"),
     "ann of another build": ("search", lambda d: shutil.copy(d.parent / "other" / "forest-1.ann", d / "forest-1.ann"),
                              "forest-1.ann: item 0 differs from row 0 of vectors-1.npy"),
     "npy pickled": ("search", lambda d: np.save(d / "vectors-1.npy", np.array([{}] * 3), allow_pickle=True),
-                    "vectors-1.npy: expected float32 (3, 512) as index.json says, got object (3,)"),
+                    "vectors-1.npy: expected float16 (3, 512) as index.json says, got object (3,)"),
     "info: nested garbage": ("info", lambda d: (d / "index.json").write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}"),
                              "index.json: unreadable sidecar: JSON nested too deeply"),
 }
@@ -200,7 +212,7 @@ TAMPERED_IN_PROCESS = {
     "ann truncated": ("search", _truncate("forest-1.ann", 5000), "forest-1.ann: 5000 bytes is not a whole number"),
     "ann empty": ("search", _truncate("forest-1.ann", 0), "forest-1.ann: 0 bytes is not a whole number"),
     "npy missing": ("search", lambda d: (d / "vectors-1.npy").unlink(), ": vectors-1.npy is missing"),
-    "npy nan": ("search", lambda d: np.save(d / "vectors-1.npy", np.full((3, 512), np.nan, np.float32)),
+    "npy nan": ("search", lambda d: np.save(d / "vectors-1.npy", np.full((3, 512), np.nan, np.float16)),
                 "vectors-1.npy: row 0 is not a finite unit vector"),
     "info: size 100000": ("info", _set_preprocessing("size", 100000), "index.json: preprocessing.size"),
     "info: model id with a newline": ("info", _edit_sidecar(lambda m: {**m, "model": {**m["model"], "id": "a\nb"}}),
