@@ -153,11 +153,12 @@ class LocalizedMethod(Method):
 
     def embed_gallery(self, paths: Sequence[Path]) -> LocalizedGallery:
         """The gallery's embeddings and their Annoy forest (:func:`simclr_watches.retrieval.index.build_forest`)."""
-        from simclr_watches.retrieval.index import build_forest
+        from simclr_watches.retrieval.index import build_forest, forest_width
         from simclr_watches.retrieval.projection import stored_rows
 
         vectors = stored_rows(self.inner.embed_gallery(paths)).astype(np.float32)  # as build-index stores them
-        return LocalizedGallery(vectors, build_forest(vectors))
+        width = forest_width(vectors.shape[1], projected=self.inner.projection is not None)
+        return LocalizedGallery(vectors, build_forest(vectors, width=width))
 
     def scorer(self, gallery: LocalizedGallery):
         """The query-side scorer ``search`` runs: :class:`simclr_watches.retrieval.scoring.LocalizedScorer`."""

@@ -4,7 +4,8 @@ An index folder (docs/INDEX_FORMAT.md) holds:
     index.json       the manifest: format version, model id + sha256, preprocessing, width,
                      metric, n_trees, the data files below by name, the records of the items
                      added since the forest was built, the ids of removed items, the files skipped
-    forest-G.ann     Annoy angular forest over the rows of vectors-G.npy
+    forest-G.ann     Annoy angular forest over the rows of vectors-G.npy, on their first
+                     forest_dim coordinates (the PCA's leading axes), which finds candidates
     vectors-G.npy    (F, W) float16 unit rows of the forest's items (memory-mapped)
     ids-G.npy, sha256-G.npy, sizes-G.npy, offsets-G.npy, paths-G.npy
                      the forest's items' records as columns (:mod:`.columns`)
@@ -52,11 +53,6 @@ FORMAT_VERSION = 3
 METRIC = "angular"
 
 
-def cosine_from_angular(distance: np.ndarray | float) -> np.ndarray | float:
-    """Annoy's angular distance is ||u - v|| of unit vectors, i.e. sqrt(2 - 2 cos)."""
-    return 1.0 - np.square(distance) / 2.0
-
-
 INDEX_FORMAT = "simclr-watches-index"  # the sidecar's first key: what marks a folder as our index
 # What `serve` keeps in an index folder: photos added through its API, named SHA256.EXT by the
 # server from their content and decoded format, and the feedback on results, one JSON object a line.
@@ -77,9 +73,26 @@ INDEX_OUTPUT = OutputKind(
 DEFAULT_TREES = 50  # trees of build-index's forest
 FOREST_SEED = 0
 DEFAULT_WIDTH = 512  # build-index --pca: stored width (docs/BENCHMARKS.md, "Compact vectors": no R@1 lost)
+# The forest of a PCA-projected index indexes the rows' first FOREST_WIDTH coordinates (the leading
+# axes) and finds candidates that the full rows then score exactly: a quarter of the bytes per item at
+# 512-d, with the same recall@10 (docs/BENCHMARKS.md, "A million watches").
+FOREST_WIDTH = 128
+QUERY_CANDIDATES = 64  # at least this many forest items are scored exactly per Index.query
 
 
-def build_forest(vectors: np.ndarray, n_trees: int = DEFAULT_TREES) -> AnnoyIndex:
+def forest_width(dim: int, projected: bool) -> int:
+    """How many leading coordinates of the ``dim``-d rows the forest indexes: all, unless PCA-projected."""
+    return min(dim, FOREST_WIDTH) if projected else dim
+
+
+def forest_vectors(rows: np.ndarray, width: int) -> np.ndarray:
+    """(N, width) float32: what the forest stores of (N, D) unit rows: the rows themselves, or their
+    first ``width`` < D coordinates renormalised."""
+    x = np.asarray(rows[:, :width], np.float32)
+    return x if width == rows.shape[1] else unit_rows(x)
+
+
+def build_forest(vectors: np.ndarray, n_trees: int = DEFAULT_TREES, width: int | None = None) -> AnnoyIndex:
     """An in-memory Annoy angular forest over the rows of ``vectors``; item i is row i.
 
     Seeded and built on one thread, so the same vectors always give the same forest:
@@ -89,10 +102,14 @@ def build_forest(vectors: np.ndarray, n_trees: int = DEFAULT_TREES) -> AnnoyInde
     Args:
         vectors: (N, D) unit vectors (float16 rows are stored exactly, as float32).
         n_trees: number of trees; more is more exact and larger.
+        width: index only the first ``width`` coordinates, renormalised (:func:`forest_vectors`); None: all.
     """
-    forest = AnnoyIndex(int(vectors.shape[1]), METRIC)
-    for i, v in enumerate(vectors):
-        forest.add_item(i, v.tolist())
+    width = int(vectors.shape[1]) if width is None else width
+    forest = AnnoyIndex(width, METRIC)
+    chunk = max(1, EMBEDDINGS_CHUNK_BYTES // (4 * width))
+    for start in range(0, len(vectors), chunk):
+        for i, v in enumerate(forest_vectors(vectors[start : start + chunk], width), start):
+            forest.add_item(i, v.tolist())
     forest.set_seed(FOREST_SEED)
     forest.build(n_trees, n_jobs=1)
     return forest
@@ -155,8 +172,9 @@ def write_index(
                                  f"from {space[0]} to {space[1]} dimensions")
     rows = stored_rows(vectors)
     generation = 1
+    width = forest_width(rows.shape[1], projection is not None)
     files, writes = generation_writes(generation, rows, Columns.from_records(
-        [item_record(i, it) for i, it in enumerate(items)]), n_trees)
+        [item_record(i, it) for i, it in enumerate(items)]), n_trees, width)
     sidecar = {
         "format": INDEX_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -167,6 +185,7 @@ def write_index(
         "dim": int(rows.shape[1]),
         "metric": METRIC,
         "n_trees": n_trees,
+        "forest_dim": width,
         "generation": generation,
         "files": files,
         "forest_count": len(items),
@@ -186,11 +205,23 @@ def write_index(
     # A writer updating the index we replace finishes first (and one that waits then locks the new one).
     locked = store.writer_lock(out_dir) if replace and (out_dir / SIDECAR_FILE).is_file() else contextlib.nullcontext()
     try:
-        with locked, atomic_dir(out_dir, replace=replace) as tmp:
-            store.commit(tmp, sidecar, writes)
+        with locked:
+            with atomic_dir(out_dir, replace=replace) as tmp:
+                store.commit(tmp, sidecar, writes)
+            vouch_written(out_dir)
     except (FileExistsError, NotADirectoryError):  # appeared since the check
         raise SimclrWatchesError(f"{out_dir}: already exists; use --force to replace it") from None
     return out_dir
+
+
+def vouch_written(directory: Path) -> None:
+    """Remembers the O(N) checks of the index files this process has just written as passed.
+
+    The first opening of a fresh index (or of a new generation) then costs what any later
+    one does (:func:`simclr_watches.retrieval.verified.vouching`).
+    """
+    with verified.vouching():
+        load_index(directory)
 
 
 def item_record(item_id: int, item: EmbeddedItem) -> dict[str, Any]:
@@ -217,16 +248,17 @@ def save_rows(rows: np.ndarray) -> Callable[[Path], None]:
     return save_array(stored_rows(rows))
 
 
-def generation_writes(generation: int, rows: np.ndarray, columns: Columns,
-                      n_trees: int) -> tuple[dict[str, str], dict[str, Callable[[Path], None]]]:
+def generation_writes(generation: int, rows: np.ndarray, columns: Columns, n_trees: int,
+                      width: int) -> tuple[dict[str, str], dict[str, Callable[[Path], None]]]:
     """The files of a new forest generation: names by role, and their writers (for :func:`store.commit`).
 
     Args:
-        rows: (F, W) unit rows of the forest's items, stored as float16 (the forest gets the same values).
+        rows: (F, W) unit rows of the forest's items, stored as float16 (the forest is built from the same values).
         columns: the items' records, row-aligned.
+        width: the forest's ``forest_dim`` (:func:`forest_width`).
     """
     rows = stored_rows(rows)
-    forest = build_forest(rows, n_trees)
+    forest = build_forest(rows, n_trees, width)
 
     def save_forest(path: Path) -> None:
         forest.save(str(path))
@@ -300,7 +332,8 @@ class Index:
 
     Attributes:
         meta: the manifest (``index.json``).
-        ann: the Annoy forest over the first ``forest_count`` rows, checked to agree with them.
+        ann: the Annoy forest over the first ``forest_count`` rows (their first ``forest_dim``
+            coordinates, renormalised), checked to agree with them.
         vectors: (count, dim) float16 unit rows, memory-mapped read-only (a :class:`Rows`
             when items were added since the forest was built).
         preprocessing: how the index's images became encoder input.
@@ -393,27 +426,24 @@ class Index:
         return int(self.meta["count"])
 
     def query(self, vector: np.ndarray, k: int) -> tuple[list[int], list[float]]:
-        """Top-k live rows and their cosine similarities for one (D,) unit vector, best first.
+        """Top-k live rows and their cosine similarities for one (W,) unit vector, best first.
 
-        The forest is asked for ``k`` more items than it holds hidden ones, which are
-        then dropped; the added rows are scored exactly and merged in.
+        The forest proposes max(k, QUERY_CANDIDATES) items, plus as many as it holds hidden
+        ones (dropped); they and the added rows are scored exactly on the stored rows.
         """
         k = min(k, self.live_count)
         if k < 1:
             return [], []
         hidden = self.hidden_in_forest
-        n = min(k + len(hidden), self.forest_count)
+        n = min(max(k, QUERY_CANDIDATES) + len(hidden), self.forest_count)
         # Searching more nodes than Annoy's default keeps the approximate top-k exact at catalog scale.
         search_k = min(max(n, 10) * self.meta["n_trees"] * 4, MAX_SEARCH_K)
-        rows, dist = self.ann.get_nns_by_vector(vector.tolist(), n, search_k=search_k, include_distances=True)
-        found = [(r, float(cosine_from_angular(d))) for r, d in zip(rows, dist) if r not in hidden]
-        added = self.live_added
-        if len(added):
-            scores = unit_rows(self.vectors[added]) @ np.asarray(vector, np.float32)  # cosines, as Annoy's
-            found += [(int(r), float(s)) for r, s in zip(added, scores)]
-            found.sort(key=lambda f: -f[1])  # stable: forest order breaks ties
-        found = found[:k]
-        return [r for r, _ in found], [s for _, s in found]
+        vector = np.asarray(vector, np.float32)
+        rows = self.ann.get_nns_by_vector(vector[: self.ann.f].tolist(), n, search_k=search_k)
+        rows = np.array([r for r in rows if r not in hidden] + self.live_added.tolist(), np.int64)
+        scores = unit_rows(np.asarray(self.vectors[rows], np.float32)) @ vector
+        best = np.argsort(-scores, kind="stable")[:k]  # stable: the forest's order breaks ties
+        return rows[best].tolist(), scores[best].tolist()
 
     def load_model(self, checkpoint: str | None = None) -> tuple[Any, ModelInfo]:
         """The encoder this index was built with, checked against it (what search and updates embed with).
@@ -564,7 +594,7 @@ def _map_all(directory: Path, meta: dict[str, Any], fd: dict[str, int], preproce
     for role in ("vectors", "added"):
         if role in files:
             verified.once("unit-rows", [fd[role]], [role, arrays[role].shape], lambda: _check_unit_rows(mapped(role), path(role)))
-    verified.once("forest", [fd["forest"], fd["vectors"]], [forest_count, dim, meta["n_trees"]],
+    verified.once("forest", [fd["forest"], fd["vectors"]], [forest_count, dim, meta["forest_dim"], meta["n_trees"]],
                   lambda: _check_forest(fd["forest"], path("forest"), meta, mapped("vectors"), files["vectors"]))
     ann = _load_forest(fd["forest"], path("forest"), meta)
     projection = None
@@ -685,6 +715,7 @@ def _check_sidecar(meta: Any) -> Preprocessing:
     validate.one_of(validate.member(meta, "metric"), "metric", [METRIC])
     dim = validate.int_in(validate.member(meta, "dim"), "dim", 1, MAX_DIM)
     validate.int_in(validate.member(meta, "n_trees"), "n_trees", 1, MAX_TREES)
+    validate.int_in(validate.member(meta, "forest_dim"), "forest_dim", 1, dim)
     count = validate.int_in(validate.member(meta, "count"), "count", 1, MAX_ITEMS)
     forest_count = validate.int_in(validate.member(meta, "forest_count"), "forest_count", 1, count)
     generation = validate.int_in(validate.member(meta, "generation"), "generation", 1, store.MAX_GENERATION)
@@ -864,13 +895,14 @@ def _check_forest(fd: int, path: Path, meta: dict[str, Any], vectors: np.ndarray
     """Checks that the forest in ``fd`` is sound (Annoy can read it safely) and of this build.
 
     Args:
-        vectors: the (forest_count, dim) rows its items must equal, from the file ``vectors_name``.
+        vectors: the (forest_count, dim) rows whose :func:`forest_vectors` its items must equal, from
+            the file ``vectors_name``.
 
     Raises:
         IndexFormatError: a size that is no whole number of nodes, a forest Annoy would read
             out of bounds or loop in, or items that differ from ``vectors``.
     """
-    count, dim, n_trees = meta["forest_count"], meta["dim"], meta["n_trees"]
+    count, dim, n_trees = meta["forest_count"], meta["forest_dim"], meta["n_trees"]
     node_bytes = 12 + 4 * dim  # Annoy's angular node: n_descendants, two children, dim floats
     size = os.fstat(fd).st_size
     if size == 0 or size % node_bytes:
@@ -891,7 +923,7 @@ def _load_forest(fd: int, path: Path, meta: dict[str, Any]) -> AnnoyIndex:
         IndexFormatError: Annoy cannot load it, or finds another number of items.
         _Replaced: (only where the file cannot be handed to Annoy by descriptor) the folder changed.
     """
-    count, dim = meta["forest_count"], meta["dim"]
+    count, dim = meta["forest_count"], meta["forest_dim"]
     node_bytes = 12 + 4 * dim
     size = os.fstat(fd).st_size
     if size == 0 or size % node_bytes:  # cheap, and what Annoy itself would trip on first
@@ -958,7 +990,7 @@ def _items_problem(nodes: np.ndarray, vectors: np.ndarray, vectors_name: str) ->
     for start in range(0, len(vectors), rows):
         stop = min(start + rows, len(vectors))
         with np.errstate(all="ignore"):
-            rows_here = np.asarray(vectors[start:stop], np.float32)
+            rows_here = forest_vectors(vectors[start:stop], floats.shape[1] - 3)
             same = np.abs(floats[start:stop, 3:] - rows_here).max(axis=1) <= ITEM_TOLERANCE
             same &= np.abs(floats[start:stop, 1] - 1.0) <= UNIT_NORM_TOLERANCE
         if not same.all():

@@ -48,8 +48,8 @@ class AnnoyCandidates:
     the same for an index folder's forest (``search``) and an in-memory one (``evaluate``).
 
     Args:
-        forest: an angular forest over the first gallery rows, item i = gallery row i
-            (:func:`simclr_watches.retrieval.index.build_forest`).
+        forest: an angular forest over the first gallery rows, item i = gallery row i, or over
+            their leading coordinates (:func:`simclr_watches.retrieval.index.build_forest`).
         per_region: items fetched per region (``LocalizeConfig.candidates``).
         hidden: forest rows never returned (removed items): each region asks the forest
             for that many more items, then drops them.
@@ -64,7 +64,7 @@ class AnnoyCandidates:
 
     def __call__(self, regions: np.ndarray) -> np.ndarray:
         n = self.per_region + len(self.hidden)
-        ids = {i for v in regions for i in self.forest.get_nns_by_vector(v.tolist(), n)}
+        ids = {i for v in regions for i in self.forest.get_nns_by_vector(v[: self.forest.f].tolist(), n)}
         return np.array(sorted((ids - self.hidden) | self.always), dtype=np.int64)
 
 

@@ -29,7 +29,7 @@ from simclr_watches.core.outputs import check_disjoint
 from simclr_watches.retrieval import store
 from simclr_watches.retrieval.columns import Columns
 from simclr_watches.retrieval.index import (MAX_PENDING, Index, Rows, generation_writes, item_record, load_index,
-                                            save_rows, utc_now)
+                                            save_rows, utc_now, vouch_written)
 
 # Compact once added + removed items exceed min(COMPACT_MAX_PENDING, max(COMPACT_MIN_PENDING, COMPACT_FRACTION *
 # live items)): exact scoring of the added rows, the hidden items Annoy is asked to skip, and the manifest that
@@ -131,7 +131,7 @@ def apply_change(index: Index, new_items: Sequence[dict[str, Any]], new_rows: np
         old, fresh = keep[keep < n], keep[keep >= n] - n
         vectors = np.concatenate([np.asarray(index.vectors[old], np.float32), new_rows[fresh]])
         columns = index.items.columns(old).concat(Columns.from_records([new_items[j] for j in fresh]))
-        files, writes = generation_writes(generation, vectors, columns, meta["n_trees"])
+        files, writes = generation_writes(generation, vectors, columns, meta["n_trees"], meta["forest_dim"])
         if "projection" in meta["files"]:
             files["projection"] = meta["files"]["projection"]
         new_meta.update(files=files, forest_count=len(keep), count=len(keep), added=[], removed=[])
@@ -151,6 +151,7 @@ def apply_change(index: Index, new_items: Sequence[dict[str, Any]], new_rows: np
     if skipped is not None:
         new_meta["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
     store.commit(index.directory, new_meta, writes)
+    vouch_written(index.directory)
     return compact
 
 

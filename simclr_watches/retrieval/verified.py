@@ -12,22 +12,32 @@ Timestamps have a coarse clock tick: a file written again within the tick of its
 could keep its ctime. As git does with its "racily clean" index entries, a check is not
 remembered while a file's mtime or ctime is under RACY_S old; and not at all if a file's
 identity changed while it was checked.
+
+The writer of an index vouches for the files it has just written and renamed into place
+(:func:`vouching`): their checks are remembered without being run, so the first opening of a
+fresh index is as cheap as any later one. Files from anywhere else (an index copied in,
+another user's build) are checked at their first opening. What is left is git's race: a
+process that rewrites a file with the same size within one clock tick (milliseconds) of its
+writer's vouching would go unchecked; it needs write access to the folder while it is built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from simclr_watches.core.atomic import write_text_atomic
 from simclr_watches.weights import cache_dir
 
 CHECKS_VERSION = 1  # bump when any check gets stricter: older verdicts are then ignored
 RACY_S = 2.0
+_VOUCHING: ContextVar[bool] = ContextVar("vouching", default=False)
 
 
 def verified_dir() -> Path:
@@ -62,13 +72,33 @@ def once(name: str, fds: Sequence[int], params: Any, check: Callable[[], None]) 
     """
     key, settled = _key(name, fds, params)
     marker = verified_dir() / key
-    if settled and marker.is_file():
+    if _VOUCHING.get():
+        _remember(marker)
+        return False
+    if marker.is_file():  # a reader remembers only settled files: a match is these bytes, or the writer's
         return False
     check()
     if settled and _key(name, fds, params)[0] == key:
-        try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(marker, "")
-        except OSError:
-            pass  # a read-only cache only costs the check again next time
+        _remember(marker)
     return True
+
+
+@contextlib.contextmanager
+def vouching() -> Iterator[None]:
+    """Within it, :func:`once` remembers every check as passed without running it.
+
+    Only for the writer of the files, right after it wrote them: it knows their bytes.
+    """
+    token = _VOUCHING.set(True)
+    try:
+        yield
+    finally:
+        _VOUCHING.reset(token)
+
+
+def _remember(marker: Path) -> None:
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(marker, "")
+    except OSError:
+        pass  # a read-only cache only costs the check again next time

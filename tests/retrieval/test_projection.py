@@ -6,7 +6,7 @@ import pytest
 from simclr_watches.core.errors import SimclrWatchesError
 from simclr_watches.evaluation.method_names import make_method
 from simclr_watches.retrieval.index import build_index, fit_projection, load_index
-from simclr_watches.retrieval.projection import Projection, fit_pca, stored_rows
+from simclr_watches.retrieval.projection import Projection, fit_pca, stored_rows, unit_rows
 from simclr_watches.retrieval.search import Searcher
 from simclr_watches.retrieval.update import add_items, compact, remove_items
 
@@ -78,6 +78,34 @@ def test_an_index_with_a_pca_searches_adds_and_compacts_in_its_space(make_catalo
     searcher.refresh()
     searcher.localize = None
     assert searcher.search_one(new / "w009.png", top_k=1).hits[0].id == 8
+
+
+def test_the_forest_of_a_projected_index_holds_the_leading_axes_and_candidates_score_exactly(tmp_path, monkeypatch):
+    from simclr_watches.model import Preprocessing
+    from simclr_watches.retrieval import index as index_mod
+    from simclr_watches.retrieval.embed import EmbeddedItem
+    from simclr_watches.weights import ModelInfo
+
+    monkeypatch.setattr(index_mod, "FOREST_WIDTH", 4)
+    rng = np.random.default_rng(3)
+    embeddings = _unit(rng, 60, 16)
+    pca = fit_projection(embeddings, 8)
+    items = [EmbeddedItem(f"/cat/{i}.jpg", f"{i:064x}", 1) for i in range(60)]
+    index_mod.write_index(tmp_path / "idx", pca.apply(embeddings), items, ModelInfo("m", "a" * 64, "resnet18", 16,
+                          Preprocessing(size=32)), Preprocessing(size=32), n_trees=3, projection=pca)
+    index = load_index(tmp_path / "idx")
+    rows = np.asarray(index.vectors, np.float32)
+    assert index.meta["forest_dim"] == 4 and index.ann.f == 4 and index.meta["dim"] == 8
+    assert np.allclose(index.ann.get_item_vector(7), unit_rows(rows[7:8, :4])[0], atol=1e-6)
+    for query in pca.apply(_unit(rng, 5, 16)):
+        found, scores = index.query(query, 10)
+        exact = unit_rows(rows) @ query  # 60 items, all candidates: the exact top 10, exact cosines
+        assert found == np.argsort(-exact, kind="stable")[:10].tolist()
+        assert np.allclose(scores, exact[found], atol=1e-6)
+    monkeypatch.undo()
+    remove_items(tmp_path / "idx", [0])
+    assert compact(tmp_path / "idx").compacted
+    assert load_index(tmp_path / "idx").ann.f == 4  # the index's own forest_dim, whatever the default now
 
 
 def test_a_small_catalog_keeps_every_dimension(make_catalog, small_checkpoint, tmp_path, one_thread):

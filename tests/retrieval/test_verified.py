@@ -1,6 +1,7 @@
 """O(N) checks run once per immutable file, remembered in the user's cache (retrieval/verified.py)."""
 
 import os
+import shutil
 import time
 
 import numpy as np
@@ -74,14 +75,17 @@ def test_an_index_opened_twice_checks_its_files_once(tmp_path, cache, monkeypatc
     checked = []
     real = index_mod._forest_problem
     monkeypatch.setattr(index_mod, "_forest_problem", lambda *a: checked.append(1) or real(*a))
-    first, second = load_index(tmp_path / "idx"), load_index(tmp_path / "idx")
-    assert checked == [1] and second.ids == first.ids and len(list(cache.iterdir())) == 3  # columns, rows, forest
+    load_index(tmp_path / "idx")
+    assert checked == [] and len(list(cache.iterdir())) == 3  # the writer vouched for columns, rows, forest
+    shutil.copytree(tmp_path / "idx", tmp_path / "copy")  # the same bytes in other files: not vouched for
+    first, second = load_index(tmp_path / "copy"), load_index(tmp_path / "copy")
+    assert checked == [1] and second.ids == first.ids and len(list(cache.iterdir())) == 6
     # A forest swapped in later (same name, new inode) is checked again, and a crafted one refused.
-    forest = tmp_path / "idx" / "forest-1.ann"
+    forest = tmp_path / "copy" / "forest-1.ann"
     raw = bytearray(forest.read_bytes())
     raw[-44:-40] = (10**6).to_bytes(4, "little", signed=True)  # a root's child far outside the file
     os.unlink(forest)
     forest.write_bytes(bytes(raw))
     with pytest.raises(IndexFormatError, match="forest-1.ann"):
-        load_index(tmp_path / "idx")
+        load_index(tmp_path / "copy")
     assert checked == [1, 1]
