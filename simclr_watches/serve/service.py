@@ -37,8 +37,9 @@ from simclr_watches.serve.stats import Stats
 from simclr_watches.serve.thumbnails import ThumbnailCache, make_thumbnail
 
 
-# Decoded format -> (file extension, media type) of the bytes as served or stored.
-FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp"),
+# Decoded format -> (file extension, media type) of the bytes as served or stored. A multi-picture JPEG
+# (MPO, written by many phone cameras) is a JPEG whose first picture is what is decoded.
+FORMATS = {"JPEG": ("jpg", "image/jpeg"), "MPO": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp"),
            "BMP": ("bmp", "image/bmp"), "DIB": ("bmp", "image/bmp"), "TIFF": ("tif", "image/tiff"),
            "GIF": ("gif", "image/gif")}
 

@@ -239,3 +239,24 @@ def test_an_index_that_becomes_unreadable_is_503_not_a_crash(serve, index_dir):
     (index_dir / "index.json").write_text("{}")
     assert_error(client.get("/api/health"), 503, "the index cannot be read now")
     assert_error(client.get("/api/items/1"), 503, "index.json")
+
+
+def mpo(*colours) -> bytes:
+    """A multi-picture JPEG (MPO, as phone cameras write) of one frame per colour."""
+    frames = [draw_watch(c) for c in colours]
+    buf = io.BytesIO()
+    frames[0].save(buf, "MPO", save_all=True, append_images=frames[1:])
+    assert Image.open(io.BytesIO(buf.getvalue())).format == "MPO"
+    return buf.getvalue()
+
+
+def test_a_multi_picture_jpeg_is_added_served_as_a_jpeg_and_searched(serve, index_dir):
+    client = serve(enable_writes=True, token=TOKEN)
+    data = mpo(43, 44)
+    resp = post_photo(client, data, url="/api/items", headers=AUTH, name="phone.jpg")
+    assert resp.status_code == 201, resp.text
+    [added] = resp.json()["added"]
+    assert added["path"].endswith(".jpg") and (index_dir / UPLOADS_DIR / f"{added['sha256']}.jpg").read_bytes() == data
+    image = client.get(f"/api/items/{added['id']}/image")
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg" and image.content == data
+    assert post_photo(client, data).json()["results"][0]["id"] == added["id"]
