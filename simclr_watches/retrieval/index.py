@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import os
 import re
-import stat
 import time
 import tokenize
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from simclr_watches.retrieval.columns import COLUMN_ROLES, MAX_PATH_BYTES, Colum
 from simclr_watches.retrieval.embed import EmbeddedItem
 from simclr_watches.retrieval.projection import Projection, fit_pca, stored_rows, unit_rows
 from simclr_watches.core.errors import IndexFormatError, NoReadableImagesError, SimclrWatchesError, one_line
-from simclr_watches.core.files import read_fd_limited
+from simclr_watches.core.files import open_in_folder, read_fd_limited
 from simclr_watches.model import Preprocessing
 from simclr_watches.core.outputs import OutputKind, json_format_owned, owned_folder, prepare_output
 from simclr_watches.retrieval.store import SIDECAR_FILE
@@ -601,26 +600,20 @@ def _open_dir(directory: Path) -> int:
 
 
 def _open_member(directory: Path, dir_fd: int, name: str, manifest_fd: int | None = None) -> int:
-    """Opens ``name`` inside the folder ``dir_fd`` refers to (non-blocking: a FIFO cannot hang us).
+    """Opens the regular file ``name`` inside the folder ``dir_fd`` refers to (no symbolic link, no FIFO's wait).
 
     Args:
         manifest_fd: the manifest that named the file: if it has been replaced since, a
             missing file was deleted by the writer that replaced it (read again).
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(name, flags, dir_fd=dir_fd) if os.open in os.supports_dir_fd else os.open(directory / name, flags)
+        return open_in_folder(directory, name, os.O_RDONLY, lambda path, why: IndexFormatError(f"{path}: {why}"),
+                              dir_fd=dir_fd if os.open in os.supports_dir_fd else None)
     except FileNotFoundError:
         if _renamed(directory, dir_fd) or (manifest_fd is not None and _renamed(directory / SIDECAR_FILE, manifest_fd)):
             raise _Replaced(_changing(directory)) from None  # a rebuild's old folder, or a commit's old files
         missing = f"not an index ({name} is missing)" if name == SIDECAR_FILE else f"{name} is missing"
         raise IndexFormatError(f"{directory}: {missing}") from None
-    except OSError as e:
-        raise IndexFormatError(f"{directory / name}: cannot open: {e.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise IndexFormatError(f"{directory / name}: not a regular file")
-    return fd
 
 
 def _renamed(path: Path, fd: int) -> bool:

@@ -12,8 +12,11 @@ own writer lock orders adds and removes with other processes'.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import os
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -227,13 +230,21 @@ class CatalogService:
                 "compacted": report.compacted, "items": report.live}
 
     def _store_upload(self, data: bytes) -> Path:
-        """Writes an upload's bytes as ``uploads/SHA256.EXT`` (kept if already there); returns its path."""
-        name = f"{hashlib.sha256(data).hexdigest()}.{FORMATS[image_format(data)][0]}"
-        path = self.index_dir / UPLOADS_DIR / name
-        if not path.is_file():
+        """Writes an upload's bytes as ``uploads/SHA256.EXT`` (kept if already there); returns its path.
+
+        Raises:
+            ApiError: 409 ``uploads`` is not a real folder (a symbolic link, a file): nothing is written.
+        """
+        folder = self.index_dir.resolve() / UPLOADS_DIR
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                raise ApiError(409, f"the index was not changed: {folder}: not a folder (a symbolic link or a file); "
+                                    "photos are stored only in a real folder")
+        path = folder / f"{hashlib.sha256(data).hexdigest()}.{FORMATS[image_format(data)][0]}"
+        if os.path.islink(path) or not path.is_file():  # a planted link is replaced, never written through
             with atomic_path(path) as tmp:
                 tmp.write_bytes(data)
-        return path.resolve()
+        return path
 
     def remove(self, item_id: int) -> dict[str, Any]:
         """Removes item ``item_id`` from every result (its row goes at the next compaction).

@@ -347,13 +347,21 @@ def test_a_fifo_or_folder_in_place_of_a_file_is_refused_without_hanging(tmp_path
     reader = threading.Thread(target=lambda: outcome.append(_error_of(load_index, tmp_path / "idx")), daemon=True)
     reader.start()
     reader.join(10)
-    assert outcome and "index.json: not a regular file" in outcome[0]
+    assert outcome and "index.json: a FIFO (named pipe), not a file" in outcome[0]
     (tmp_path / "idx" / "forest-1.ann").unlink()
     (tmp_path / "idx" / "forest-1.ann").mkdir()
     (tmp_path / "idx" / "index.json").unlink()
     _random_index(tmp_path / "other", 3)
     shutil.copy(tmp_path / "other" / "index.json", tmp_path / "idx")
-    assert "forest-1.ann: not a regular file" in _error_of(load_index, tmp_path / "idx")
+    assert "forest-1.ann: a folder, not a file" in _error_of(load_index, tmp_path / "idx")
+
+
+def test_a_symbolic_link_in_place_of_a_member_is_refused_not_followed(tmp_path):
+    _random_index(tmp_path / "idx", 3)
+    _random_index(tmp_path / "other", 3)
+    (tmp_path / "idx" / "vectors-1.npy").unlink()
+    (tmp_path / "idx" / "vectors-1.npy").symlink_to(tmp_path / "other" / "vectors-1.npy")
+    assert "vectors-1.npy: a symbolic link, not a file (refused)" in _error_of(load_index, tmp_path / "idx")
 
 
 def _error_of(fn, *args):

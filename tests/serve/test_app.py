@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -260,3 +261,27 @@ def test_a_multi_picture_jpeg_is_added_served_as_a_jpeg_and_searched(serve, inde
     image = client.get(f"/api/items/{added['id']}/image")
     assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg" and image.content == data
     assert post_photo(client, data).json()["results"][0]["id"] == added["id"]
+
+
+def test_planted_links_in_the_index_folder_are_refused_never_written_through(serve, index_dir, tmp_path):
+    client = serve(enable_writes=True, token=TOKEN)
+    victim = tmp_path / "bashrc"
+    victim.write_text("precious\n")
+    (index_dir / FEEDBACK_FILE).symlink_to(victim)
+    good = {"query": "item:1", "item_id": 2, "verdict": "right"}
+    assert_error(client.post("/api/feedback", json=good, headers=AUTH), 500,
+                 f"feedback not recorded: {FEEDBACK_FILE}: a symbolic link, not a file (refused)")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (index_dir / UPLOADS_DIR).symlink_to(elsewhere)
+    assert_error(post_photo(client, png(draw_watch(45)), url="/api/items", headers=AUTH), 409,
+                 "uploads: not a folder (a symbolic link or a file)")
+    assert victim.read_text() == "precious\n" and list(elsewhere.iterdir()) == []
+    assert client.get("/api/health").json()["items"] == 6
+    (index_dir / UPLOADS_DIR).unlink()
+    (index_dir / UPLOADS_DIR).mkdir()
+    new = png(draw_watch(45))
+    planted = index_dir / UPLOADS_DIR / f"{hashlib.sha256(new).hexdigest()}.png"
+    planted.symlink_to(victim)  # a link where the upload's own name goes is replaced, not followed
+    assert post_photo(client, new, url="/api/items", headers=AUTH).status_code == 201
+    assert not planted.is_symlink() and planted.read_bytes() == new and victim.read_text() == "precious\n"
