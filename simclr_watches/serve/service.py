@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import stat
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,6 +78,7 @@ class CatalogService:
         self.stats = Stats()
         self.gate = Gate(settings.max_concurrent, self.stats.refused)
         self.thumbnails = ThumbnailCache(settings.thumbnail_cache)
+        self._uploading = threading.Lock()
         self.feedback = FeedbackLog(self.index_dir / FEEDBACK_FILE, settings.max_feedback_file_bytes)
 
     # Searching
@@ -212,7 +214,8 @@ class CatalogService:
         Every photo is decoded first: one that is unusable refuses the whole request, before
         anything is written. Each is then stored as ``INDEX/uploads/SHA256.EXT`` (a name made
         from its content and decoded format, written atomically) and added with
-        :func:`simclr_watches.retrieval.update.add_items`.
+        :func:`simclr_watches.retrieval.update.add_items`; a file this request wrote that no
+        item was added from (a duplicate, or a refused add) is removed again.
 
         Returns:
             ``added`` (records of the new items), ``unchanged`` and ``skipped`` (``file``,
@@ -223,14 +226,26 @@ class CatalogService:
         """
         for i, data in enumerate(files, 1):
             self.decode(data, f"photo {i}")
-        stored = [self._store_upload(data) for data in files]
-        report = self.on_model_thread(self._write, add_items, self.index_dir, stored, device=str(self.searcher.device),
-                                      model=(self.searcher.encoder, self.searcher.model))
+        with self._uploading:  # what this request wrote is told apart from what others did
+            written: list[Path] = []
+            report = None
+            try:
+                stored = [self._store_upload(data, written) for data in files]
+                report = self.on_model_thread(self._write, add_items, self.index_dir, stored,
+                                              device=str(self.searcher.device),
+                                              model=(self.searcher.encoder, self.searcher.model))
+            finally:  # a duplicate, a skipped photo or a refused add leaves no file that no item refers to
+                used = {a["path"] for a in report.added} if report else set()
+                for path in written:
+                    if str(path) not in used:
+                        path.unlink(missing_ok=True)
         return {"added": report.added, "unchanged": _reasons(report.unchanged), "skipped": _reasons(report.skipped),
                 "compacted": report.compacted, "items": report.live}
 
-    def _store_upload(self, data: bytes) -> Path:
+    def _store_upload(self, data: bytes, written: list[Path]) -> Path:
         """Writes an upload's bytes as ``uploads/SHA256.EXT`` (kept if already there); returns its path.
+
+        A file written (not already there) is appended to ``written``.
 
         Raises:
             ApiError: 409 ``uploads`` is not a real folder (a symbolic link, a file): nothing is written.
@@ -244,6 +259,7 @@ class CatalogService:
         if os.path.islink(path) or not path.is_file():  # a planted link is replaced, never written through
             with atomic_path(path) as tmp:
                 tmp.write_bytes(data)
+            written.append(path)
         return path
 
     def remove(self, item_id: int) -> dict[str, Any]:

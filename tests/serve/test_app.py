@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from helpers import draw_watch
+from simclr_watches.retrieval import store
 from simclr_watches.retrieval.index import FEEDBACK_FILE, INDEX_OUTPUT, UPLOADS_DIR, UPLOAD_NAME, build_index
 from simclr_watches.retrieval.search import Searcher
 from simclr_watches.retrieval.update import add_items
@@ -285,3 +286,16 @@ def test_planted_links_in_the_index_folder_are_refused_never_written_through(ser
     planted.symlink_to(victim)  # a link where the upload's own name goes is replaced, not followed
     assert post_photo(client, new, url="/api/items", headers=AUTH).status_code == 201
     assert not planted.is_symlink() and planted.read_bytes() == new and victim.read_text() == "precious\n"
+
+
+def test_an_upload_no_item_was_added_from_leaves_no_file(serve, index_dir, tmp_path, monkeypatch):
+    client = serve(enable_writes=True, token=TOKEN)
+    duplicate = (tmp_path / "catalog" / "w003.png").read_bytes()
+    resp = post_photo(client, duplicate, url="/api/items", headers=AUTH).json()
+    assert resp["added"] == [] and "same content as item 3" in resp["unchanged"][0]["reason"]
+    assert list((index_dir / UPLOADS_DIR).iterdir()) == []
+    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 0.2)
+    with store.writer_lock(index_dir):  # another writer holds the index
+        assert_error(post_photo(client, png(draw_watch(46)), url="/api/items", headers=AUTH), 409,
+                     "another simclr-watches process is updating this index")
+    assert list((index_dir / UPLOADS_DIR).iterdir()) == [] and client.get("/api/health").json()["items"] == 6
