@@ -73,6 +73,37 @@ INDEX_OUTPUT = OutputKind(
 )
 
 
+
+def check_user_data(out_dir: Path) -> None:
+    """Refuses to replace an index folder that holds what ``serve`` kept: photos in ``uploads/``, feedback.
+
+    ``build-index --force`` may replace an index of ours, never the user's data in it: the
+    photos added through the API and the feedback cannot be made again.
+
+    Raises:
+        SimclrWatchesError: ``uploads/`` or ``feedback.jsonl`` is not empty; the message names them
+            and the ways out.
+    """
+    uploads, feedback = out_dir / UPLOADS_DIR, out_dir / FEEDBACK_FILE
+    kept = []
+    photos = len(os.listdir(uploads)) if uploads.is_dir() and not uploads.is_symlink() else 0
+    if photos:
+        kept.append(f"{UPLOADS_DIR}/ ({photos} files)")
+    if feedback.is_file() and feedback.stat().st_size:
+        kept.append(f"{FEEDBACK_FILE} ({feedback.stat().st_size} bytes)")
+    if kept:
+        raise SimclrWatchesError(f"{out_dir}: holds what serve kept, which --force would delete: {', '.join(kept)}; "
+                                 f"move them out of the folder first, or keep them with build-index --update")
+
+
+def prepare_index_output(out_dir: Path, *, force: bool, inputs: Sequence[Path | str] = ()) -> bool:
+    """:func:`prepare_output` for an index folder, and :func:`check_user_data` on one it would replace."""
+    replace = prepare_output(out_dir, INDEX_OUTPUT, force=force, inputs=inputs)
+    if replace:
+        check_user_data(out_dir)
+    return replace
+
+
 DEFAULT_TREES = 50  # trees of build-index's forest
 FOREST_SEED = 0
 DEFAULT_WIDTH = 512  # build-index --pca: stored width (docs/BENCHMARKS.md, "Compact vectors": no R@1 lost)
@@ -181,12 +212,15 @@ def write_index(
         writes[files["projection"]] = save_array(projection.to_array())
         sidecar["projection"] = {"method": "pca-whiten" if projection.whiten else "pca",
                                  "input_dim": projection.input_dim}
-    replace = prepare_output(out_dir, INDEX_OUTPUT, force=force)
+    replace = prepare_index_output(out_dir, force=force)
     # A writer updating the index we replace finishes first (and one that waits then locks the new one).
     locked = store.writer_lock(out_dir) if replace and (out_dir / SIDECAR_FILE).is_file() else contextlib.nullcontext()
     try:
-        with locked, atomic_dir(out_dir, replace=replace) as tmp:
-            store.commit(tmp, sidecar, writes)
+        with locked:
+            if replace:
+                check_user_data(out_dir)  # again: a server may have kept something meanwhile
+            with atomic_dir(out_dir, replace=replace) as tmp:
+                store.commit(tmp, sidecar, writes)
     except (FileExistsError, NotADirectoryError):  # appeared since the check
         raise SimclrWatchesError(f"{out_dir}: already exists; use --force to replace it") from None
     return out_dir
@@ -1033,7 +1067,7 @@ def build_index(
     from simclr_watches.weights import load_model
 
     out_dir = Path(out_dir)
-    prepare_output(out_dir, INDEX_OUTPUT, force=force, inputs=[catalog])
+    prepare_index_output(out_dir, force=force, inputs=[catalog])
     if pca < 0:
         raise SimclrWatchesError(f"the PCA width must be >= 0 (0: none), got {pca}")
     paths = scan_images(catalog)
