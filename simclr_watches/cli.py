@@ -471,6 +471,8 @@ def serve(
     max_upload_bytes: int = typer.Option(ServeSettings.max_upload_bytes, min=1, help="Largest photo accepted, in bytes."),
     max_pixels: int = typer.Option(ServeSettings.max_pixels, min=1, help="Largest photo accepted, in pixels."),
     max_concurrent: int = typer.Option(ServeSettings.max_concurrent, min=1, help="Photos read or searched at once; more requests get 503 (busy)."),
+    upload_timeout: float = typer.Option(ServeSettings.upload_timeout_s, min=0.001,
+                                         help="Seconds a request may take to send its photos; slower: 408."),
     localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo with the learnt box, as search does."),
     checkpoint: Optional[str] = CheckpointOpt,
     device: str = DeviceOpt,
@@ -483,7 +485,7 @@ def serve(
     generated = enable_writes and not token
     settings = ServeSettings(max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_concurrent=max_concurrent,
                              enable_writes=enable_writes, token=(new_token() if generated else token) if enable_writes else None,
-                             localize=localize)
+                             localize=localize, upload_timeout_s=upload_timeout)
     if not is_loopback(host):
         stderr.print(f"[yellow]warning:[/yellow] {escape(host)} is reachable from other machines: anyone who can reach "
                      f"it can search the catalog{' and, with the token, change it' if enable_writes else ''}", highlight=False)

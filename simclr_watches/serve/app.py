@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -129,8 +130,14 @@ def create_app(index_dir: Path | str, settings: ServeSettings = ServeSettings(),
             raise ApiError(401, "wrong token")
 
     async def upload(request: Request, max_files: int) -> tuple[list[bytes], dict[str, str]]:
-        form = await read_form(request.headers.get("content-type"), request.headers.get("content-length"),
-                               request.stream(), max_file_bytes=settings.max_upload_bytes, max_files=max_files)
+        """The photos of a multipart body, read within ``upload_timeout_s`` (a client that trickles: 408)."""
+        try:
+            with anyio.fail_after(settings.upload_timeout_s):
+                form = await read_form(request.headers.get("content-type"), request.headers.get("content-length"),
+                                       request.stream(), max_file_bytes=settings.max_upload_bytes, max_files=max_files)
+        except TimeoutError:
+            raise ApiError(408, f"the photo took more than {settings.upload_timeout_s:g} s to arrive; "
+                                "send it again") from None
         files = [data for name, data in form.files if name == IMAGE_FIELD]
         if not files:
             raise ApiError(400, f"no photo: send it as the file field {IMAGE_FIELD!r} of a multipart form")

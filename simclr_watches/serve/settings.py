@@ -31,6 +31,8 @@ class ServeSettings:
         thumbnail_cache: thumbnails kept in memory (least recently used dropped first).
         max_feedback_bytes: largest feedback request body.
         max_feedback_file_bytes: size at which ``feedback.jsonl`` stops growing (further feedback: 507).
+        upload_timeout_s: seconds a request holding a place may take to send its photos (longer: 408),
+            so clients trickling uploads cannot keep every place.
     """
 
     max_upload_bytes: int = 16 * MiB
@@ -45,6 +47,7 @@ class ServeSettings:
     thumbnail_cache: int = 512
     max_feedback_bytes: int = 4096
     max_feedback_file_bytes: int = 64 * MiB
+    upload_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_pixels", "max_concurrent", "max_top_k", "max_add_files",
@@ -52,6 +55,9 @@ class ServeSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SimclrWatchesError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if isinstance(self.upload_timeout_s, bool) or not isinstance(self.upload_timeout_s, (int, float)) \
+                or not 0 < self.upload_timeout_s < float("inf"):
+            raise SimclrWatchesError(f"upload-timeout must be a positive number of seconds, got {self.upload_timeout_s!r}")
         if self.enable_writes and (self.token is None or len(self.token) < MIN_TOKEN_CHARS):
             raise SimclrWatchesError(f"writes need a token of at least {MIN_TOKEN_CHARS} characters "
                                      f"(--token or ${TOKEN_ENV}; none: one is generated)")

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 
+import anyio
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -299,3 +300,33 @@ def test_an_upload_no_item_was_added_from_leaves_no_file(serve, index_dir, tmp_p
         assert_error(post_photo(client, png(draw_watch(46)), url="/api/items", headers=AUTH), 409,
                      "another simclr-watches process is updating this index")
     assert list((index_dir / UPLOADS_DIR).iterdir()) == [] and client.get("/api/health").json()["items"] == 6
+
+
+def test_a_client_that_trickles_its_upload_gets_408_and_frees_its_place(serve, tmp_path):
+    client = serve(max_concurrent=1, upload_timeout_s=0.3)
+    app = client.app
+    answers: list[dict] = []
+    first = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n\x89PNG'
+
+    async def trickle() -> None:
+        chunks = [first]
+
+        async def receive():
+            if chunks:
+                return {"type": "http.request", "body": chunks.pop(), "more_body": True}
+            await anyio.sleep(3600)  # the rest never comes
+
+        async def send(message):
+            answers.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/api/search", "raw_path": b"/api/search", "query_string": b"", "root_path": "",
+                 "headers": [(b"content-type", b"multipart/form-data; boundary=b")], "client": ("127.0.0.1", 1),
+                 "server": ("testserver", 80)}
+        with anyio.fail_after(30):  # without a timeout it would hold the only place for an hour
+            await app(scope, receive, send)
+
+    anyio.run(trickle)
+    assert answers[0]["status"] == 408 and b"took more than 0.3 s to arrive" in answers[1]["body"]
+    photo = (tmp_path / "catalog" / "w001.png").read_bytes()
+    assert post_photo(client, photo).status_code == 200  # the place was given back
