@@ -22,7 +22,6 @@ from __future__ import annotations
 import hmac
 import importlib.resources
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,8 @@ def create_app(index_dir: Path | str, settings: ServeSettings = ServeSettings(),
     service = CatalogService(index_dir, settings, checkpoint=checkpoint, device=device)
     page = page_html()
     # Reading catalog photos for thumbnails waits its turn rather than being refused: a page asks for many at once.
-    readers = threading.BoundedSemaphore(settings.max_concurrent)
+    # The waiting is in the event loop (a limiter on worker threads), never in a parked worker thread.
+    readers = anyio.CapacityLimiter(settings.max_concurrent)
     app = FastAPI(title="simclr-watches", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     app.state.service = service
@@ -144,10 +144,7 @@ def create_app(index_dir: Path | str, settings: ServeSettings = ServeSettings(),
         return files, form.fields
 
     async def read_item(fn, *args) -> Any:
-        def bounded():
-            with readers:
-                return fn(*args)
-        return await run_in_threadpool(bounded)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=readers)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index_page() -> HTMLResponse:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 
 import anyio
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -330,3 +332,39 @@ def test_a_client_that_trickles_its_upload_gets_408_and_frees_its_place(serve, t
     assert answers[0]["status"] == 408 and b"took more than 0.3 s to arrive" in answers[1]["body"]
     photo = (tmp_path / "catalog" / "w001.png").read_bytes()
     assert post_photo(client, photo).status_code == 200  # the place was given back
+
+
+def test_thumbnails_waiting_their_turn_hold_no_worker_thread(serve, monkeypatch):
+    client = serve(max_concurrent=1)
+    service = client.app.state.service
+    release, real, reading = threading.Event(), service.thumbnail, []
+
+    def slow(item_id):
+        reading.append(item_id)
+        release.wait(30)
+        return real(item_id)
+
+    monkeypatch.setattr(service, "thumbnail", slow)
+
+    async def page() -> tuple[int, list[int]]:
+        before = threading.active_count()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=client.app), base_url="http://t") as http:
+            statuses: list[int] = []
+
+            async def get(i: int) -> None:
+                statuses.append((await http.get(f"/api/items/{i}/thumbnail")).status_code)
+
+            async with anyio.create_task_group() as tasks:
+                for i in range(4):
+                    tasks.start_soon(get, i)
+                with anyio.fail_after(30):
+                    while not reading:
+                        await anyio.sleep(0.01)
+                for _ in range(20):  # let the other three run as far as they can
+                    await anyio.sleep(0.01)
+                busy = threading.active_count() - before
+                release.set()
+        return busy, statuses
+
+    busy, statuses = anyio.run(page)
+    assert busy == 1 and sorted(statuses) == [200] * 4  # one thread reads; three wait in the event loop
