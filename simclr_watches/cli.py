@@ -491,7 +491,7 @@ def serve(
                      f"it can search the catalog{' and, with the token, change it' if enable_writes else ''}", highlight=False)
     sock = bind(host, port)
     web = create_app(index, settings, checkpoint=checkpoint, device=device)
-    _note(f"serving {index} ({len(web.state.service.searcher.index)} items); writes "
+    _note(f"serving {index} ({web.state.service.searcher.index.live_count} items); writes "
           + ("enabled" + (f", token {settings.token}" if generated else "") if enable_writes else "disabled"))
     _note(f"open {page_url(sock, settings.token if generated else None)}")
     run(web, sock)
