@@ -184,9 +184,8 @@ def create_app(index_dir: Path | str, settings: ServeSettings = ServeSettings(),
     @app.get("/api/items/{item_id}/similar")
     async def similar(item_id: int, k: str = str(DEFAULT_K)) -> dict[str, Any]:
         started = time.perf_counter()
-        k_value = service.check_k(k)
-        with service.gate.admit():
-            return await run_in_threadpool(service.similar, item_id, k_value, started)
+        k_value = service.check_k(k)  # no photo is held: no place at the gate
+        return await run_in_threadpool(service.similar, item_id, k_value, started)
 
     @app.post("/api/items", dependencies=[Depends(writer)])
     async def add(request: Request) -> JSONResponse:

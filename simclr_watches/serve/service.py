@@ -120,10 +120,20 @@ class CatalogService:
         return self._search(self.decode(data, "upload"), label, k, started)
 
     def similar(self, item_id: int, k: int, started: float) -> dict[str, Any]:
-        """"More like this": the ``k`` items nearest to catalog item ``item_id``'s photo (itself first)."""
-        record = self.item(item_id)
-        photo = self._read_item(record, decode=True)
-        return self._search(photo, f"item:{item_id}", k, started)
+        """"More like this": the ``k`` items nearest to catalog item ``item_id`` (itself first), from its stored row.
+
+        No file is read and nothing is embedded (:meth:`Searcher.search_item`): no ``box`` nor ``size``.
+
+        Raises:
+            ApiError: 404 no such live item.
+        """
+        self.searcher.refresh()
+        result = self.searcher.search_item(item_id, top_k=k)
+        if result is None:
+            raise ApiError(404, f"no item {item_id} in the index")
+        took_ms = (time.perf_counter() - started) * 1000
+        self.stats.searched(took_ms)
+        return {**result.to_json(), "took_ms": round(took_ms, 1)}
 
     def on_model_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Runs ``fn`` on the encoder's thread, after the work queued there before; returns its result."""
