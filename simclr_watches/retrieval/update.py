@@ -43,7 +43,13 @@ Selector = Union[int, str, os.PathLike]
 
 
 def needs_compaction(added: int, removed: int, live: int) -> bool:
-    """Whether an index with these pending changes should have its forest rebuilt (module constants)."""
+    """Whether an index with these pending changes should have its forest rebuilt (module constants).
+
+    Args:
+        added: rows added since the forest was built (removed since, or not).
+        removed: rows of the forest removed since (an added row removed again is one change, not two).
+        live: searchable items.
+    """
     return added + removed > min(COMPACT_MAX_PENDING, max(COMPACT_MIN_PENDING, COMPACT_FRACTION * live))
 
 
@@ -119,7 +125,8 @@ def apply_change(index: Index, new_items: Sequence[dict[str, Any]], new_rows: np
     live = count - len(removed)
     added_count = count - index.forest_count
     if compact is None:
-        compact = needs_compaction(added_count, len(removed), live)
+        in_forest = np.isin(np.array(sorted(removed), np.int64), index.items.ids()[:index.forest_count])
+        compact = needs_compaction(added_count, int(in_forest.sum()), live)
     compact = compact and live > 0
     generation = meta["generation"] + 1
     new_rows = np.asarray(new_rows, np.float32).reshape(-1, dim)
