@@ -24,7 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # Options that several commands share, each declared once (typer copies an option for every command).
 CheckpointOpt = typer.Option(
     None, "--checkpoint",
-    help="Encoder: checkpoint file, registered name or ensemble A+B of them (default: the default model; for search: the index's own).",
+    help="Encoder: checkpoint file, registered name or ensemble A+B of them (default: the default model; "
+         "for search, add, serve and build-index --update: the index's own).",
 )
 BatchSizeOpt = typer.Option(32, "--batch-size", min=1, help="Images per forward pass.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: a GPU if there is one; under torchrun: each process's own).")

@@ -168,7 +168,9 @@ class CatalogService:
         """
         try:
             data = read_limited(record["path"], MAX_FILE_BYTES, ImageReadError)
-            return decode_image(data, record["path"], hash=False) if decode else data
+            if not decode:
+                return data
+            return decode_image(data, record["path"], max_pixels=self.settings.max_pixels, hash=False)
         except ImageReadError as e:
             raise ApiError(404, f"item {record['id']}: its file cannot be read: {e.reason}") from None
 

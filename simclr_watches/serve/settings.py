@@ -21,7 +21,10 @@ class ServeSettings:
         max_upload_bytes: largest photo accepted, in bytes (larger: 413, refused while reading).
         max_pixels: largest photo accepted, in decoded pixels (larger: 413, refused before decoding).
         max_concurrent: requests that read or search photos at once; one more is answered 503 at once.
-            Memory is bounded by about ``max_concurrent * (max_upload_bytes + 3 * max_pixels)``.
+            Catalog photos for images and thumbnails are read at most ``max_concurrent`` at a time too.
+            Memory is bounded by about ``max_concurrent * (max_add_files * max_upload_bytes + 3 * max_pixels)``
+            for photo requests (an add holds all its photos; a search one), plus
+            ``max_concurrent * (MAX_FILE_BYTES + 3 * max_pixels)`` for catalog photos being read.
         max_top_k: largest ``k`` a search may ask for.
         max_add_files: photos one ``POST /api/items`` may add.
         enable_writes: whether add, delete and feedback are allowed at all (else 403).

@@ -380,3 +380,9 @@ def test_thumbnails_waiting_their_turn_hold_no_worker_thread(serve, monkeypatch)
 
     busy, statuses = anyio.run(page)
     assert busy == 1 and sorted(statuses) == [200] * 4  # one thread reads; three wait in the event loop
+
+
+def test_thumbnails_decode_catalog_photos_within_the_pixel_limit(serve):
+    client = serve(max_pixels=5000)  # the catalog's photos are 96 x 96 = 9216 pixels
+    assert_error(client.get("/api/items/1/thumbnail"), 404, "9216 pixels exceeds the limit of 5000")
+    assert client.get("/api/items/1/image").status_code == 200  # served as stored, never decoded
