@@ -36,6 +36,7 @@ from annoy import AnnoyIndex
 from simclr_watches import __version__
 from simclr_watches.core import validate
 from simclr_watches.core.atomic import atomic_dir
+from simclr_watches.core.clock import utc_now
 from simclr_watches.retrieval import store, verified
 from simclr_watches.retrieval.columns import COLUMN_ROLES, MAX_PATH_BYTES, Columns, Items
 from simclr_watches.retrieval.embed import EmbeddedItem
@@ -229,10 +230,6 @@ def write_index(
 def item_record(item_id: int, item: EmbeddedItem) -> dict[str, Any]:
     """The record of an embedded file: ``id``, absolute ``path``, ``sha256``, ``bytes``."""
     return {"id": item_id, "path": str(Path(item.path).resolve()), "sha256": item.sha256, "bytes": item.nbytes}
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def save_array(array: np.ndarray) -> Callable[[Path], None]:

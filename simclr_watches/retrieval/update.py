@@ -24,12 +24,13 @@ from typing import Any, Iterable, Iterator, Sequence, Union
 import numpy as np
 
 from simclr_watches import __version__
+from simclr_watches.core.clock import utc_now
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.core.outputs import check_disjoint
 from simclr_watches.retrieval import store
 from simclr_watches.retrieval.columns import Columns
 from simclr_watches.retrieval.index import (MAX_PENDING, Index, Rows, generation_writes, item_record, load_index,
-                                            save_rows, utc_now)
+                                            save_rows)
 
 # Compact once added + removed items exceed min(COMPACT_MAX_PENDING, max(COMPACT_MIN_PENDING, COMPACT_FRACTION *
 # live items)): exact scoring of the added rows, the hidden items Annoy is asked to skip, and the manifest that

@@ -11,7 +11,6 @@ Each line of ``INDEX/feedback.jsonl`` is one judgement, for learning from feedba
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from simclr_watches.core import validate
+from simclr_watches.core.clock import utc_now
 from simclr_watches.core.files import open_in_folder
 from simclr_watches.serve.errors import ApiError
 
@@ -79,7 +79,7 @@ class FeedbackLog:
         Raises:
             ApiError: 507 the file has reached ``max_bytes``; 500 it is a symbolic link or not a regular file.
         """
-        line = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **record}
+        line = {"time": utc_now(), **record}
         data = (json.dumps(line, ensure_ascii=True) + "\n").encode()
         with self._lock:
             fd = open_in_folder(self.path.parent, self.path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
