@@ -24,7 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # Options that several commands share, each declared once (typer copies an option for every command).
 CheckpointOpt = typer.Option(
     None, "--checkpoint",
-    help="Encoder: checkpoint file, registered name or ensemble A+B of them (default: the default model; for search: the index's own).",
+    help="Encoder: checkpoint file, registered name or ensemble A+B of them (default: the default model; "
+         "for search, add, serve and build-index --update: the index's own).",
 )
 BatchSizeOpt = typer.Option(32, "--batch-size", min=1, help="Images per forward pass.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: a GPU if there is one; under torchrun: each process's own).")
@@ -471,6 +472,8 @@ def serve(
     max_upload_bytes: int = typer.Option(ServeSettings.max_upload_bytes, min=1, help="Largest photo accepted, in bytes."),
     max_pixels: int = typer.Option(ServeSettings.max_pixels, min=1, help="Largest photo accepted, in pixels."),
     max_concurrent: int = typer.Option(ServeSettings.max_concurrent, min=1, help="Photos read or searched at once; more requests get 503 (busy)."),
+    upload_timeout: float = typer.Option(ServeSettings.upload_timeout_s, min=0.001,
+                                         help="Seconds a request may take to send its photos; slower: 408."),
     localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo with the learnt box, as search does."),
     checkpoint: Optional[str] = CheckpointOpt,
     device: str = DeviceOpt,
@@ -483,13 +486,13 @@ def serve(
     generated = enable_writes and not token
     settings = ServeSettings(max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_concurrent=max_concurrent,
                              enable_writes=enable_writes, token=(new_token() if generated else token) if enable_writes else None,
-                             localize=localize)
+                             localize=localize, upload_timeout_s=upload_timeout)
     if not is_loopback(host):
         stderr.print(f"[yellow]warning:[/yellow] {escape(host)} is reachable from other machines: anyone who can reach "
                      f"it can search the catalog{' and, with the token, change it' if enable_writes else ''}", highlight=False)
     sock = bind(host, port)
     web = create_app(index, settings, checkpoint=checkpoint, device=device)
-    _note(f"serving {index} ({len(web.state.service.searcher.index)} items); writes "
+    _note(f"serving {index} ({web.state.service.searcher.index.live_count} items); writes "
           + ("enabled" + (f", token {settings.token}" if generated else "") if enable_writes else "disabled"))
     _note(f"open {page_url(sock, settings.token if generated else None)}")
     run(web, sock)

@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import os
 import re
-import stat
 import time
 import tokenize
 from dataclasses import dataclass, field
@@ -38,12 +37,13 @@ from annoy import AnnoyIndex
 from simclr_watches import __version__
 from simclr_watches.core import validate
 from simclr_watches.core.atomic import atomic_dir
+from simclr_watches.core.clock import utc_now
 from simclr_watches.retrieval import store, verified
 from simclr_watches.retrieval.columns import COLUMN_ROLES, MAX_PATH_BYTES, Columns, Items
 from simclr_watches.retrieval.embed import EmbeddedItem
 from simclr_watches.retrieval.projection import Projection, fit_pca, stored_rows, unit_rows
 from simclr_watches.core.errors import IndexFormatError, NoReadableImagesError, SimclrWatchesError, one_line
-from simclr_watches.core.files import read_fd_limited
+from simclr_watches.core.files import open_in_folder, read_fd_limited
 from simclr_watches.model import Preprocessing
 from simclr_watches.core.outputs import OutputKind, json_format_owned, owned_folder, prepare_output
 from simclr_watches.retrieval.store import SIDECAR_FILE
@@ -68,6 +68,37 @@ INDEX_OUTPUT = OutputKind(
                         **{name: Path.is_file for name in store.V1_FILES}},
                        required=SIDECAR_FILE, others=lambda p: store.is_data_name(p.name) and p.is_file()),
 )
+
+
+
+def check_user_data(out_dir: Path) -> None:
+    """Refuses to replace an index folder that holds what ``serve`` kept: photos in ``uploads/``, feedback.
+
+    ``build-index --force`` may replace an index of ours, never the user's data in it: the
+    photos added through the API and the feedback cannot be made again.
+
+    Raises:
+        SimclrWatchesError: ``uploads/`` or ``feedback.jsonl`` is not empty; the message names them
+            and the ways out.
+    """
+    uploads, feedback = out_dir / UPLOADS_DIR, out_dir / FEEDBACK_FILE
+    kept = []
+    photos = len(os.listdir(uploads)) if uploads.is_dir() and not uploads.is_symlink() else 0
+    if photos:
+        kept.append(f"{UPLOADS_DIR}/ ({photos} files)")
+    if feedback.is_file() and feedback.stat().st_size:
+        kept.append(f"{FEEDBACK_FILE} ({feedback.stat().st_size} bytes)")
+    if kept:
+        raise SimclrWatchesError(f"{out_dir}: holds what serve kept, which --force would delete: {', '.join(kept)}; "
+                                 f"move them out of the folder first, or keep them with build-index --update")
+
+
+def prepare_index_output(out_dir: Path, *, force: bool, inputs: Sequence[Path | str] = ()) -> bool:
+    """:func:`prepare_output` for an index folder, and :func:`check_user_data` on one it would replace."""
+    replace = prepare_output(out_dir, INDEX_OUTPUT, force=force, inputs=inputs)
+    if replace:
+        check_user_data(out_dir)
+    return replace
 
 
 DEFAULT_TREES = 50  # trees of build-index's forest
@@ -201,11 +232,13 @@ def write_index(
         writes[files["projection"]] = save_array(projection.to_array())
         sidecar["projection"] = {"method": "pca-whiten" if projection.whiten else "pca",
                                  "input_dim": projection.input_dim}
-    replace = prepare_output(out_dir, INDEX_OUTPUT, force=force)
+    replace = prepare_index_output(out_dir, force=force)
     # A writer updating the index we replace finishes first (and one that waits then locks the new one).
     locked = store.writer_lock(out_dir) if replace and (out_dir / SIDECAR_FILE).is_file() else contextlib.nullcontext()
     try:
         with locked:
+            if replace:
+                check_user_data(out_dir)  # again: a server may have kept something meanwhile
             with atomic_dir(out_dir, replace=replace) as tmp:
                 store.commit(tmp, sidecar, writes)
             vouch_written(out_dir)
@@ -227,10 +260,6 @@ def vouch_written(directory: Path) -> None:
 def item_record(item_id: int, item: EmbeddedItem) -> dict[str, Any]:
     """The record of an embedded file: ``id``, absolute ``path``, ``sha256``, ``bytes``."""
     return {"id": item_id, "path": str(Path(item.path).resolve()), "sha256": item.sha256, "bytes": item.nbytes}
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def save_array(array: np.ndarray) -> Callable[[Path], None]:
@@ -631,26 +660,20 @@ def _open_dir(directory: Path) -> int:
 
 
 def _open_member(directory: Path, dir_fd: int, name: str, manifest_fd: int | None = None) -> int:
-    """Opens ``name`` inside the folder ``dir_fd`` refers to (non-blocking: a FIFO cannot hang us).
+    """Opens the regular file ``name`` inside the folder ``dir_fd`` refers to (no symbolic link, no FIFO's wait).
 
     Args:
         manifest_fd: the manifest that named the file: if it has been replaced since, a
             missing file was deleted by the writer that replaced it (read again).
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(name, flags, dir_fd=dir_fd) if os.open in os.supports_dir_fd else os.open(directory / name, flags)
+        return open_in_folder(directory, name, os.O_RDONLY, lambda path, why: IndexFormatError(f"{path}: {why}"),
+                              dir_fd=dir_fd if os.open in os.supports_dir_fd else None)
     except FileNotFoundError:
         if _renamed(directory, dir_fd) or (manifest_fd is not None and _renamed(directory / SIDECAR_FILE, manifest_fd)):
             raise _Replaced(_changing(directory)) from None  # a rebuild's old folder, or a commit's old files
         missing = f"not an index ({name} is missing)" if name == SIDECAR_FILE else f"{name} is missing"
         raise IndexFormatError(f"{directory}: {missing}") from None
-    except OSError as e:
-        raise IndexFormatError(f"{directory / name}: cannot open: {e.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise IndexFormatError(f"{directory / name}: not a regular file")
-    return fd
 
 
 def _renamed(path: Path, fd: int) -> bool:
@@ -1072,7 +1095,7 @@ def build_index(
     from simclr_watches.weights import load_model
 
     out_dir = Path(out_dir)
-    prepare_output(out_dir, INDEX_OUTPUT, force=force, inputs=[catalog])
+    prepare_index_output(out_dir, force=force, inputs=[catalog])
     if pca < 0:
         raise SimclrWatchesError(f"the PCA width must be >= 0 (0: none), got {pca}")
     paths = scan_images(catalog)

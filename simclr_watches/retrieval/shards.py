@@ -164,11 +164,11 @@ def build_sharded(catalog: Path | str, out_dir: Path | str, info: DistInfo, *, c
     from simclr_watches.data.images import scan_images
     from simclr_watches.data.mask import CROP_MARGIN, crop_to_foreground
     from simclr_watches.retrieval.embed import embed_paths
-    from simclr_watches.retrieval.index import INDEX_OUTPUT, BuildReport, fit_projection, write_index
+    from simclr_watches.retrieval.index import BuildReport, fit_projection, prepare_index_output, write_index
     from simclr_watches.weights import load_model
 
     catalog, out_dir = Path(catalog), Path(out_dir)
-    prepare_output(out_dir, INDEX_OUTPUT, force=force, inputs=[catalog])
+    prepare_index_output(out_dir, force=force, inputs=[catalog])
     work = work_dir(out_dir)
     prepare_output(work, SHARDS_OUTPUT, force=True, inputs=[catalog])  # ours to fill, or refused
     paths = scan_images(catalog)

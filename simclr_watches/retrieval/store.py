@@ -28,13 +28,13 @@ import json
 import os
 import re
 import signal
-import stat
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from simclr_watches.core.atomic import atomic_path, clean_stale, temp_target, write_text_atomic
 from simclr_watches.core.errors import IndexFormatError
+from simclr_watches.core.files import open_in_folder
 
 SIDECAR_FILE = "index.json"  # the manifest: the only name whose content changes
 LOCK_FILE = ".lock"  # writers hold an exclusive flock on it
@@ -124,15 +124,8 @@ def writer_lock(directory: Path | str, timeout: float | None = None) -> Iterator
 
 
 def _open_lock(directory: Path) -> int:
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK
-    try:
-        fd = os.open(directory / LOCK_FILE, flags, 0o666)
-    except OSError as e:
-        raise IndexFormatError(f"{directory / LOCK_FILE}: cannot open the writers' lock: {e.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise IndexFormatError(f"{directory / LOCK_FILE}: not a regular file")
-    return fd
+    return open_in_folder(directory, LOCK_FILE, os.O_RDWR | os.O_CREAT,
+                          lambda path, why: IndexFormatError(f"{path}: cannot open the writers' lock: {why}"))
 
 
 def _try_flock(fd: int) -> bool:

@@ -24,12 +24,13 @@ from typing import Any, Iterable, Iterator, Sequence, Union
 import numpy as np
 
 from simclr_watches import __version__
+from simclr_watches.core.clock import utc_now
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.core.outputs import check_disjoint
 from simclr_watches.retrieval import store
 from simclr_watches.retrieval.columns import Columns
 from simclr_watches.retrieval.index import (MAX_PENDING, Index, Rows, generation_writes, item_record, load_index,
-                                            save_rows, utc_now, vouch_written)
+                                            save_rows, vouch_written)
 
 # Compact once added + removed items exceed min(COMPACT_MAX_PENDING, max(COMPACT_MIN_PENDING, COMPACT_FRACTION *
 # live items)): exact scoring of the added rows, the hidden items Annoy is asked to skip, and the manifest that
@@ -43,7 +44,13 @@ Selector = Union[int, str, os.PathLike]
 
 
 def needs_compaction(added: int, removed: int, live: int) -> bool:
-    """Whether an index with these pending changes should have its forest rebuilt (module constants)."""
+    """Whether an index with these pending changes should have its forest rebuilt (module constants).
+
+    Args:
+        added: rows added since the forest was built (removed since, or not).
+        removed: rows of the forest removed since (an added row removed again is one change, not two).
+        live: searchable items.
+    """
     return added + removed > min(COMPACT_MAX_PENDING, max(COMPACT_MIN_PENDING, COMPACT_FRACTION * live))
 
 
@@ -119,7 +126,8 @@ def apply_change(index: Index, new_items: Sequence[dict[str, Any]], new_rows: np
     live = count - len(removed)
     added_count = count - index.forest_count
     if compact is None:
-        compact = needs_compaction(added_count, len(removed), live)
+        in_forest = np.isin(np.array(sorted(removed), np.int64), index.items.ids()[:index.forest_count])
+        compact = needs_compaction(added_count, int(in_forest.sum()), live)
     compact = compact and live > 0
     generation = meta["generation"] + 1
     new_rows = np.asarray(new_rows, np.float32).reshape(-1, dim)

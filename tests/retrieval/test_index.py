@@ -69,6 +69,27 @@ def test_existing_index_needs_force(make_catalog, small_checkpoint, tmp_path):
     assert load_index(tmp_path / "idx").meta["count"] == 5
 
 
+def test_force_never_deletes_what_serve_kept_in_the_index(make_catalog, small_checkpoint, tmp_path):
+    root = make_catalog(3)
+    idx = tmp_path / "idx"
+    _build(root, idx, small_checkpoint)
+    photo = idx / index_mod.UPLOADS_DIR / f"{'a' * 64}.png"
+    photo.parent.mkdir()
+    shutil.copy(root / "w000.png", photo)
+    (idx / index_mod.FEEDBACK_FILE).write_text('{"verdict": "right"}\n')
+    with pytest.raises(SimclrWatchesError, match=r"holds what serve kept, which --force would delete: uploads/ \(1 "
+                                                 r"files\), feedback.jsonl \(21 bytes\); move them out"):
+        _build(root, idx, small_checkpoint, force=True)
+    assert photo.read_bytes() == (root / "w000.png").read_bytes()
+    assert (idx / index_mod.FEEDBACK_FILE).read_text() == '{"verdict": "right"}\n'
+    (idx / index_mod.FEEDBACK_FILE).rename(tmp_path / "feedback.jsonl")
+    with pytest.raises(SimclrWatchesError, match=r"uploads/ \(1 files\); move"):
+        _build(root, idx, small_checkpoint, force=True)
+    shutil.move(photo.parent, tmp_path / "uploads")
+    (idx / index_mod.FEEDBACK_FILE).write_text("")  # empty: nothing to lose
+    assert _build(root, idx, small_checkpoint, force=True).count == 3
+
+
 @pytest.mark.slow
 def test_interrupted_build_leaves_no_half_index_and_keeps_the_old(make_catalog, small_checkpoint, tmp_path, monkeypatch):
     root = make_catalog(3)
@@ -343,13 +364,21 @@ def test_a_fifo_or_folder_in_place_of_a_file_is_refused_without_hanging(tmp_path
     reader = threading.Thread(target=lambda: outcome.append(_error_of(load_index, tmp_path / "idx")), daemon=True)
     reader.start()
     reader.join(10)
-    assert outcome and "index.json: not a regular file" in outcome[0]
+    assert outcome and "index.json: a FIFO (named pipe), not a file" in outcome[0]
     (tmp_path / "idx" / "forest-1.ann").unlink()
     (tmp_path / "idx" / "forest-1.ann").mkdir()
     (tmp_path / "idx" / "index.json").unlink()
     _random_index(tmp_path / "other", 3)
     shutil.copy(tmp_path / "other" / "index.json", tmp_path / "idx")
-    assert "forest-1.ann: not a regular file" in _error_of(load_index, tmp_path / "idx")
+    assert "forest-1.ann: a folder, not a file" in _error_of(load_index, tmp_path / "idx")
+
+
+def test_a_symbolic_link_in_place_of_a_member_is_refused_not_followed(tmp_path):
+    _random_index(tmp_path / "idx", 3)
+    _random_index(tmp_path / "other", 3)
+    (tmp_path / "idx" / "vectors-1.npy").unlink()
+    (tmp_path / "idx" / "vectors-1.npy").symlink_to(tmp_path / "other" / "vectors-1.npy")
+    assert "vectors-1.npy: a symbolic link, not a file (refused)" in _error_of(load_index, tmp_path / "idx")
 
 
 def _error_of(fn, *args):

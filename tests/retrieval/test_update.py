@@ -108,6 +108,15 @@ def test_compaction_starts_by_itself_past_the_threshold(built, monkeypatch):
     assert report.compacted and (report.live, report.pending_added, report.pending_removed) == (5, 0, 0)
 
 
+def test_an_added_then_removed_item_counts_once_toward_compaction(built, monkeypatch):
+    catalog, idx, new = built
+    monkeypatch.setattr(update_mod, "COMPACT_MIN_PENDING", 2)
+    assert not add_items(idx, [new / "w006.png", new / "w007.png"]).compacted  # 2 pending
+    report = remove_items(idx, [6, 7])  # the same 2 rows, hidden: still 2 changes, not 4
+    assert not report.compacted and (report.live, report.pending_added, report.pending_removed) == (6, 2, 2)
+    assert remove_items(idx, [0]).compacted  # a third change
+
+
 def test_update_embeds_only_new_or_changed_files_and_drops_deleted_ones(built, monkeypatch):
     catalog, idx, new = built
     [outside] = add_items(idx, [new / "w007.png"]).added  # added from outside the catalog: --update keeps it
