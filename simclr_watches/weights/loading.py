@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
-from simclr_watches.core.errors import CheckpointError
+from simclr_watches.core.errors import CheckpointError, FileReadError
 from simclr_watches.core.files import sha256_file
 from simclr_watches.model import Encoder, EnsembleEncoder, default_preprocessing
 from simclr_watches.weights._hub import local_copy
@@ -112,7 +112,10 @@ def verified_file(entry: WeightsEntry) -> Path:
         path, advice = local_copy(entry), f"; delete it and run `simclr-watches download {entry.name}`"
     else:
         raise CheckpointError(f"{entry.name}: registry entry names no package, artifact or url")
-    digest = sha256_file(path)
+    try:
+        digest = sha256_file(path)
+    except FileReadError as e:
+        raise CheckpointError(str(e)) from None
     if digest != entry.sha256:
         raise CheckpointError(f"{path}: sha256 {digest} does not match the registry's {entry.sha256}{advice}")
     return path
