@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from simclr_watches.core.device import resolve_device
 from simclr_watches.data.mask import CROP_MARGIN
-from simclr_watches.evaluation.protocols import load_items
+from simclr_watches.data.manifest import load_items
 from simclr_watches.retrieval.boxes import BoxScorer, BoxSearchConfig, load_finder
 from simclr_watches.weights import DEFAULT_MODEL, load_model
 

@@ -16,9 +16,12 @@ import pytest
 import simclr_watches
 
 # (importing stage, imported stage): imports that run against the pipeline. serve (the web service) sits on
-# top of retrieval: it imports neither train nor evaluation, and no library stage imports it.
-LIBRARY_STAGES = ("core", "data", "model", "weights", "retrieval", "train", "evaluation")
+# top of retrieval: it imports neither train nor evaluation, and no library stage imports it. detect (the box
+# head: its model, training data and inference) sits below retrieval, which runs it: it imports neither
+# retrieval, train nor evaluation.
+LIBRARY_STAGES = ("core", "data", "model", "weights", "detect", "retrieval", "train", "evaluation")
 FORBIDDEN_STAGES = {("retrieval", "train"), ("retrieval", "evaluation"), ("train", "evaluation"),
+                    ("detect", "retrieval"), ("detect", "train"), ("detect", "evaluation"),
                     ("serve", "train"), ("serve", "evaluation"), *((stage, "serve") for stage in LIBRARY_STAGES)}
 ENTRY_POINTS = {"cli", "__main__"}  # may import the CLI
 EXITS = {("sys", "exit"), ("os", "_exit")}
@@ -179,9 +182,13 @@ def test_a_clean_fake_package_keeps_the_rules(tmp_path):
         ({"serve/__init__.py": "", "serve/app.py": "import json\n",
           "retrieval/index.py": "def f():\n    from pkg.serve import app\n"},
          "pkg.retrieval.index imports pkg.serve.app: retrieval may not import serve"),
+        ({"detect/__init__.py": "", "detect/train.py": "def f():\n    from pkg.evaluation.report import x\n"},
+         "pkg.detect.train imports pkg.evaluation.report: detect may not import evaluation"),
+        ({"detect/__init__.py": "", "detect/infer.py": "from pkg.retrieval import search\n"},
+         "pkg.detect.infer imports pkg.retrieval.search: detect may not import retrieval"),
     ],
     ids=["retrieval-train", "retrieval-evaluation", "train-evaluation", "imports-cli", "cycle", "sys-exit",
-         "serve-evaluation", "retrieval-serve"],
+         "serve-evaluation", "retrieval-serve", "detect-evaluation", "detect-retrieval"],
 )
 def test_each_rule_fails_when_broken(tmp_path, files, broken):
     assert violations(_package(tmp_path, files)) == [broken]

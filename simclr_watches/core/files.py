@@ -9,13 +9,14 @@ limit, so none of these can hang the program or exhaust its memory.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 from simclr_watches.core.errors import FileReadError
 
@@ -113,6 +114,19 @@ def open_in_folder(directory: Path | str, name: str, flags: int, error: Callable
     return fd
 
 
+@contextlib.contextmanager
+def _open_limited(path: Path, max_bytes: int | None, error: Callable[[Path, str], FileReadError]) -> Iterator[BinaryIO]:
+    """:func:`open_regular`, its size checked on the open file; a read failing in the block is ``error`` too."""
+    with open_regular(path, error) as f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            if max_bytes is not None and size > max_bytes:
+                raise error(path, f"too large: {size} bytes exceeds the limit of {max_bytes}")
+            yield f
+        except OSError as e:
+            raise error(path, f"cannot read file ({e.strerror or e})") from None
+
+
 def read_limited(path: Path | str, max_bytes: int,
                  error: Callable[[Path, str], FileReadError] = FileReadError) -> bytes:
     """The bytes of a regular file of at most ``max_bytes`` bytes.
@@ -131,14 +145,8 @@ def read_limited(path: Path | str, max_bytes: int,
             file, or larger than ``max_bytes``; the message names the file and the reason.
     """
     path = Path(path)
-    with open_regular(path, error) as f:
-        try:
-            size = os.fstat(f.fileno()).st_size
-            if size > max_bytes:
-                raise error(path, f"too large: {size} bytes exceeds the limit of {max_bytes}")
-            data = read_fd_limited(f.fileno(), max_bytes)
-        except OSError as e:
-            raise error(path, f"cannot read file ({e.strerror or e})") from None
+    with _open_limited(path, max_bytes, error) as f:
+        data = read_fd_limited(f.fileno(), max_bytes)
     if len(data) > max_bytes:
         raise error(path, f"too large: more than the limit of {max_bytes} bytes")
     return data
@@ -189,10 +197,36 @@ def read_json(path: Path | str, max_bytes: int = MAX_TEXT_BYTES) -> Any:
     raise FileReadError(path, f"not a readable JSON file: {reason}")
 
 
-def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
-    """The sha256 hex digest of a file's bytes, read in chunks of ``chunk`` bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
+def sha256_limited(path: Path | str, max_bytes: int | None = None,
+                   error: Callable[[Path, str], FileReadError] = FileReadError, chunk: int = MiB) -> tuple[str, int]:
+    """The sha256 hex digest and byte count of a regular file, hashed ``chunk`` bytes at a time (memory bounded).
+
+    Opened as :func:`read_limited` opens a file (a regular file only, its size checked
+    before reading); at most ``max_bytes + 1`` bytes are read, even from a file that grows.
+
+    Args:
+        max_bytes: largest size accepted; None: any.
+        error: the FileReadError subclass raised (e.g. ImageReadError).
+
+    Raises:
+        FileReadError (``error``): missing, a broken link, unreadable, not a regular file,
+            or larger than ``max_bytes``.
+    """
+    path = Path(path)
+    h, n = hashlib.sha256(), 0
+    with _open_limited(path, max_bytes, error) as f:
+        while (max_bytes is None or n <= max_bytes) and (block := f.read(chunk)):
             h.update(block)
-    return h.hexdigest()
+            n += len(block)
+    if max_bytes is not None and n > max_bytes:
+        raise error(path, f"too large: more than the limit of {max_bytes} bytes")
+    return h.hexdigest(), n
+
+
+def sha256_file(path: Path | str, chunk: int = MiB) -> str:
+    """The sha256 hex digest of a regular file's bytes (:func:`sha256_limited`, any size).
+
+    Raises:
+        FileReadError: missing, unreadable or not a regular file.
+    """
+    return sha256_limited(path, chunk=chunk)[0]

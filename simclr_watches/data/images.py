@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import struct
 import warnings
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from simclr_watches.core.errors import ImageReadError, ImageTooLargeError, NotAnImageError, SimclrWatchesError
-from simclr_watches.core.files import MiB, open_regular, read_limited
+from simclr_watches.core.files import MiB, read_limited, sha256_limited
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
@@ -236,23 +235,10 @@ def file_digest(path: Path | str, max_bytes: int = MAX_FILE_BYTES) -> tuple[str,
     The file is opened as :func:`load_image` opens it (a regular file only, at most ``max_bytes``):
     what tells an index update which files are new or changed, before any is decoded.
     """
-    path = Path(path)
     try:
-        with open_regular(path, ImageReadError) as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > max_bytes:
-                return ImageReadError(path, f"too large: {size} bytes exceeds the limit of {max_bytes}")
-            h, n = hashlib.sha256(), 0
-            while n <= max_bytes and (block := f.read(MiB)):
-                h.update(block)
-                n += len(block)
+        return sha256_limited(path, max_bytes, ImageReadError)
     except ImageReadError as e:
         return e
-    except OSError as e:
-        return ImageReadError(path, f"cannot read file ({e.strerror or e})")
-    if n > max_bytes:
-        return ImageReadError(path, f"too large: more than the limit of {max_bytes} bytes")
-    return h.hexdigest(), n
 
 
 def try_load_image(path: Path | str, hash: bool = True) -> Photo | ImageReadError:

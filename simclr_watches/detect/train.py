@@ -58,7 +58,7 @@ def catalog_packshots(catalog: Path) -> list[tuple[Path, str]]:
     Raises:
         SimclrWatchesError: a manifest without ``kind``, or no packshots.
     """
-    from simclr_watches.evaluation.protocols import load_items
+    from simclr_watches.data.manifest import load_items
 
     items = load_items(catalog, kind="packshot" if catalog.suffix.lower() == ".csv" else None)
     return [(it.path, it.group) for it in items]

@@ -20,7 +20,6 @@ refuses a task that leaks.
 
 from __future__ import annotations
 
-import csv
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +28,10 @@ from typing import Sequence
 import numpy as np
 
 from simclr_watches.core.errors import SimclrWatchesError
-from simclr_watches.data.images import scan_images
+from simclr_watches.data.manifest import Item, load_items, read_csv, resolve_rows
 from simclr_watches.core.files import sha256_file
 
 PROTOCOLS = ("groups", "catalog-photo", "photo", "attributes")
-
-
-@dataclass(frozen=True)
-class Item:
-    """A catalog image with its group (one object / watch) and family (colour variants of one model)."""
-
-    path: Path
-    group: str
-    family: str
-    kind: str = ""
 
 
 @dataclass
@@ -66,65 +55,6 @@ class Task:
     relevant: np.ndarray
     ignore: np.ndarray
     root: Path
-
-
-def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    """Rows of a CSV file, checking that ``required`` columns exist and that it has rows."""
-    if not path.is_file():
-        raise SimclrWatchesError(f"{path}: no such CSV file")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            header = reader.fieldnames or []
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise SimclrWatchesError(f"{path}: cannot read CSV: {e}") from None
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise SimclrWatchesError(f"{path}: missing column(s) {', '.join(missing)}; found: {', '.join(header) or 'none'}")
-    if not rows:
-        raise SimclrWatchesError(f"{path}: no rows")
-    return rows
-
-
-def _resolve_rows(manifest: Path, rows: list[dict[str, str]]) -> list[Path]:
-    """Image paths of manifest rows, relative to the manifest's folder; each must exist."""
-    out = []
-    for i, row in enumerate(rows, start=2):  # line 1 is the header
-        p = manifest.parent / row["path"]
-        if not p.is_file():
-            raise SimclrWatchesError(f"{manifest}: line {i}: image {row['path']} does not exist")
-        out.append(p)
-    return out
-
-
-def load_items(data: Path, kind: str | None = None) -> list[Item]:
-    """The items of a folder of sub-folders or of a manifest CSV.
-
-    In a folder, an image's group is its first sub-folder (an image directly in
-    the folder is a group of its own) and the family is the group. A manifest
-    needs ``path`` and ``group_id``; ``family`` defaults to the group, and
-    ``kind`` is needed when filtering by ``kind``.
-
-    Raises:
-        SimclrWatchesError: missing folder or columns, missing images, nothing left.
-    """
-    data = Path(data)
-    if data.suffix.lower() == ".csv":
-        rows = _read_csv(data, ["path", "group_id"] + (["kind"] if kind else []))
-        paths = _resolve_rows(data, rows)
-        items = [Item(p, r["group_id"], r.get("family") or r["group_id"], r.get("kind", "")) for p, r in zip(paths, rows)]
-    else:
-        items = []
-        for p in scan_images(data):
-            parts = p.relative_to(data).parts
-            group = parts[0] if len(parts) > 1 else p.stem
-            items.append(Item(p, group, group))
-    if kind:
-        items = [it for it in items if it.kind == kind]
-    if not items:
-        raise SimclrWatchesError(f"{data}: no images" + (f" of kind {kind!r}" if kind else ""))
-    return items
 
 
 def _pair_masks(queries: Sequence[Item], gallery: Sequence[Item]) -> tuple[np.ndarray, np.ndarray]:
@@ -184,7 +114,7 @@ def catalog_photo_task(manifest: Path, limit: int | None = None, seed: int = 0) 
     manifest = Path(manifest)
     if manifest.suffix.lower() != ".csv":
         raise SimclrWatchesError(f"{manifest}: the catalog-photo protocol needs a manifest CSV")
-    _read_csv(manifest, ["path", "group_id", "kind"])
+    read_csv(manifest, ["path", "group_id", "kind"])
     items = load_items(manifest)
     gallery = [it for it in items if it.kind == "packshot"]
     queries = [it for it in items if it.kind == "lifestyle"]
@@ -285,9 +215,9 @@ def load_attributes(csv_path: Path, columns: Sequence[str] | None = None) -> Att
         SimclrWatchesError: missing columns or images, no attribute column.
     """
     csv_path = Path(csv_path)
-    rows = _read_csv(csv_path, ["path", *(columns or [])])
+    rows = read_csv(csv_path, ["path", *(columns or [])])
     attrs = list(columns or [c for c in rows[0] if c != "path"])
     if not attrs:
         raise SimclrWatchesError(f"{csv_path}: no attribute columns besides 'path'")
-    paths = _resolve_rows(csv_path, rows)
+    paths = resolve_rows(csv_path, rows)
     return AttributeTable(paths, {a: np.array([r[a] for r in rows], object) for a in attrs})

@@ -247,14 +247,28 @@ def write_index(
     return out_dir
 
 
-def vouch_written(directory: Path) -> None:
-    """Remembers the O(N) checks of the index files this process has just written as passed.
+def vouch_written(directory: Path) -> "Index":
+    """Remembers the O(N) checks of the index files this process has just written as passed; returns the index.
 
     The first opening of a fresh index (or of a new generation) then costs what any later
-    one does (:func:`simclr_watches.retrieval.verified.vouching`).
+    one does (:func:`simclr_watches.retrieval.verified.vouching`), and the writer goes on with
+    the index it opened here rather than opening it again.
     """
     with verified.vouching():
-        load_index(directory)
+        return load_index(directory)
+
+
+def check_is_index(directory: Path | str) -> None:
+    """Refuses a folder whose manifest does not start as an index's (its first bytes only).
+
+    What a writer checks before it makes its lock file in a folder; the whole index is
+    validated once the lock is held (:func:`load_index`).
+
+    Raises:
+        IndexFormatError: no ``index.json`` of ours in ``directory``.
+    """
+    if not json_format_owned(INDEX_FORMAT)(Path(directory) / SIDECAR_FILE):
+        raise IndexFormatError(f"{directory}: not an index ({SIDECAR_FILE} is missing or not an index manifest)")
 
 
 def item_record(item_id: int, item: EmbeddedItem) -> dict[str, Any]:
@@ -473,6 +487,30 @@ class Index:
         scores = unit_rows(np.asarray(self.vectors[rows], np.float32)) @ vector
         best = np.argsort(-scores, kind="stable")[:k]  # stable: the forest's order breaks ties
         return rows[best].tolist(), scores[best].tolist()
+
+    def is_current(self) -> bool:
+        """Whether the manifest on disk is still the one this index was read from (same file, same content).
+
+        Reads the manifest (bounded), none of the data files: a writer holding the lock uses
+        the index it opened before taking it when no other writer committed meanwhile.
+        """
+        try:
+            dir_fd = _open_dir(self.directory)
+            try:
+                fd = _open_member(self.directory, dir_fd, SIDECAR_FILE)
+            finally:
+                os.close(dir_fd)
+        except (IndexFormatError, _Replaced, OSError):
+            return False
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) != self.stamp:
+                return False
+            return _read_sidecar(fd, self.directory / SIDECAR_FILE) == self.meta
+        except (IndexFormatError, OSError):
+            return False
+        finally:
+            os.close(fd)
 
     def load_model(self, checkpoint: str | None = None) -> tuple[Any, ModelInfo]:
         """The encoder this index was built with, checked against it (what search and updates embed with).

@@ -124,12 +124,17 @@ class Searcher:
             self.localize, self.finder = box_or_windows(localize, self.encoder, self.model, self.device)
         self._refreshing = threading.Lock()
 
-    def refresh(self) -> bool:
+    def refresh(self, opened: Index | None = None) -> bool:
         """Loads the index again if it changed on disk (an add, remove, compaction or rebuild); returns whether it did.
 
         Cheap when nothing changed: one ``stat`` of the manifest. Thread-safe: a search
         running meanwhile finishes on the index it started with, and the next one uses
         the new index.
+
+        Args:
+            opened: the index as this process has just opened it (a change's
+                :attr:`~simclr_watches.retrieval.update.UpdateReport.index`): taken instead of
+                opening the folder again while it is still the one on disk.
 
         Raises:
             IndexFormatError: the index on disk is now invalid, or was rebuilt with another
@@ -142,7 +147,11 @@ class Searcher:
                 st = None  # mid-swap or gone: load_index says which
             if st is not None and (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) == self.index.stamp:
                 return False
-            fresh = load_index(self.index.directory)
+            same = opened is not None and st is not None and opened.directory == self.index.directory
+            if same and (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) == opened.stamp:
+                fresh = opened
+            else:
+                fresh = load_index(self.index.directory)
             fresh.check_model(self.model)
             changed = fresh.stamp != self.index.stamp
             self.index = fresh

@@ -9,7 +9,10 @@ threshold, or when asked (``simclr-watches compact``).
 
 Every change is one commit of :mod:`simclr_watches.retrieval.store`, made under the
 index's writer lock: readers (a ``Searcher`` in another thread or process) see the index
-as before or as after it, and a kill at any moment loses nothing.
+as before or as after it, and a kill at any moment loses nothing. Files are hashed and
+embedded before the lock is taken, against the index as it was then: the lock is held only
+to re-read the index (when another writer committed meanwhile), drop what became a
+duplicate, and commit.
 """
 
 from __future__ import annotations
@@ -19,18 +22,18 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar, Union
 
 import numpy as np
 
 from simclr_watches import __version__
 from simclr_watches.core.clock import utc_now
-from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
+from simclr_watches.core.errors import ImageReadError, IndexFormatError, SimclrWatchesError
 from simclr_watches.core.outputs import check_disjoint
 from simclr_watches.retrieval import store
 from simclr_watches.retrieval.columns import Columns
-from simclr_watches.retrieval.index import (MAX_PENDING, Index, Rows, generation_writes, item_record, load_index,
-                                            save_rows, vouch_written)
+from simclr_watches.retrieval.index import (MAX_PENDING, Index, Rows, check_is_index, generation_writes, item_record,
+                                            load_index, save_rows, vouch_written)
 
 # Compact once added + removed items exceed min(COMPACT_MAX_PENDING, max(COMPACT_MIN_PENDING, COMPACT_FRACTION *
 # live items)): exact scoring of the added rows, the hidden items Annoy is asked to skip, and the manifest that
@@ -41,6 +44,12 @@ COMPACT_MAX_PENDING = 10_000
 
 # An item to remove: its id, or the path of its file.
 Selector = Union[int, str, os.PathLike]
+T = TypeVar("T")
+
+
+def run_here(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Calls ``fn``: where :func:`add_items` and :func:`update_index` run the encoder unless told otherwise."""
+    return fn(*args, **kwargs)
 
 
 def needs_compaction(added: int, removed: int, live: int) -> bool:
@@ -69,6 +78,8 @@ class UpdateReport:
         compacted: whether the forest was rebuilt.
         live, pending_added, pending_removed: the index's items afterwards: searchable, added
             since the forest was built, hidden.
+        index: the index afterwards, as this process opened it (a server searches it without
+            opening it again).
     """
 
     directory: Path
@@ -81,23 +92,41 @@ class UpdateReport:
     live: int = 0
     pending_added: int = 0
     pending_removed: int = 0
+    index: Index | None = field(default=None, repr=False, compare=False)
 
     def _counts(self, index: Index) -> "UpdateReport":
+        self.index = index
         self.live, self.pending_added, self.pending_removed = index.live_count, index.added_count, index.removed_count
         return self
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[Index]:
+def _locked(directory: Path, opened: Index | None = None) -> Iterator[Index]:
     """The index as it is once this process holds its writer lock, leftovers of killed writers removed.
 
-    The folder is checked to be an index before the lock file is made in it.
+    Args:
+        opened: the index as this process opened it before taking the lock: used as it is
+            when no other writer committed since (:meth:`Index.is_current`), not opened again.
+            None: the folder's manifest is checked to be an index's before the lock file is made in it.
     """
-    load_index(directory)
+    if opened is None:
+        check_is_index(directory)
     with store.writer_lock(directory):
-        index = load_index(directory)
+        index = opened if opened is not None and opened.is_current() else load_index(directory)
         store.clean(directory, index.meta)
         yield index
+
+
+def _check_same_embedding(before: Index, now: Index, info: Any) -> None:
+    """Refuses to store vectors embedded for ``before`` in ``now`` unless both embed alike (a rebuild may not).
+
+    Raises:
+        IndexFormatError: ``now`` has another model, preprocessing or crop (``build-index --force`` ran meanwhile).
+    """
+    now.check_model(info)
+    if any(before.meta.get(key) != now.meta.get(key) for key in ("model", "preprocessing", "catalog_view")):
+        raise IndexFormatError(f"{now.directory}: the index was rebuilt with other settings while the photos were "
+                               "embedded; nothing was changed, run the command again")
 
 
 def _record(item: dict[str, Any]) -> dict[str, Any]:
@@ -105,14 +134,19 @@ def _record(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_change(index: Index, new_items: Sequence[dict[str, Any]], new_rows: np.ndarray, hide: Iterable[int], *,
-                 skipped: Sequence[tuple[str, str]] | None = None, compact: bool | None = None) -> bool:
-    """Writes the index with ``new_items`` (rows ``new_rows``) added and rows ``hide`` hidden; returns whether it compacted.
+                 skipped: Sequence[tuple[str, str]] | None = None, compact: bool | None = None) -> tuple[bool, Index]:
+    """Writes the index with ``new_items`` (rows ``new_rows``) added and rows ``hide`` hidden.
+
+    Call it holding the writer lock, with ``index`` as it is under that lock.
 
     Args:
         new_rows: (K, W) unit rows in the index's space (:meth:`Index.project` of the embeddings).
         hide: rows of the index, or of the new items after them.
         compact: rebuild the forest from the live rows; None: when :func:`needs_compaction` says so.
         skipped: replaces the manifest's ``skipped`` list (None: kept).
+
+    Returns:
+        Whether it compacted, and the index written (opened once, its files vouched for: :func:`vouch_written`).
 
     Raises:
         SimclrWatchesError: every item would be hidden with more than MAX_PENDING changes pending
@@ -159,12 +193,7 @@ def apply_change(index: Index, new_items: Sequence[dict[str, Any]], new_rows: np
     if skipped is not None:
         new_meta["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
     store.commit(index.directory, new_meta, writes)
-    vouch_written(index.directory)
-    return compact
-
-
-def _finish(report: UpdateReport, directory: Path) -> UpdateReport:
-    return report._counts(load_index(directory))
+    return compact, vouch_written(index.directory)
 
 
 def _embed(index: Index, encoder: Any, paths: Sequence[Path], batch_size: int, device: str, progress: bool):
@@ -211,56 +240,64 @@ def _live_with_sha256(index: Index, digests: Sequence[str]) -> dict[str, int]:
 
 def add_items(index_dir: Path | str, paths: Iterable[str | os.PathLike], *, batch_size: int = 32,
               device: str = "auto", progress: bool = False, model: tuple[Any, Any] | None = None,
-              checkpoint: str | None = None) -> UpdateReport:
+              checkpoint: str | None = None, run_model: Callable[..., Any] = run_here) -> UpdateReport:
     """Embeds image files with the index's own model and adds them, without rebuilding the forest.
 
     A file whose bytes are those of a live item is not added again (``unchanged``); an
     unreadable one is reported (``skipped``) like ``build-index`` does. What
     ``simclr-watches add`` runs; safe while searches read the index.
 
+    The files are hashed and embedded before the writer lock is taken (other writers are not
+    held up meanwhile); under the lock, a file whose content another writer added since is
+    dropped (``unchanged``).
+
     Args:
-        index_dir: an index folder (format 2).
+        index_dir: an index folder (format 3).
         paths: image files, or folders searched for images like a catalog.
         batch_size, device, progress: as for ``build-index``.
         model: an already-loaded ``(encoder, ModelInfo)`` (a server keeps one): not loaded again.
         checkpoint: where the index's model is, if not where its manifest says.
+        run_model: calls the embedding (``run_model(fn, *args)``): a server runs it on its model thread.
 
     Raises:
-        IndexFormatError: not an index, or the model is not the index's; another writer
-            kept the lock too long.
+        IndexFormatError: not an index, or the model is not the index's (or no longer: a rebuild
+            meanwhile); another writer kept the lock too long.
     """
     directory = Path(index_dir)
     files = _expand(paths)
-    encoder, info = model or load_index(directory).load_model(checkpoint)
+    index = load_index(directory)
+    encoder, info = model or index.load_model(checkpoint)
+    index.check_model(info)
     report = UpdateReport(directory)
-    with _locked(directory) as index:
-        index.check_model(info)
-        digests, report.skipped = _digests(files)
-        live = _live_with_sha256(index, [sha for _, sha in digests])
-        todo, given = [], {}
-        for path, sha in digests:
-            if sha in live:
-                same = index.items[live[sha]]
-                report.unchanged.append((str(path), f"same content as item {same['id']} ({same['path']})"))
-            elif sha in given:
-                report.unchanged.append((str(path), f"same content as {given[sha]}, given before"))
-            else:
-                given[sha] = path
-                todo.append(path)
-        emb = _embed(index, encoder, todo, batch_size, device, progress)
-        report.embedded = len(emb.items)
-        report.skipped += [(str(e.path), e.reason) for e in emb.skipped]
-        live.update(_live_with_sha256(index, [it.sha256 for it in emb.items if it.sha256 not in live]))
-        keep, next_id = [], index.meta["next_id"]
-        for j, item in enumerate(emb.items):  # the bytes decoded may differ from those hashed above
+    digests, report.skipped = _digests(files)
+    live = _live_with_sha256(index, [sha for _, sha in digests])
+    todo, given = [], {}
+    for path, sha in digests:
+        if sha in live:
+            same = index.items[live[sha]]
+            report.unchanged.append((str(path), f"same content as item {same['id']} ({same['path']})"))
+        elif sha in given:
+            report.unchanged.append((str(path), f"same content as {given[sha]}, given before"))
+        else:
+            given[sha] = path
+            todo.append(path)
+    emb = run_model(_embed, index, encoder, todo, batch_size, device, progress)
+    report.embedded = len(emb.items)
+    report.skipped += [(str(e.path), e.reason) for e in emb.skipped]
+    with _locked(directory, index) as now:
+        _check_same_embedding(index, now, info)
+        # Against the index as it is now: the bytes decoded may differ from those hashed, another writer may have added some.
+        live = _live_with_sha256(now, [it.sha256 for it in emb.items])
+        keep, next_id = [], now.meta["next_id"]
+        for j, item in enumerate(emb.items):
             if item.sha256 in live or any(a["sha256"] == item.sha256 for a in report.added):
                 report.unchanged.append((str(item.path), "same content as an item already indexed"))
                 continue
             keep.append(j)
             report.added.append(item_record(next_id + len(report.added), item))
         if report.added:
-            report.compacted = apply_change(index, report.added, index.project(emb.vectors[keep]), ())
-    return _finish(report, directory)
+            report.compacted, now = apply_change(now, report.added, now.project(emb.vectors[keep]), ())
+    return report._counts(now)
 
 
 def remove_items(index_dir: Path | str, selectors: Iterable[Selector]) -> UpdateReport:
@@ -295,8 +332,8 @@ def remove_items(index_dir: Path | str, selectors: Iterable[Selector]) -> Update
                     hide.append(row)
                     report.removed.append(_record(index.items[row]))
         if hide:
-            report.compacted = apply_change(index, [], np.zeros((0, index.meta["dim"]), np.float32), hide)
-    return _finish(report, directory)
+            report.compacted, index = apply_change(index, [], np.zeros((0, index.meta["dim"]), np.float32), hide)
+    return report._counts(index)
 
 
 def compact(index_dir: Path | str) -> UpdateReport:
@@ -316,13 +353,48 @@ def compact(index_dir: Path | str) -> UpdateReport:
             if index.live_count == 0:
                 raise SimclrWatchesError(f"{directory}: every item is removed, there is nothing to build a forest "
                                          "of; add items first or rebuild it with build-index --force")
-            report.compacted = apply_change(index, [], np.zeros((0, index.meta["dim"]), np.float32), (), compact=True)
-    return _finish(report, directory)
+            report.compacted, index = apply_change(index, [], np.zeros((0, index.meta["dim"]), np.float32), (),
+                                                   compact=True)
+    return report._counts(index)
+
+
+@dataclass
+class _CatalogPlan:
+    """How the files of a catalog meet an index's live items.
+
+    Attributes:
+        keep: rows of live items whose file is still there with the same bytes.
+        reuse: ``(file, sha256, row)`` of files whose content some stored row has (its vector is reused).
+        todo: files to embed.
+    """
+
+    keep: set[int]
+    reuse: list[tuple[Path, str, int]]
+    todo: list[Path]
+
+
+def _plan_catalog(index: Index, digests: Sequence[tuple[Path, str]]) -> _CatalogPlan:
+    """Matches ``(file, sha256)`` of a catalog to ``index``'s items by path and by content."""
+    paths_of, sha_of = index.items.paths(), index.items.sha256s()
+    live = [r for r in range(len(index)) if not index.is_hidden(r)]
+    by_path = {paths_of[r]: r for r in live}
+    by_sha = {sha: r for r, sha in enumerate(sha_of)}  # a removed item's row is still stored
+    by_sha.update({sha_of[r]: r for r in live})
+    plan = _CatalogPlan(set(), [], [])
+    for path, sha in digests:
+        row = by_path.get(str(path.resolve()))
+        if row is not None and sha_of[row] == sha and row not in plan.keep:
+            plan.keep.add(row)
+        elif sha in by_sha:
+            plan.reuse.append((path, sha, by_sha[sha]))
+        else:
+            plan.todo.append(path)
+    return plan
 
 
 def update_index(catalog: Path | str, index_dir: Path | str, *, batch_size: int = 32, device: str = "auto",
                  progress: bool = False, model: tuple[Any, Any] | None = None,
-                 checkpoint: str | None = None) -> UpdateReport:
+                 checkpoint: str | None = None, run_model: Callable[..., Any] = run_here) -> UpdateReport:
     """Brings an index up to date with its catalog folder: what ``build-index --update`` runs.
 
     Files are matched to items by path and sha256. Only files whose content is in no
@@ -332,10 +404,14 @@ def update_index(catalog: Path | str, index_dir: Path | str, *, batch_size: int 
     through ``serve``, whose photos are in ``INDEX/uploads/``) are not the catalog's: they stay.
     The index keeps its model, crop and trees; its ``skipped`` list becomes this run's.
 
+    As in :func:`add_items`, the files are hashed and embedded before the writer lock is
+    taken; under the lock they are matched again to the index as it is then (a file whose
+    stored row a compaction dropped meanwhile is embedded then).
+
     Args:
         catalog: the folder the index mirrors (searched like ``build-index`` does).
-        index_dir: an index folder (format 2) outside ``catalog``.
-        model, checkpoint: as for :func:`add_items`.
+        index_dir: an index folder (format 3) outside ``catalog``.
+        model, checkpoint, run_model: as for :func:`add_items`.
 
     Raises:
         SimclrWatchesError: the catalog has no image file, or overlaps the index.
@@ -348,42 +424,45 @@ def update_index(catalog: Path | str, index_dir: Path | str, *, batch_size: int 
     paths = scan_images(catalog)
     if not paths:
         raise SimclrWatchesError(f"{catalog}: no image files (jpg, jpeg, png, webp, bmp, tif, tiff) found")
-    encoder, info = model or load_index(directory).load_model(checkpoint)
+    index = load_index(directory)
+    encoder, info = model or index.load_model(checkpoint)
+    index.check_model(info)
     report = UpdateReport(directory)
-    with _locked(directory) as index:
-        index.check_model(info)
-        paths_of, sha_of = index.items.paths(), index.items.sha256s()
-        live = [r for r in range(len(index)) if not index.is_hidden(r)]
-        by_path = {paths_of[r]: r for r in live}
-        by_sha = {sha: r for r, sha in enumerate(sha_of)}  # a removed item's row is still stored
-        by_sha.update({sha_of[r]: r for r in live})
-        digests, report.skipped = _digests(paths)
-        keep: set[int] = set()
-        reuse: list[tuple[Path, str, int]] = []  # (file, sha256, row whose vector it reuses)
-        todo: list[Path] = []
-        for path, sha in digests:
-            row = by_path.get(str(path.resolve()))
-            if row is not None and sha_of[row] == sha and row not in keep:
-                keep.add(row)
-            elif sha in by_sha:
-                reuse.append((path, sha, by_sha[sha]))
-            else:
-                todo.append(path)
-        emb = _embed(index, encoder, todo, batch_size, device, progress)
-        report.embedded = len(emb.items)
-        report.skipped += [(str(e.path), e.reason) for e in emb.skipped]
-        next_id = index.meta["next_id"]
-        for path, sha, row in reuse:
+    digests, report.skipped = _digests(paths)
+    embedded: dict[Path, tuple[Any, np.ndarray]] = {}  # file -> (EmbeddedItem, model embedding)
+    failed: dict[Path, str] = {}  # file -> why it could not be embedded
+
+    def embed(now: Index, todo: Sequence[Path]) -> None:
+        emb = run_model(_embed, now, encoder, todo, batch_size, device, progress)
+        report.embedded += len(emb.items)
+        embedded.update({Path(it.path): (it, v) for it, v in zip(emb.items, emb.vectors)})
+        failed.update({Path(e.path): e.reason for e in emb.skipped})
+
+    embed(index, _plan_catalog(index, digests).todo)
+    with _locked(directory, index) as now:
+        _check_same_embedding(index, now, info)
+        plan = _plan_catalog(now, digests)
+        late = [p for p in plan.todo if p not in embedded and p not in failed]
+        if late:  # their content's stored row was dropped by a compaction meanwhile: rare, and few
+            embed(now, late)
+        report.skipped += [(str(p), failed[p]) for p in plan.todo if p in failed]
+        new = [embedded[p] for p in plan.todo if p in embedded]
+        next_id = now.meta["next_id"]
+        for path, sha, row in plan.reuse:
             report.added.append({"id": next_id + len(report.added), "path": str(path.resolve()), "sha256": sha,
-                                 "bytes": index.items[row]["bytes"]})
-        for item in emb.items:
+                                 "bytes": now.items[row]["bytes"]})
+        for item, _ in new:
             report.added.append(item_record(next_id + len(report.added), item))
         root = Path(catalog).resolve()
-        hide = [r for r in live if r not in keep and Path(paths_of[r]).is_relative_to(root)]
-        report.removed = [_record(index.items[r]) for r in hide]
-        rows = np.concatenate([np.asarray(index.vectors[np.array([r for _, _, r in reuse], dtype=np.int64)], np.float32),
-                               index.project(emb.vectors).reshape(-1, index.meta["dim"])])
+        live = [r for r in range(len(now)) if not now.is_hidden(r)]
+        paths_of = now.items.paths()
+        hide = [r for r in live if r not in plan.keep and Path(paths_of[r]).is_relative_to(root)]
+        report.removed = [_record(now.items[r]) for r in hide]
+        dim = now.meta["dim"]
+        fresh = now.project(np.stack([v for _, v in new])) if new else np.zeros((0, dim), np.float32)
+        rows = np.concatenate([np.asarray(now.vectors[np.array([r for _, _, r in plan.reuse], dtype=np.int64)],
+                                          np.float32).reshape(-1, dim), fresh])
         skipped = sorted(report.skipped)
-        if report.added or hide or skipped != [(s["path"], s["reason"]) for s in index.meta["skipped"]]:
-            report.compacted = apply_change(index, report.added, rows, hide, skipped=skipped)
-    return _finish(report, directory)
+        if report.added or hide or skipped != [(s["path"], s["reason"]) for s in now.meta["skipped"]]:
+            report.compacted, now = apply_change(now, report.added, rows, hide, skipped=skipped)
+    return report._counts(now)

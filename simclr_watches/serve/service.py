@@ -1,8 +1,9 @@
-"""The catalog behind the API: one loaded model and index, searched and changed on one model thread.
+"""The catalog behind the API: one loaded model and index; searches and embeddings run on one model thread.
 
 Not tied to HTTP: each method takes plain values, returns JSON-ready dicts or bytes, and
 raises :class:`simclr_watches.serve.errors.ApiError` with the status a client should get.
-The encoder runs on one thread of its own, one search or add at a time: a single thread
+The encoder runs on one thread of its own, one search or embedding of added photos at a
+time (an add hashes, waits for the writer lock and commits on its request's thread): a single thread
 also keeps torch's working memory in one allocator arena (spread over the request threads,
 each thread's arena kept its own copy: +390 MiB under 8 clients, against +23 MiB;
 docs/BENCHMARKS.md). The index is re-read
@@ -226,8 +227,9 @@ class CatalogService:
         Every photo is decoded first: one that is unusable refuses the whole request, before
         anything is written. Each is then stored as ``INDEX/uploads/SHA256.EXT`` (a name made
         from its content and decoded format, written atomically) and added with
-        :func:`simclr_watches.retrieval.update.add_items`; a file this request wrote that no
-        item was added from (a duplicate, or a refused add) is removed again.
+        :func:`simclr_watches.retrieval.update.add_items`, which embeds them on the model
+        thread (searches wait only for that); a file this request wrote that no item was added
+        from (a duplicate, or a refused add) is removed again.
 
         Returns:
             ``added`` (records of the new items), ``unchanged`` and ``skipped`` (``file``,
@@ -243,9 +245,8 @@ class CatalogService:
             report = None
             try:
                 stored = [self._store_upload(data, written) for data in files]
-                report = self.on_model_thread(self._write, add_items, self.index_dir, stored,
-                                              device=str(self.searcher.device),
-                                              model=(self.searcher.encoder, self.searcher.model))
+                report = self._write(add_items, self.index_dir, stored, device=str(self.searcher.device),
+                                     model=(self.searcher.encoder, self.searcher.model), run_model=self.on_model_thread)
             finally:  # a duplicate, a skipped photo or a refused add leaves no file that no item refers to
                 used = {a["path"] for a in report.added} if report else set()
                 for path in written:
@@ -291,7 +292,7 @@ class CatalogService:
             report = change(*args, **kwargs)
         except SimclrWatchesError as e:
             raise ApiError(409, f"the index was not changed: {e}") from None
-        self.searcher.refresh()
+        self.searcher.refresh(report.index)
         return report
 
 

@@ -22,11 +22,11 @@ from simclr_watches import __version__
 from simclr_watches.core.atomic import atomic_path, write_text_atomic
 from simclr_watches.core.errors import CheckpointError, one_line
 from simclr_watches.core.files import sha256_file
-from simclr_watches.core.outputs import OutputKind, json_format_owned, prepare_output
+from simclr_watches.core.outputs import OutputKind, json_format_owned
 from simclr_watches.detect.head import BoxHead
-from simclr_watches.weights._hub import local_copy
 from simclr_watches.weights._registry import load_registry
-from simclr_watches.weights.checkpoint import HEADER_KEY, _check_finite, _open
+from simclr_watches.weights.checkpoint import HEADER_KEY, _check_finite, _open, check_file_output, parse_description
+from simclr_watches.weights.loading import verified_file
 
 BOX_FORMAT = "simclr-watches-box-head"
 BOX_VERSION = 1
@@ -69,18 +69,13 @@ def save_box_head(path: Path | str, head: BoxHead, backbone: dict[str, str], inp
     return description
 
 
-def _check_header(path: Path, raw: str | None) -> dict[str, Any]:
-    """The box head's description, parsed and checked field by field.
+def _check_header(path: Path, metadata: dict[str, str] | None) -> dict[str, Any]:
+    """The box head's description among a safetensors file's metadata, parsed and checked field by field.
 
     Raises:
         CheckpointError: names the file and the first wrong field.
     """
-    if raw is None:
-        raise CheckpointError(f"{path}: safetensors file without a simclr-watches description")
-    try:
-        header = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path}: its description is not valid JSON: {e}") from None
+    header = parse_description(path, metadata)
     if not isinstance(header, dict) or header.get("format") != BOX_FORMAT:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise CheckpointError(f"{path}: not a box head (format {found!r}, not {BOX_FORMAT!r})")
@@ -110,7 +105,7 @@ def load_box_file(path: Path | str, head_id: str | None = None, sha256: str | No
     if not path.is_file():
         raise CheckpointError(f"{path}: no such box head file")
     with _open(path) as f:
-        header = _check_header(path, (f.metadata() or {}).get(HEADER_KEY))
+        header = _check_header(path, f.metadata())
         try:
             state = {k: f.get_tensor(k).float() for k in f.keys()}
         except (SafetensorError, OSError, ValueError, TypeError) as e:
@@ -144,18 +139,14 @@ def load_box_head(spec: str | Path | None = None) -> tuple[BoxHead, BoxHeadInfo]
     if entry is None or entry.kind != "box":
         known = ", ".join(sorted(n for n, e in registry.items() if e.kind == "box")) or "none"
         raise CheckpointError(f"{spec}: neither a box head file nor a registered box head (known: {known})")
-    path = local_copy(entry)
-    digest = sha256_file(path)
-    if digest != entry.sha256:
-        raise CheckpointError(f"{path}: sha256 {digest} does not match the registry's {entry.sha256}")
-    return load_box_file(path, head_id=entry.name, sha256=digest)
+    return load_box_file(verified_file(entry), head_id=entry.name, sha256=entry.sha256)
 
 
 def _is_box_file(path: Path) -> bool:
     """A safetensors file with a box head's description."""
     try:
         with _open(path) as f:
-            _check_header(path, (f.metadata() or {}).get(HEADER_KEY))
+            _check_header(path, f.metadata())
     except (CheckpointError, AttributeError):
         return False
     return True
@@ -171,6 +162,4 @@ def check_box_output(out: Path | str, *, force: bool = False, inputs: Sequence[P
     Raises:
         SimclrWatchesError: see :func:`simclr_watches.core.outputs.prepare_output`.
     """
-    out = Path(out)
-    prepare_output(out, BOX_OUTPUT, force=force, inputs=inputs)
-    prepare_output(out.with_suffix(".json"), BOX_DESCRIPTION_OUTPUT, force=force, inputs=inputs)
+    check_file_output(Path(out), BOX_OUTPUT, BOX_DESCRIPTION_OUTPUT, force=force, inputs=inputs)

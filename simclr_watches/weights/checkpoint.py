@@ -131,19 +131,30 @@ def _open(path: Path) -> safe_open:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint: {one_line(str(e))}") from None
 
 
+def parse_description(path: Path, metadata: dict[str, str] | None) -> Any:
+    """The simclr-watches description among a safetensors file's metadata, parsed as JSON (not checked).
+
+    Shared by every file of ours in safetensors: encoder checkpoints and box heads.
+
+    Raises:
+        CheckpointError: none there, or not JSON.
+    """
+    raw = (metadata or {}).get(HEADER_KEY)
+    if raw is None:
+        raise CheckpointError(f"{path}: safetensors file without a simclr-watches description")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as e:  # not JSON, a number too long to convert, nesting too deep
+        raise CheckpointError(f"{path}: its simclr-watches description is not valid JSON: {e}") from None
+
+
 def _parse_header(path: Path, metadata: dict[str, str] | None) -> dict[str, Any]:
     """The simclr-watches description among a safetensors file's metadata, parsed and checked.
 
     Raises:
         CheckpointError: none there, not JSON, or not a description :func:`load_encoder_file` can use.
     """
-    raw = (metadata or {}).get(HEADER_KEY)
-    if raw is None:
-        raise CheckpointError(f"{path}: safetensors file without a simclr-watches description")
-    try:
-        header = json.loads(raw)
-    except (ValueError, RecursionError) as e:  # not JSON, a number too long to convert, nesting too deep
-        raise CheckpointError(f"{path}: its simclr-watches description is not valid JSON: {e}") from None
+    header = parse_description(path, metadata)
     _check_header(path, header)
     return header
 
@@ -228,9 +239,19 @@ def check_export(src: Path | str, out: Path | str, *, force: bool = False, input
     out, src = Path(out), Path(src)
     if out.suffix != ".safetensors":
         raise CheckpointError(f"{out}: the exported file must end in .safetensors")
-    sources = [src, src.with_suffix(".json"), *inputs]
-    prepare_output(out, CHECKPOINT_OUTPUT, force=force, inputs=sources)
-    prepare_output(out.with_suffix(".json"), DESCRIPTION_OUTPUT, force=force, inputs=sources)
+    check_file_output(out, CHECKPOINT_OUTPUT, DESCRIPTION_OUTPUT, force=force,
+                      inputs=[src, src.with_suffix(".json"), *inputs])
+
+
+def check_file_output(out: Path, kind: OutputKind, description: OutputKind, *, force: bool,
+                      inputs: Sequence[Path | str]) -> None:
+    """Checks, before any work, that a safetensors file of ``kind`` and its ``.json`` ``description`` may be written.
+
+    Raises:
+        SimclrWatchesError: see :func:`simclr_watches.core.outputs.prepare_output`.
+    """
+    prepare_output(out, kind, force=force, inputs=inputs)
+    prepare_output(out.with_suffix(".json"), description, force=force, inputs=inputs)
 
 
 def export_encoder(src: Path | str, out: Path | str, *, half: bool = True, metrics: dict[str, Any] | None = None,

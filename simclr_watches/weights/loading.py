@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
-from simclr_watches.core.errors import CheckpointError
+from simclr_watches.core.errors import CheckpointError, FileReadError
 from simclr_watches.core.files import sha256_file
 from simclr_watches.model import Encoder, EnsembleEncoder, default_preprocessing
 from simclr_watches.weights._hub import local_copy
@@ -63,7 +63,7 @@ def _load_single(spec: str, registry: Registry) -> tuple[Encoder, ModelInfo]:
         )
     if entry.kind != "encoder":
         raise CheckpointError(f"{spec}: a registered {entry.kind} head, not an encoder")
-    path = _verified_file(entry)
+    path = verified_file(entry)
     if not entry.package:
         return load_encoder_file(path, model_id=entry.name, sha256=entry.sha256)
     enc = Encoder.from_state_dict(entry.arch, imagenet_lite0_state_dict(path), str(path))
@@ -100,7 +100,7 @@ def _load_ensemble(name: str | None, members: Sequence[str], registry: Registry)
     return enc, ModelInfo(name, digest, enc.arch, enc.dim, pre, meta)
 
 
-def _verified_file(entry: WeightsEntry) -> Path:
+def verified_file(entry: WeightsEntry) -> Path:
     """The local file of a registry entry, checked against its sha256 (hashed once).
 
     Raises:
@@ -112,7 +112,10 @@ def _verified_file(entry: WeightsEntry) -> Path:
         path, advice = local_copy(entry), f"; delete it and run `simclr-watches download {entry.name}`"
     else:
         raise CheckpointError(f"{entry.name}: registry entry names no package, artifact or url")
-    digest = sha256_file(path)
+    try:
+        digest = sha256_file(path)
+    except FileReadError as e:
+        raise CheckpointError(str(e)) from None
     if digest != entry.sha256:
         raise CheckpointError(f"{path}: sha256 {digest} does not match the registry's {entry.sha256}{advice}")
     return path
@@ -129,7 +132,7 @@ def list_models() -> list[dict[str, Any]]:
     for entry in registry.values():
         if not entry.members:
             try:
-                files[entry.name] = str(_verified_file(entry)), "ready"
+                files[entry.name] = str(verified_file(entry)), "ready"
             except CheckpointError as e:
                 files[entry.name] = None, str(e)
     rows = []

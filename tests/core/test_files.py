@@ -10,7 +10,8 @@ import pytest
 
 from helpers import deadline
 from simclr_watches.core.errors import FileReadError
-from simclr_watches.core.files import open_in_folder, open_regular, read_json, read_limited, sha256_file
+from simclr_watches.core.files import (open_in_folder, open_regular, read_json, read_limited, sha256_file,
+                                       sha256_limited)
 from simclr_watches.core.outputs import read_prefix, try_read_json_object
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo") or not hasattr(signal, "SIGALRM"), reason="POSIX only")
@@ -25,6 +26,8 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
             open_regular(fifo)
         with pytest.raises(FileReadError, match="a FIFO"):
             read_limited(fifo, 100)
+        with pytest.raises(FileReadError, match="a FIFO"):
+            sha256_file(fifo)  # a weights file or a catalog photo is hashed as it is read: never waited on
         assert read_prefix(fifo) == b""
         assert try_read_json_object(fifo) is None
 
@@ -44,6 +47,20 @@ def test_sha256_file(tmp_path):
     data = os.urandom(3 << 20)
     (tmp_path / "f").write_bytes(data)
     assert sha256_file(tmp_path / "f") == sha256_file(tmp_path / "f", chunk=4096) == hashlib.sha256(data).hexdigest()
+
+
+def test_sha256_limited_hashes_what_read_limited_reads_and_refuses_what_it_refuses(tmp_path):
+    data = os.urandom(5000)
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_limited(tmp_path / "f", 5000, chunk=512) == (hashlib.sha256(data).hexdigest(), 5000)
+    assert read_limited(tmp_path / "f", 5000) == data
+    for read in (read_limited, sha256_limited):
+        with pytest.raises(FileReadError, match="f: too large: 5000 bytes exceeds the limit of 4999"):
+            read(tmp_path / "f", 4999)
+        with pytest.raises(FileReadError, match="a folder"):
+            read(tmp_path, 4999)
+    with pytest.raises(FileReadError, match="missing: cannot read file"):
+        sha256_file(tmp_path / "missing")
 
 
 @needs_fifo

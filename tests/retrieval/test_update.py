@@ -250,3 +250,66 @@ def test_searches_during_adds_removals_and_compactions_never_fail(built, monkeyp
         stop.set()
         reader.join()
     assert errors == [] and len(set(seen)) > 3
+
+
+def test_an_add_embeds_without_the_lock_and_commits_on_the_index_as_other_writers_left_it(built, monkeypatch):
+    """While an add embeds (a slow encoder), a remove and another add of one of its files complete;
+    the first add then keeps the removal and drops the file the other writer added meanwhile."""
+    catalog, idx, new = built
+    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 5.0)  # a writer blocked by the embedding fails instead of waiting
+    real, meanwhile, errors = update_mod._embed, [], []
+
+    def slow_embed(index, encoder, paths, *args):
+        if len(paths) == 3:  # the first add's embedding: other writers run to their end meanwhile
+            try:
+                meanwhile.append(remove_items(idx, [2]))
+                meanwhile.append(add_items(idx, [new / "w007.png"]))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+        return real(index, encoder, paths, *args)
+
+    monkeypatch.setattr(update_mod, "_embed", slow_embed)
+    report = add_items(idx, [new])
+    assert errors == [] and [r["id"] for r in meanwhile[0].removed] == [2]
+    assert [a["path"] for a in meanwhile[1].added] == [str(new / "w007.png")] and meanwhile[1].added[0]["id"] == 6
+    assert report.embedded == 3 and [(a["id"], a["path"]) for a in report.added] == [(7, str(new / "w006.png")),
+                                                                                   (8, str(new / "w008.png"))]
+    assert report.unchanged == [(str(new / "w007.png"), "same content as an item already indexed")]
+    index = load_index(idx)
+    assert index.item(2) is None and [index.item(i)["path"] for i in (6, 7, 8)] == [
+        str(new / f"w{i:03d}.png") for i in (7, 6, 8)]
+    assert (report.live, report.pending_added, report.pending_removed) == (8, 3, 1)
+    assert report.index.stamp == index.stamp  # the index the change opened: not opened again by the caller
+
+
+def test_an_add_refuses_vectors_of_an_index_rebuilt_meanwhile(built, make_catalog, monkeypatch, tmp_path):
+    catalog, idx, new = built
+    real = update_mod._embed
+
+    def rebuild_then_embed(index, encoder, paths, *args):
+        build_index(catalog, idx, checkpoint=index.meta["model"]["id"], progress=False, n_trees=3, crop=False,
+                    force=True)
+        return real(index, encoder, paths, *args)
+
+    monkeypatch.setattr(update_mod, "_embed", rebuild_then_embed)
+    with pytest.raises(IndexFormatError, match="rebuilt with other settings while the photos were embedded"):
+        add_items(idx, [new / "w006.png"])
+    rebuilt = load_index(idx)
+    assert rebuilt.live_count == 6 and rebuilt.crop_margin is None and rebuilt.added_count == 0
+
+
+def test_a_change_opens_the_index_once_under_the_lock_and_once_to_vouch_for_what_it_wrote(built, monkeypatch):
+    """D1: no opening before the lock for remove and compact, none after the commit but the writer's own."""
+    import simclr_watches.retrieval.index as index_mod
+
+    catalog, idx, new = built
+    opened, real = [], index_mod._load_once
+    monkeypatch.setattr(index_mod, "_load_once", lambda d: opened.append(d) or real(d))
+    report = remove_items(idx, [1])
+    assert len(opened) == 2 and report.index.stamp == load_index(idx).stamp
+    opened.clear()
+    add_items(idx, [new / "w006.png"])
+    assert len(opened) == 2  # before embedding (reused under the lock: no other writer), and to vouch
+    opened.clear()
+    report = compact(idx)
+    assert report.compacted and len(opened) == 2

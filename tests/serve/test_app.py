@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 
 import anyio
 import httpx
@@ -19,6 +20,7 @@ from simclr_watches.retrieval.index import FEEDBACK_FILE, INDEX_OUTPUT, UPLOADS_
 from simclr_watches.retrieval.search import Searcher
 from simclr_watches.retrieval.update import add_items
 from simclr_watches.serve.app import create_app, page_html
+from simclr_watches.serve.service import CatalogService
 from simclr_watches.serve.settings import ServeSettings
 
 TOKEN = "t" * 24
@@ -159,6 +161,29 @@ def test_write_endpoints_are_403_unless_enabled_then_401_without_the_token(serve
         assert_error(getattr(writable, method)(url, headers=wrong), 401, "wrong token")
         basic = {"Authorization": f"Basic {TOKEN}"}
         assert_error(getattr(writable, method)(url, headers=basic), 401, "needs the server's token")
+
+
+def test_searches_go_on_while_an_add_waits_for_the_writer_lock(index_dir, one_thread, monkeypatch):
+    """Only an add's embedding runs on the model thread: its wait for another writer holds no search up."""
+    service = CatalogService(index_dir, ServeSettings(), device="cpu")
+    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 10.0)  # before the fix, the search waited until the add gave up
+    real_lock, waiting, result = store.writer_lock, threading.Event(), {}
+
+    def lock(directory, timeout=None):
+        waiting.set()
+        return real_lock(directory, timeout)
+
+    with real_lock(index_dir):  # another process is changing the index
+        monkeypatch.setattr(store, "writer_lock", lock)
+        adder = threading.Thread(target=lambda: result.update(service.add([png(draw_watch(7))])))
+        adder.start()
+        assert waiting.wait(60)  # the add has embedded its photo and waits for the lock
+        query = (index_dir.parent / "catalog" / "w003.png").read_bytes()
+        found = service.search_upload(query, 3, time.perf_counter())
+        assert adder.is_alive()  # the search did not wait for the add
+    adder.join()
+    assert found["results"][0]["id"] == 3 and [a["id"] for a in result["added"]] == [6] and result["items"] == 7
+    assert service.search_upload(png(draw_watch(7)), 1, time.perf_counter())["results"][0]["id"] == 6
 
 
 def test_add_search_and_remove_through_the_api(serve, index_dir):

@@ -79,8 +79,8 @@ def test_a_registered_head_is_verified_against_its_sha256(head_file, tmp_path, u
     with pytest.raises(CheckpointError, match="a registered box head, not an encoder"):
         load_model("h")
     use_registry({"h": {**entry, "sha256": "0" * 64}}, artifacts=tmp_path)
-    with pytest.raises(CheckpointError, match="does not match the registry"):
-        load_box_head("h")
+    with pytest.raises(CheckpointError, match="does not match the registry.*delete it and run `simclr-watches download h`"):
+        load_box_head("h")  # the same check and advice as for an encoder (weights.loading.verified_file)
     with pytest.raises(CheckpointError, match="neither a box head file nor a registered box head"):
         load_box_head("nope")
 
