@@ -52,10 +52,11 @@ class EncoderMethod(Method):
                     enc = init_encoder("efficientnet_lite0", "random")
                 self._model = (enc.eval(), default_preprocessing("efficientnet_lite0"))
             else:
+                from simclr_watches.model import fold_batchnorm
                 from simclr_watches.weights import load_model
 
                 enc, self.info = load_model(self.spec)
-                self._model = (enc, self.info.preprocessing)
+                self._model = (fold_batchnorm(enc), self.info.preprocessing)  # as search runs it
         return self._model
 
     @property
