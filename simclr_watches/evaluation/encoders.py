@@ -27,6 +27,10 @@ class EncoderMethod(Method):
         seed: initialisation seed for ``"random"``.
         batch_size, device: passed to :func:`simclr_watches.retrieval.embed.embed_paths`.
         crop: crop each photo around the watch before embedding, as ``build-index`` does.
+
+    Attributes:
+        gem_p: the exponent of GeM pooling of the final map (1: the encoders' average pooling),
+            set before the first :meth:`load`.
     """
 
     def __init__(self, name: str, spec: str, seed: int = 0, batch_size: int = 32, device: str = "cpu",
@@ -35,11 +39,14 @@ class EncoderMethod(Method):
         self.name, self.spec, self.seed = name, spec, seed
         self.batch_size, self.device, self.crop = batch_size, device, crop
         self._model = None
+        self.gem_p = 1.0
         self.info = None  # the loaded model's ModelInfo (None for "random")
 
     def load(self) -> tuple[Any, Any]:
         """The encoder (loaded on first call) and its :class:`~simclr_watches.model.encoder.Preprocessing`."""
         if self._model is None:
+            from simclr_watches.model import fold_batchnorm
+
             if self.spec == "random":
                 import torch
 
@@ -49,14 +56,16 @@ class EncoderMethod(Method):
                 # fork_rng: seed the initialisation without changing the caller's global RNG.
                 with torch.random.fork_rng():
                     torch.manual_seed(self.seed)
-                    enc = init_encoder("efficientnet_lite0", "random")
-                self._model = (enc.eval(), default_preprocessing("efficientnet_lite0"))
+                    enc = init_encoder("efficientnet_lite0", "random").eval()
+                pre = default_preprocessing("efficientnet_lite0")
             else:
-                from simclr_watches.model import fold_batchnorm
                 from simclr_watches.weights import load_model
 
                 enc, self.info = load_model(self.spec)
-                self._model = (fold_batchnorm(enc), self.info.preprocessing)  # as search runs it
+                pre = self.info.preprocessing
+            for member in getattr(enc, "members", [enc]):
+                member.gem_p = self.gem_p
+            self._model = (fold_batchnorm(enc), pre)  # as search runs it
         return self._model
 
     @property
