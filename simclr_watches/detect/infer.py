@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from simclr_watches.core.device import inference_autocast
 from simclr_watches.core.errors import CheckpointError
 from simclr_watches.detect.features import box_backbone, embed_with_maps
 from simclr_watches.detect.head import BoxHead, decode
@@ -60,7 +59,6 @@ class BoxFinder:
             embeddings (B, D) unit vectors (``encoder(x)``); boxes (B, k, 4) in units of the
             input side; scores (B, k) the boxes' heat.
         """
-        with inference_autocast(x.device):
-            emb, f16, f32 = embed_with_maps(self.encoder, x)
+        emb, f16, f32 = embed_with_maps(self.encoder, x)
         boxes, scores = decode(self.head(f16, f32), k)
         return emb, boxes, scores

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from simclr_watches.data.images import PILLOW_ERRORS, Photo, try_load_image
-from simclr_watches.core.device import inference_autocast, resolve_device
+from simclr_watches.core.device import resolve_device
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.model import Encoder, Preprocessing
 from simclr_watches.core.progress import progress_bar
@@ -99,7 +99,7 @@ def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 def embed_tensors(encoder: Encoder, pre: Preprocessing, images: torch.Tensor, device: torch.device) -> np.ndarray:
     """Embeds a uint8 batch (B, 3, S, S); returns (B, D) float32 unit vectors."""
     x = pre.normalize(images.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-    with inference_autocast(device):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         out = encoder(x)
     return out.float().cpu().numpy()
 
