@@ -16,7 +16,7 @@ from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.data.images import Photo
 from simclr_watches.data.mask import crop_to_foreground
 from simclr_watches.core.device import resolve_device
-from simclr_watches.model import fold_batchnorm
+from simclr_watches.model import EnsembleEncoder, fold_batchnorm
 from simclr_watches.retrieval.boxes import BoxScorer, BoxSearchConfig, box_or_windows
 from simclr_watches.retrieval.embed import PhotoView, embed_paths, embed_tensors, fit_photo
 from simclr_watches.retrieval.index import SIDECAR_FILE, Index, load_index
@@ -119,6 +119,8 @@ class Searcher:
         self.encoder, self.model = self.index.load_model(checkpoint)
         self.device = resolve_device(device)
         self.encoder = fold_batchnorm(self.encoder.to(self.device).eval()).to(memory_format=torch.channels_last)
+        if isinstance(self.encoder, EnsembleEncoder) and self.device.type == "cpu":
+            self.encoder.parallel = True  # one query's members on two cores
         self.localize, self.finder = localize, None
         if isinstance(localize, BoxSearchConfig):  # windows instead when the shipped head does not fit this model
             self.localize, self.finder = box_or_windows(localize, self.encoder, self.model, self.device)
