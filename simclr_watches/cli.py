@@ -24,7 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # Options that several commands share, each declared once (typer copies an option for every command).
 CheckpointOpt = typer.Option(
     None, "--checkpoint",
-    help="Encoder: checkpoint file, registered name or ensemble A+B of them (default: the default model; for search: the index's own).",
+    help="Encoder: checkpoint file, registered name or ensemble A+B of them (default: the default model; "
+         "for search, add, serve and build-index --update: the index's own).",
 )
 BatchSizeOpt = typer.Option(32, "--batch-size", min=1, help="Images per forward pass.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: a GPU if there is one; under torchrun: each process's own).")
@@ -91,11 +92,16 @@ def build_index_cmd(
     batch_size: int = BatchSizeOpt,
     device: str = DeviceOpt,
     n_trees: int = typer.Option(50, min=1, help="Annoy trees: more is more exact and larger."),
+    pca: int = typer.Option(512, min=0, help="Store vectors this wide: a PCA fitted on the catalog (0: keep the model's width; a catalog of this many images or fewer keeps it too)."),
+    whiten: bool = typer.Option(False, "--whiten", help="Whiten the PCA (axes scaled to unit variance)."),
     crop: bool = typer.Option(True, "--crop/--no-crop", help="Crop each photo around the watch (its non-white foreground) before embedding."),
     force: bool = ForceOpt,
-    update: bool = typer.Option(False, "--update", help="Bring an existing index up to date with the catalog: embed only new or changed files, drop deleted ones (the index keeps its model, crop and trees)."),
+    update: bool = typer.Option(False, "--update", help="Bring an existing index up to date with the catalog: embed only new or changed files, drop deleted ones (the index keeps its model, crop, PCA and trees)."),
 ) -> None:
-    """Embed a catalog folder and write an Annoy index with its JSON sidecar (--force: once the new one is complete)."""
+    """Embed a catalog folder and write an Annoy index with its JSON sidecar (--force: once the new one is complete).
+
+    Under torchrun (torchrun --nproc_per_node N -m simclr_watches build-index ...) each process embeds a
+    shard, and a killed run resumes without embedding the finished shards again."""
     from simclr_watches.retrieval.index import SIDECAR_FILE, build_index
 
     if update and force:
@@ -106,8 +112,21 @@ def build_index_cmd(
         _report_update(update_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
                                     progress=True))
         return
-    report = build_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
-                         n_trees=n_trees, crop=crop, force=force)
+    from simclr_watches.core.distributed import dist_from_env
+
+    info = dist_from_env()
+    if info.world > 1:  # under torchrun: a shard per process, rank 0 merges
+        from simclr_watches.retrieval.shards import build_sharded
+
+        report = build_sharded(catalog, out, info, checkpoint=checkpoint, batch_size=batch_size, device=device,
+                               n_trees=n_trees, pca=pca, whiten=whiten, crop=crop, force=force, progress=True)
+    else:
+        report = build_index(catalog, out, checkpoint=checkpoint, batch_size=batch_size, device=device,
+                             n_trees=n_trees, pca=pca, whiten=whiten, crop=crop, force=force)
+    if report is None:  # a torchrun process other than rank 0: its shard is in, rank 0 reports
+        return
+    for note in report.shards:
+        _note(note)
     for path, reason in report.skipped:
         _print_skipped(path, reason)
     _note(
@@ -453,6 +472,8 @@ def serve(
     max_upload_bytes: int = typer.Option(ServeSettings.max_upload_bytes, min=1, help="Largest photo accepted, in bytes."),
     max_pixels: int = typer.Option(ServeSettings.max_pixels, min=1, help="Largest photo accepted, in pixels."),
     max_concurrent: int = typer.Option(ServeSettings.max_concurrent, min=1, help="Photos read or searched at once; more requests get 503 (busy)."),
+    upload_timeout: float = typer.Option(ServeSettings.upload_timeout_s, min=0.001,
+                                         help="Seconds a request may take to send its photos; slower: 408."),
     localize: bool = typer.Option(True, "--localize/--no-localize", help="Find the watch in the photo with the learnt box, as search does."),
     checkpoint: Optional[str] = CheckpointOpt,
     device: str = DeviceOpt,
@@ -465,13 +486,13 @@ def serve(
     generated = enable_writes and not token
     settings = ServeSettings(max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_concurrent=max_concurrent,
                              enable_writes=enable_writes, token=(new_token() if generated else token) if enable_writes else None,
-                             localize=localize)
+                             localize=localize, upload_timeout_s=upload_timeout)
     if not is_loopback(host):
         stderr.print(f"[yellow]warning:[/yellow] {escape(host)} is reachable from other machines: anyone who can reach "
                      f"it can search the catalog{' and, with the token, change it' if enable_writes else ''}", highlight=False)
     sock = bind(host, port)
     web = create_app(index, settings, checkpoint=checkpoint, device=device)
-    _note(f"serving {index} ({len(web.state.service.searcher.index)} items); writes "
+    _note(f"serving {index} ({web.state.service.searcher.index.live_count} items); writes "
           + ("enabled" + (f", token {settings.token}" if generated else "") if enable_writes else "disabled"))
     _note(f"open {page_url(sock, settings.token if generated else None)}")
     run(web, sock)
@@ -487,7 +508,7 @@ def info(path: Path = typer.Argument(..., help="An index folder or an encoder ch
     if path.is_dir():
         index = load_index(path)
         meta = index.meta
-        summary = {k: v for k, v in meta.items() if k not in ("items", "skipped")}
+        summary = {k: v for k, v in meta.items() if k not in ("added", "removed", "skipped")}
         summary["skipped"] = len(meta.get("skipped", []))
         summary.update(live=index.live_count, added=index.added_count, removed=index.removed_count)
         summary["sidecar"] = str(path / SIDECAR_FILE)

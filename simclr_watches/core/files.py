@@ -9,6 +9,7 @@ limit, so none of these can hang the program or exhaust its memory.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -68,6 +69,48 @@ def open_regular(path: Path | str, error: Callable[[Path, str], FileReadError] =
         os.close(fd)
         raise error(path, f"{_kind(mode)}, not a file")
     return os.fdopen(fd, "rb")
+
+
+def open_in_folder(directory: Path | str, name: str, flags: int, error: Callable[[Path, str], Exception], *,
+                   dir_fd: int | None = None, mode: int = 0o666) -> int:
+    """A file descriptor of the regular file ``name`` in ``directory``, never reached through a symbolic link.
+
+    For files inside a folder the user hands in (an index folder): a planted symbolic link
+    (``feedback.jsonl -> ~/.bashrc``) is refused rather than followed, a FIFO never blocks
+    (``O_NONBLOCK``), and the type is checked on the opened file (``fstat``), so it cannot be
+    swapped between the check and the use.
+
+    Args:
+        directory: the folder, named in messages (and opened through unless ``dir_fd`` is given).
+        name: a plain file name inside it.
+        flags: ``os.open`` flags (``O_NOFOLLOW``, ``O_NONBLOCK`` and ``O_CLOEXEC`` are added).
+        error: makes the exception raised from ``(path, reason)``.
+        dir_fd: an open descriptor of ``directory`` to open ``name`` relative to.
+        mode: permissions of a file ``O_CREAT`` makes.
+
+    Raises:
+        FileNotFoundError: no such file (and no ``O_CREAT``): the caller decides what that means.
+        Exception (``error``): a symbolic link, not a regular file, or not openable; the reason says which.
+    """
+    path = Path(directory) / name
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path if dir_fd is None else name, flags, mode, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        link = e.errno == errno.ELOOP or (e.errno == errno.EMLINK and os.path.islink(path))
+        raise error(path, "a symbolic link, not a file (refused)" if link
+                    else f"cannot open ({e.strerror or e})") from None
+    try:
+        kind = os.fstat(fd).st_mode
+    except OSError as e:
+        os.close(fd)
+        raise error(path, f"cannot open ({e.strerror or e})") from None
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        raise error(path, f"{_kind(kind)}, not a file")
+    return fd
 
 
 def read_limited(path: Path | str, max_bytes: int,

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from simclr_watches.core.config import to_dict
-from simclr_watches.core.errors import SimclrWatchesError
+from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.core.progress import progress_bar
-from simclr_watches.data.images import load_image, scan_images
+from simclr_watches.data.images import Photo, scan_images, try_load_image
 from simclr_watches.data.mask import photo_mask, white_background_mask
 from simclr_watches.data.synth import render_watch, sample_attributes
 from simclr_watches.detect.composites import Cutout, CompositeConfig, box_in_square, cutout, dark_background_mask, make_composite
@@ -69,15 +69,19 @@ def is_held_aside(group: str, share: float) -> bool:
     return zlib.crc32(group.encode("utf-8")) % 1000 < share * 1000
 
 
-def _cut(path: Path) -> Cutout | None:
-    photo = load_image(path)
-    return cutout(photo.rgb, photo_mask(photo))
+def _unreadable(photo: Photo | ImageReadError, log: Log) -> bool:
+    """Whether ``photo`` is an unreadable file's error (logged as ``skipped PATH: REASON``)."""
+    if isinstance(photo, ImageReadError):
+        log(f"skipped {photo.path}: {photo.reason}")
+        return True
+    return False
 
 
 def load_sources(cfg: BoxConfig, log: Log = lambda s: None) -> Sources:
     """The cut-out watches (train and held-aside groups, plus synthetic ones) and objects of a config.
 
-    Packshots whose backdrop cannot be cut away (no white border) are left out.
+    Packshots whose backdrop cannot be cut away (no white border) are left out, and so are
+    unreadable packshots and object photos (each logged, all counted), as ``build-index`` does.
 
     Raises:
         SimclrWatchesError: no catalog given, or no watch could be cut out for training or for testing.
@@ -85,9 +89,13 @@ def load_sources(cfg: BoxConfig, log: Log = lambda s: None) -> Sources:
     d = cfg.data
     if not d.catalog:
         raise SimclrWatchesError("box training needs data.catalog: a manifest CSV with a kind column, or a folder of packshots")
-    train, held, skipped = [], [], 0
+    train, held, skipped, unreadable = [], [], 0, {"packshots": 0, "objects": 0}
     for path, group in catalog_packshots(Path(d.catalog)):
-        c = _cut(path)
+        photo = try_load_image(path, hash=False)
+        if _unreadable(photo, log):
+            unreadable["packshots"] += 1
+            continue
+        c = cutout(photo.rgb, photo_mask(photo))
         if c is None:
             skipped += 1
             continue
@@ -101,15 +109,19 @@ def load_sources(cfg: BoxConfig, log: Log = lambda s: None) -> Sources:
     objects = []
     if d.objects:
         for path in scan_images(d.objects)[:: d.objects_every]:
-            img = load_image(path).rgb
-            c = cutout(img, dark_background_mask(img))
+            photo = try_load_image(path, hash=False)
+            if _unreadable(photo, log):
+                unreadable["objects"] += 1
+                continue
+            c = cutout(photo.rgb, dark_background_mask(photo.rgb))
             if c is not None:
                 objects.append(c)
     if not train or not held:
         raise SimclrWatchesError(f"{d.catalog}: no cut-out watches for {'training' if not train else 'testing'} "
                                  f"(data.held_aside = {d.held_aside})")
     counts = {"catalog": d.catalog, "train_watches": len(train) - d.synthetic, "synthetic": d.synthetic,
-              "held_aside_watches": len(held), "packshots_without_backdrop": skipped, "objects": len(objects)}
+              "held_aside_watches": len(held), "packshots_without_backdrop": skipped, "objects": len(objects),
+              "unreadable_packshots": unreadable["packshots"], "unreadable_objects": unreadable["objects"]}
     log(f"sources: {counts}")
     return Sources(train, held, objects, counts)
 

@@ -27,10 +27,13 @@ class EncoderMethod(Method):
         seed: initialisation seed for ``"random"``.
         batch_size, device: passed to :func:`simclr_watches.retrieval.embed.embed_paths`.
         crop: crop each photo around the watch before embedding, as ``build-index`` does.
+        stored: store the gallery as an index does (:meth:`store_as_index`): None keeps
+            the float32 embeddings.
 
     Attributes:
         gem_p: the exponent of GeM pooling of the final map (1: the encoders' average pooling),
             set before the first :meth:`load`.
+        projection: the PCA fitted on the last gallery (with ``stored``), applied to queries.
     """
 
     def __init__(self, name: str, spec: str, seed: int = 0, batch_size: int = 32, device: str = "cpu",
@@ -41,6 +44,34 @@ class EncoderMethod(Method):
         self._model = None
         self.gem_p = 1.0
         self.info = None  # the loaded model's ModelInfo (None for "random")
+        self.stored: tuple[int, str] | None = None
+        self.projection = None
+
+    def store_as_index(self, width: int, kind: str = "pca") -> None:
+        """Scores as an index of ``build-index --pca WIDTH [--whiten]`` would (``width`` 0: no PCA).
+
+        The PCA (``kind``: ``pca``, ``cpca`` centred, ``white`` whitened) is fitted on each
+        gallery alone (never on queries), the gallery rows are rounded to float16 as index
+        files store them, and queries (and regions) are projected.
+        """
+        self.stored = (width, kind)
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """Query vectors in the gallery's space: projected by the last gallery's PCA, if any."""
+        return x if self.projection is None else self.projection.apply(x)
+
+    def embed_gallery(self, paths: Sequence[Path]) -> np.ndarray:
+        vectors = self.embed(paths)
+        if self.stored is None:
+            return vectors
+        from simclr_watches.retrieval.projection import fit_pca, stored_rows
+
+        width, kind = self.stored
+        self.projection = fit_pca(vectors, width, whiten=kind == "white", center=kind == "cpca") if width else None
+        return stored_rows(self.project(vectors)).astype(np.float32)
+
+    def score_queries(self, paths: Sequence[Path], gallery: np.ndarray) -> np.ndarray:
+        return self.project(self.embed(paths)) @ gallery.T
 
     def load(self) -> tuple[Any, Any]:
         """The encoder (loaded on first call) and its :class:`~simclr_watches.model.encoder.Preprocessing`."""
@@ -107,8 +138,8 @@ class LocalizedGallery:
 class LocalizedMethod(Method):
     """An encoder whose queries are searched window by window, exactly as ``search`` does.
 
-    The gallery is embedded whole, as by the wrapped encoder, and put in an in-memory Annoy
-    forest like the one ``build-index`` writes; each query then runs
+    The gallery is embedded whole, as by the wrapped encoder, rounded to float16 and put in
+    an in-memory Annoy forest, as ``build-index`` stores them; each query then runs
     :class:`simclr_watches.retrieval.scoring.LocalizedScorer`, the code behind ``search``:
     Annoy candidates per window, exact fusion on the gallery vectors. Gallery items that
     were no candidate score ``-inf`` and rank last.
@@ -130,10 +161,12 @@ class LocalizedMethod(Method):
 
     def embed_gallery(self, paths: Sequence[Path]) -> LocalizedGallery:
         """The gallery's embeddings and their Annoy forest (:func:`simclr_watches.retrieval.index.build_forest`)."""
-        from simclr_watches.retrieval.index import build_forest
+        from simclr_watches.retrieval.index import build_forest, forest_width
+        from simclr_watches.retrieval.projection import stored_rows
 
-        vectors = self.embed(paths)
-        return LocalizedGallery(vectors, build_forest(vectors))
+        vectors = stored_rows(self.inner.embed_gallery(paths)).astype(np.float32)  # as build-index stores them
+        width = forest_width(vectors.shape[1], projected=self.inner.projection is not None)
+        return LocalizedGallery(vectors, build_forest(vectors, width=width))
 
     def scorer(self, gallery: LocalizedGallery):
         """The query-side scorer ``search`` runs: :class:`simclr_watches.retrieval.scoring.LocalizedScorer`."""
@@ -143,7 +176,7 @@ class LocalizedMethod(Method):
         enc, pre = self.inner.load()
         return LocalizedScorer(enc, pre, gallery.vectors, AnnoyCandidates(gallery.forest, self.cfg.candidates),
                                self.cfg, self.inner.crop_margin, resolve_device(self.inner.device),
-                               self.inner.batch_size)
+                               self.inner.batch_size, project=self.inner.project)
 
     def score_queries(self, paths: Sequence[Path], gallery: LocalizedGallery) -> np.ndarray:
         """(Q, G) fused scores, ``-inf`` where a gallery item was no candidate for the query.
@@ -193,4 +226,5 @@ class BoxMethod(LocalizedMethod):
         enc, pre = self.inner.load()
         device = resolve_device(self.inner.device)
         return BoxScorer(load_finder(self.cfg, enc, self.inner.info, device), pre, gallery.vectors,
-                         AnnoyCandidates(gallery.forest, self.cfg.candidates), self.cfg, self.inner.crop_margin, device)
+                         AnnoyCandidates(gallery.forest, self.cfg.candidates), self.cfg, self.inner.crop_margin, device,
+                         project=self.inner.project)

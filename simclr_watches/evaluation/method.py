@@ -15,12 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """L2-normalises each row; an all-zero row stays zero (it then matches nothing)."""
-    x = np.asarray(x, np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+from simclr_watches.retrieval.projection import unit_rows  # noqa: F401  (re-exported: methods normalise with it)
 
 
 class Method(ABC):

@@ -33,6 +33,11 @@ def _box_suffix(name: str) -> tuple[str, dict] | None:
     return inner, {k: v for o in opts for k, v in BOX_OPTIONS[o].items()}
 
 
+# "+pca256" / "+cpca256" / "+white256" / "+f16": score as an index stores its vectors (PCA to 256-d: of the
+# second moment, centred or whitened; float16).
+_STORED = re.compile(r"\+(?:(?P<kind>pca|cpca|white)(?P<width>[0-9]{1,5})|f16)$")
+
+
 def _is_checkpoint(spec: str) -> bool:
     from simclr_watches.weights import ENSEMBLE_SEP, load_registry
 
@@ -51,6 +56,9 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
             + ``"+box"`` by the learnt box as ``search --locate box`` does (``-only``: without the
             whole view, ``-flip``: with mirror images, ``-two``: around a second box too, ``-grown``:
             the box grown by 10 % instead of three squares around it; e.g. ``watches-lite0-v1-ens+crop+box-flip``);
+            + ``"+pcaW"``, ``"+cpcaW"``, ``"+whiteW"`` or ``"+f16"`` (before ``+loc`` or ``+box``) scores its
+            gallery as an index stores it: projected to W dimensions by a PCA (centred,
+            whitened) fitted on the gallery, rounded to float16 (``+f16``: rounded only);
             an encoder name + ``"+gemP"`` pools its final map by the generalised mean of exponent P
             (:func:`simclr_watches.model.pooling.gem`) instead of the average, before any other
             suffix: ``watches-lite0-v1-ens+gem3+crop+box``.
@@ -77,6 +85,14 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
         if not isinstance(inner, EncoderMethod):
             raise SimclrWatchesError(f"{name}: cropping (+crop) needs an encoder method, not {inner.name!r}")
         inner.name, inner.crop = name, True
+        return inner
+    stored = _STORED.search(name)
+    if stored:
+        inner = make_method(name[: stored.start()], seed=seed, batch_size=batch_size, device=device)
+        if not isinstance(inner, EncoderMethod):
+            raise SimclrWatchesError(f"{name}: {stored[0]} needs an encoder method (before +loc), not {inner.name!r}")
+        inner.name = name
+        inner.store_as_index(int(stored["width"] or 0), stored["kind"] or "")
         return inner
     if name.endswith("+loc"):
         inner = make_method(name[: -len("+loc")], seed=seed, batch_size=batch_size, device=device)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from simclr_watches.detect.infer import BoxFinder, backbone_record
 from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.embed import embed_tensors, prefetched, ready_encoder
 from simclr_watches.retrieval.localize import LocalizeConfig
+from simclr_watches.retrieval.projection import unit_rows
 from simclr_watches.retrieval.scoring import DECODE_AHEAD, Candidates, LocalizedQuery, RegionScores, score_regions
 
 
@@ -167,11 +168,14 @@ class BoxScorer:
         cfg: how the box is used.
         margin: the gallery's foreground-crop margin, applied to the query's whole view; None: no crop.
         device: where the encoder runs.
+        project: maps embeddings into the gallery's space (an index's PCA); None: as they are.
     """
 
     def __init__(self, finder: BoxFinder, pre: Preprocessing, gallery: np.ndarray, candidates: Candidates,
-                 cfg: BoxSearchConfig, margin: float | None, device: torch.device):
+                 cfg: BoxSearchConfig, margin: float | None, device: torch.device,
+                 project: Callable[[np.ndarray], np.ndarray] | None = None):
         self.finder, self.pre, self.gallery, self.candidates = finder, pre, gallery, candidates
+        self.project = project
         self.cfg, self.margin, self.device = cfg, margin, device
         self.encoder = ready_encoder(finder.encoder, device)
 
@@ -213,13 +217,15 @@ class BoxScorer:
         if self.cfg.flip:
             vectors = vectors[: len(grown)] + vectors[len(grown):]
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        if self.project is not None:
+            whole, vectors = self.project(whole), self.project(vectors)
         if self.cfg.whole:
             rows = np.array([list(prepared.whole_box)] + [list(b) for b in grown], dtype=int)
             scores = score_regions(np.concatenate([whole[None], vectors]), self.gallery, self.candidates, self.cfg.top_m)
             return BoxQuery(rows, scores, first_box=1)
         # The box regions alone: the mean of each item's top_m region scores.
         ids = self.candidates(vectors)
-        sims = vectors @ np.asarray(self.gallery[ids]).T
+        sims = vectors @ unit_rows(self.gallery[ids]).T  # stored rows are unit to float16 precision
         fused = np.sort(sims, axis=0)[-min(self.cfg.top_m, len(sims)):].mean(axis=0)
         return BoxQuery(np.array(grown, dtype=int), RegionScores(ids, fused, sims.argmax(axis=0)))
 

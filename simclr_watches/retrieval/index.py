@@ -1,16 +1,21 @@
-"""The catalog index: an Annoy forest plus the JSON manifest Annoy cannot hold (format 2).
+"""The catalog index: an Annoy forest, its rows and item columns, and a small JSON manifest (format 3).
 
 An index folder (docs/INDEX_FORMAT.md) holds:
-    index.json       the manifest: format version, model id + sha256, preprocessing, dim,
-                     metric, n_trees, the data files below by name, and per item: a stable
-                     id, absolute path, sha256, byte size (and ``removed``); plus the files skipped
-    forest-G.ann     Annoy angular forest over the rows of vectors-G.npy
-    vectors-G.npy    (F, D) float32 unit rows of the forest's items (rebuilds need no re-embedding)
-    added-G.npy      optional (A, D) float32 unit rows of items added since, searched exactly
+    index.json       the manifest: format version, model id + sha256, preprocessing, width,
+                     metric, n_trees, the data files below by name, the records of the items
+                     added since the forest was built, the ids of removed items, the files skipped
+    forest-G.ann     Annoy angular forest over the rows of vectors-G.npy, on their first
+                     forest_dim coordinates (the PCA's leading axes), which finds candidates
+    vectors-G.npy    (F, W) float16 unit rows of the forest's items (memory-mapped)
+    ids-G.npy, sha256-G.npy, sizes-G.npy, offsets-G.npy, paths-G.npy
+                     the forest's items' records as columns (:mod:`.columns`)
+    projection-G.npy optional (W + 1, D) float32 PCA from the model's D dimensions to W (:mod:`.projection`)
+    added-G.npy      optional (A, W) float16 unit rows of items added since, searched exactly
 
 Items are rows: the forest's F first, then the A added ones. Removed items stay hidden
 until a compaction rebuilds the forest (:mod:`simclr_watches.retrieval.update`); how the
-files change safely is :mod:`simclr_watches.retrieval.store`'s business.
+files change safely is :mod:`simclr_watches.retrieval.store`'s business. Opening reads the
+manifest and maps the files; their O(N) checks run once per file (:mod:`.verified`).
 """
 
 from __future__ import annotations
@@ -20,10 +25,9 @@ import datetime as dt
 import json
 import os
 import re
-import stat
 import time
 import tokenize
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -33,22 +37,20 @@ from annoy import AnnoyIndex
 from simclr_watches import __version__
 from simclr_watches.core import validate
 from simclr_watches.core.atomic import atomic_dir
-from simclr_watches.retrieval import store
+from simclr_watches.core.clock import utc_now
+from simclr_watches.retrieval import store, verified
+from simclr_watches.retrieval.columns import COLUMN_ROLES, MAX_PATH_BYTES, Columns, Items
 from simclr_watches.retrieval.embed import EmbeddedItem
+from simclr_watches.retrieval.projection import Projection, fit_pca, stored_rows, unit_rows
 from simclr_watches.core.errors import IndexFormatError, NoReadableImagesError, SimclrWatchesError, one_line
-from simclr_watches.core.files import read_fd_limited
+from simclr_watches.core.files import open_in_folder, read_fd_limited
 from simclr_watches.model import Preprocessing
 from simclr_watches.core.outputs import OutputKind, json_format_owned, owned_folder, prepare_output
 from simclr_watches.retrieval.store import SIDECAR_FILE
 from simclr_watches.weights import ModelInfo
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 METRIC = "angular"
-
-
-def cosine_from_angular(distance: np.ndarray | float) -> np.ndarray | float:
-    """Annoy's angular distance is ||u - v|| of unit vectors, i.e. sqrt(2 - 2 cos)."""
-    return 1.0 - np.square(distance) / 2.0
 
 
 INDEX_FORMAT = "simclr-watches-index"  # the sidecar's first key: what marks a folder as our index
@@ -68,11 +70,60 @@ INDEX_OUTPUT = OutputKind(
 )
 
 
+
+def check_user_data(out_dir: Path) -> None:
+    """Refuses to replace an index folder that holds what ``serve`` kept: photos in ``uploads/``, feedback.
+
+    ``build-index --force`` may replace an index of ours, never the user's data in it: the
+    photos added through the API and the feedback cannot be made again.
+
+    Raises:
+        SimclrWatchesError: ``uploads/`` or ``feedback.jsonl`` is not empty; the message names them
+            and the ways out.
+    """
+    uploads, feedback = out_dir / UPLOADS_DIR, out_dir / FEEDBACK_FILE
+    kept = []
+    photos = len(os.listdir(uploads)) if uploads.is_dir() and not uploads.is_symlink() else 0
+    if photos:
+        kept.append(f"{UPLOADS_DIR}/ ({photos} files)")
+    if feedback.is_file() and feedback.stat().st_size:
+        kept.append(f"{FEEDBACK_FILE} ({feedback.stat().st_size} bytes)")
+    if kept:
+        raise SimclrWatchesError(f"{out_dir}: holds what serve kept, which --force would delete: {', '.join(kept)}; "
+                                 f"move them out of the folder first, or keep them with build-index --update")
+
+
+def prepare_index_output(out_dir: Path, *, force: bool, inputs: Sequence[Path | str] = ()) -> bool:
+    """:func:`prepare_output` for an index folder, and :func:`check_user_data` on one it would replace."""
+    replace = prepare_output(out_dir, INDEX_OUTPUT, force=force, inputs=inputs)
+    if replace:
+        check_user_data(out_dir)
+    return replace
+
+
 DEFAULT_TREES = 50  # trees of build-index's forest
 FOREST_SEED = 0
+DEFAULT_WIDTH = 512  # build-index --pca: stored width (docs/BENCHMARKS.md, "Compact vectors": no R@1 lost)
+# The forest of a PCA-projected index indexes the rows' first FOREST_WIDTH coordinates (the leading
+# axes) and finds candidates that the full rows then score exactly: a quarter of the bytes per item at
+# 512-d, with the same recall@10 (docs/BENCHMARKS.md, "A million watches").
+FOREST_WIDTH = 128
+QUERY_CANDIDATES = 64  # at least this many forest items are scored exactly per Index.query
 
 
-def build_forest(vectors: np.ndarray, n_trees: int = DEFAULT_TREES) -> AnnoyIndex:
+def forest_width(dim: int, projected: bool) -> int:
+    """How many leading coordinates of the ``dim``-d rows the forest indexes: all, unless PCA-projected."""
+    return min(dim, FOREST_WIDTH) if projected else dim
+
+
+def forest_vectors(rows: np.ndarray, width: int) -> np.ndarray:
+    """(N, width) float32: what the forest stores of (N, D) unit rows: the rows themselves, or their
+    first ``width`` < D coordinates renormalised."""
+    x = np.asarray(rows[:, :width], np.float32)
+    return x if width == rows.shape[1] else unit_rows(x)
+
+
+def build_forest(vectors: np.ndarray, n_trees: int = DEFAULT_TREES, width: int | None = None) -> AnnoyIndex:
     """An in-memory Annoy angular forest over the rows of ``vectors``; item i is row i.
 
     Seeded and built on one thread, so the same vectors always give the same forest:
@@ -80,15 +131,36 @@ def build_forest(vectors: np.ndarray, n_trees: int = DEFAULT_TREES) -> AnnoyInde
     random-projection trees, https://github.com/spotify/annoy).
 
     Args:
-        vectors: (N, D) float32 unit vectors.
+        vectors: (N, D) unit vectors (float16 rows are stored exactly, as float32).
         n_trees: number of trees; more is more exact and larger.
+        width: index only the first ``width`` coordinates, renormalised (:func:`forest_vectors`); None: all.
     """
-    forest = AnnoyIndex(int(vectors.shape[1]), METRIC)
-    for i, v in enumerate(vectors):
-        forest.add_item(i, v.tolist())
+    width = int(vectors.shape[1]) if width is None else width
+    forest = AnnoyIndex(width, METRIC)
+    chunk = max(1, EMBEDDINGS_CHUNK_BYTES // (4 * width))
+    for start in range(0, len(vectors), chunk):
+        for i, v in enumerate(forest_vectors(vectors[start : start + chunk], width), start):
+            forest.add_item(i, v.tolist())
     forest.set_seed(FOREST_SEED)
     forest.build(n_trees, n_jobs=1)
     return forest
+
+
+def fit_projection(vectors: np.ndarray, width: int, whiten: bool = False) -> Projection | None:
+    """The PCA an index of these embeddings stores, or None when ``width`` is 0 or keeps every dimension.
+
+    Raises:
+        SimclrWatchesError: ``width`` negative, or not below the number of vectors (a PCA
+            of N vectors has at most N - 1 axes).
+    """
+    if width < 0:
+        raise SimclrWatchesError(f"the PCA width must be >= 0 (0: none), got {width}")
+    if width == 0 or width >= vectors.shape[1]:
+        return None
+    if width >= len(vectors):
+        raise SimclrWatchesError(f"a {width}-d PCA needs more than {width} images, the catalog has {len(vectors)}; "
+                                 "use a smaller --pca, or --pca 0 to keep every dimension")
+    return fit_pca(vectors, width, whiten)
 
 
 def write_index(
@@ -99,6 +171,7 @@ def write_index(
     preprocessing: Preprocessing,
     *,
     n_trees: int = DEFAULT_TREES,
+    projection: Projection | None = None,
     skipped: Sequence[tuple[str, str]] = (),
     extra: dict[str, Any] | None = None,
     force: bool = False,
@@ -106,7 +179,10 @@ def write_index(
     """Writes an index directory atomically.
 
     Args:
-        vectors: (N, D) unit vectors, row i for items[i].
+        vectors: (N, W) unit rows in the index's space, row i for items[i]: the model's
+            embeddings, projected by ``projection`` when there is one.
+        projection: the PCA that made the rows from the model's embeddings (:func:`fit_projection`),
+            stored to project queries; None: the rows are the embeddings.
         skipped: (path, reason) of files left out, recorded for the user.
         extra: further sidecar fields (e.g. how catalog images were cropped before embedding).
         force: replace an index written earlier by this program (only once the new one is
@@ -121,9 +197,15 @@ def write_index(
         raise SimclrWatchesError(f"cannot index {len(items)} items with {len(vectors)} vectors")
     if n_trees < 1:
         raise SimclrWatchesError(f"n_trees must be >= 1, got {n_trees}")
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    space = (model.dim, model.dim) if projection is None else (projection.input_dim, projection.width)
+    if space != (model.dim, vectors.shape[1]):
+        raise SimclrWatchesError(f"cannot store {vectors.shape[1]}-d rows for a {model.dim}-d model with a projection "
+                                 f"from {space[0]} to {space[1]} dimensions")
+    rows = stored_rows(vectors)
     generation = 1
-    files = {"forest": store.data_name("forest", generation), "vectors": store.data_name("vectors", generation)}
+    width = forest_width(rows.shape[1], projection is not None)
+    files, writes = generation_writes(generation, rows, Columns.from_records(
+        [item_record(i, it) for i, it in enumerate(items)]), n_trees, width)
     sidecar = {
         "format": INDEX_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -131,61 +213,96 @@ def write_index(
         "created": utc_now(),
         "model": model.to_dict(),
         "preprocessing": preprocessing.to_dict(),
-        "dim": int(vectors.shape[1]),
+        "dim": int(rows.shape[1]),
         "metric": METRIC,
         "n_trees": n_trees,
+        "forest_dim": width,
         "generation": generation,
         "files": files,
         "forest_count": len(items),
         "count": len(items),
         "next_id": len(items),
-        "items": [item_record(i, it) for i, it in enumerate(items)],
+        "added": [],
+        "removed": [],
         "skipped": [{"path": str(p), "reason": r} for p, r in skipped],
         **(extra or {}),
     }
-    replace = prepare_output(out_dir, INDEX_OUTPUT, force=force)
+    if projection is not None:
+        files["projection"] = store.data_name("projection", generation)
+        writes[files["projection"]] = save_array(projection.to_array())
+        sidecar["projection"] = {"method": "pca-whiten" if projection.whiten else "pca",
+                                 "input_dim": projection.input_dim}
+    replace = prepare_index_output(out_dir, force=force)
     # A writer updating the index we replace finishes first (and one that waits then locks the new one).
     locked = store.writer_lock(out_dir) if replace and (out_dir / SIDECAR_FILE).is_file() else contextlib.nullcontext()
     try:
-        with locked, atomic_dir(out_dir, replace=replace) as tmp:
-            store.commit(tmp, sidecar, forest_writes(files, build_forest(vectors, n_trees), vectors))
+        with locked:
+            if replace:
+                check_user_data(out_dir)  # again: a server may have kept something meanwhile
+            with atomic_dir(out_dir, replace=replace) as tmp:
+                store.commit(tmp, sidecar, writes)
+            vouch_written(out_dir)
     except (FileExistsError, NotADirectoryError):  # appeared since the check
         raise SimclrWatchesError(f"{out_dir}: already exists; use --force to replace it") from None
     return out_dir
 
 
+def vouch_written(directory: Path) -> None:
+    """Remembers the O(N) checks of the index files this process has just written as passed.
+
+    The first opening of a fresh index (or of a new generation) then costs what any later
+    one does (:func:`simclr_watches.retrieval.verified.vouching`).
+    """
+    with verified.vouching():
+        load_index(directory)
+
+
 def item_record(item_id: int, item: EmbeddedItem) -> dict[str, Any]:
-    """The manifest's record of an embedded file: ``id``, absolute ``path``, ``sha256``, ``bytes``."""
+    """The record of an embedded file: ``id``, absolute ``path``, ``sha256``, ``bytes``."""
     return {"id": item_id, "path": str(Path(item.path).resolve()), "sha256": item.sha256, "bytes": item.nbytes}
 
 
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def save_rows(rows: np.ndarray) -> Callable[[Path], None]:
-    """A writer of ``rows`` as a float32 ``.npy`` file at the path it is given (for :func:`store.commit`)."""
+def save_array(array: np.ndarray) -> Callable[[Path], None]:
+    """A writer of ``array`` as a ``.npy`` file at the path it is given (for :func:`store.commit`)."""
 
     def write(path: Path) -> None:
         with open(path, "wb") as f:  # np.save on a path would append ".npy" to a temporary's name
-            np.save(f, np.ascontiguousarray(rows, dtype=np.float32), allow_pickle=False)
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
     return write
 
 
-def forest_writes(files: dict[str, str], forest: AnnoyIndex, vectors: np.ndarray) -> dict[str, Callable[[Path], None]]:
-    """Writers of a new forest and its rows under the names ``files`` gives them (for :func:`store.commit`)."""
+def save_rows(rows: np.ndarray) -> Callable[[Path], None]:
+    """A writer of unit rows as an index stores them (float16 ``.npy``)."""
+    return save_array(stored_rows(rows))
+
+
+def generation_writes(generation: int, rows: np.ndarray, columns: Columns, n_trees: int,
+                      width: int) -> tuple[dict[str, str], dict[str, Callable[[Path], None]]]:
+    """The files of a new forest generation: names by role, and their writers (for :func:`store.commit`).
+
+    Args:
+        rows: (F, W) unit rows of the forest's items, stored as float16 (the forest is built from the same values).
+        columns: the items' records, row-aligned.
+        width: the forest's ``forest_dim`` (:func:`forest_width`).
+    """
+    rows = stored_rows(rows)
+    forest = build_forest(rows, n_trees, width)
 
     def save_forest(path: Path) -> None:
         forest.save(str(path))
         forest.unload()
 
-    return {files["forest"]: save_forest, files["vectors"]: save_rows(vectors)}
+    files = {role: store.data_name(role, generation) for role in store.FOREST_ROLES}
+    writes = {files["forest"]: save_forest, files["vectors"]: save_array(rows)}
+    writes.update({files[role]: save_array(a) for role, a in columns.arrays().items()})
+    return files, writes
 
 
 # Bounds on what an index folder may ask for: a hostile or corrupt file is refused before it allocates.
-MAX_SIDECAR_BYTES = 256 << 20  # about a million items with long paths
+MAX_SIDECAR_BYTES = 64 << 20  # the manifest holds only the pending changes (MAX_PENDING) and the skipped files
 MAX_ITEMS = 10_000_000
+MAX_PENDING = 100_000  # added records + removed ids a manifest may hold (updates compact far below it)
 MAX_ID = 2**53  # ids are never reused: room for a lifetime of additions, and exact as JSON numbers anywhere
 MAX_DIM = 16384  # an ensemble of up to eight 2048-d members
 MAX_TREES = 10_000
@@ -196,9 +313,9 @@ MAX_SEARCH_K = 2**31 - 1  # Annoy's search_k is a C int
 # A build replacing the folder while it is read makes the reader start over, at most this many times.
 READ_ATTEMPTS = 8
 RETRY_PAUSE_S = 0.01  # times the attempt number
-EMBEDDINGS_CHUNK_BYTES = 16 << 20  # embeddings are checked this much at a time
-UNIT_NORM_TOLERANCE = 1e-3
-ITEM_TOLERANCE = 1e-6  # Annoy stores the float32 rows it was given
+EMBEDDINGS_CHUNK_BYTES = 16 << 20  # files are checked this much at a time
+UNIT_NORM_TOLERANCE = 1e-3  # float16 rows of unit vectors are within 2**-11 of it
+ITEM_TOLERANCE = 1e-6  # Annoy stores the rows it was given
 
 
 class Rows:
@@ -234,20 +351,23 @@ class Rows:
 
 @dataclass
 class Index:
-    """A loaded index, all of it from one manifest: query it with unit vectors.
+    """A loaded index, all of it from one manifest: query it with unit vectors of its width.
 
     Every field was validated by :func:`load_index`: reading ``meta`` (its fields as
-    docs/INDEX_FORMAT.md lists them) cannot fail, and nothing in it can make a query
-    allocate more than the files themselves hold. Rows are the forest's items, then the
-    added ones; ``meta["items"][r]`` describes row ``r``; a removed item keeps its row,
-    hidden from every result.
+    docs/INDEX_FORMAT.md lists them) or ``items`` cannot fail, and nothing in them can make
+    a query allocate more than the files themselves hold. Rows are the forest's items,
+    then the added ones; ``items[r]`` describes row ``r``; a removed item keeps its row,
+    hidden from every result. Queries are embedded by the model, then :meth:`project`-ed.
 
     Attributes:
         meta: the manifest (``index.json``).
-        ann: the Annoy forest over the first ``forest_count`` rows, checked to agree with them.
-        vectors: (count, dim) float32 unit rows, memory-mapped read-only (a :class:`Rows`
+        ann: the Annoy forest over the first ``forest_count`` rows (their first ``forest_dim``
+            coordinates, renormalised), checked to agree with them.
+        vectors: (count, dim) float16 unit rows, memory-mapped read-only (a :class:`Rows`
             when items were added since the forest was built).
         preprocessing: how the index's images became encoder input.
+        items: every row's record (``id``, ``path``, ``sha256``, ``bytes``, ``removed``), read per row.
+        projection: the PCA from the model's embeddings to the stored rows; None: none.
         stamp: (device, inode, mtime_ns, size) of the manifest that was read: a different
             stamp on disk means the index changed since.
     """
@@ -257,23 +377,24 @@ class Index:
     ann: AnnoyIndex
     vectors: np.ndarray | Rows
     preprocessing: Preprocessing
+    items: Items
+    projection: Projection | None = None
     stamp: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     def __post_init__(self) -> None:
-        items = self.meta["items"]
-        self.hidden = np.array([r for r, it in enumerate(items) if it.get("removed")], dtype=np.int64)
+        rows = [self.items.row_of(i) for i in self.meta["removed"]]
+        self.hidden = np.array(sorted(r for r in rows if r is not None), dtype=np.int64)
         self._hidden_set = frozenset(self.hidden.tolist())
-        self._row_of_id = {it["id"]: r for r, it in enumerate(items) if not it.get("removed")}
 
     @property
     def paths(self) -> list[str]:
-        """Every row's item path, hidden ones included (row-aligned)."""
-        return [it["path"] for it in self.meta["items"]]
+        """Every row's item path, hidden ones included (row-aligned; reads the whole column)."""
+        return self.items.paths()
 
     @property
     def ids(self) -> list[int]:
-        """Every row's stable item id, hidden ones included (row-aligned)."""
-        return [it["id"] for it in self.meta["items"]]
+        """Every row's stable item id, hidden ones included (row-aligned; reads the whole column)."""
+        return self.items.ids().tolist()
 
     @property
     def forest_count(self) -> int:
@@ -311,12 +432,18 @@ class Index:
 
     def item(self, item_id: int) -> dict[str, Any] | None:
         """The live item with this id (``id``, ``path``, ``sha256``, ``bytes``), or None if unknown or removed."""
-        row = self._row_of_id.get(item_id) if validate.is_int(item_id) else None
-        return None if row is None else {k: self.meta["items"][row][k] for k in ("id", "path", "sha256", "bytes")}
+        row = self.row_of(item_id)
+        return None if row is None else self.items[row]
 
     def row_of(self, item_id: int) -> int | None:
         """The row of the live item with this id, or None."""
-        return self._row_of_id.get(item_id)
+        if not validate.is_int(item_id) or item_id in self.items.removed:
+            return None
+        return self.items.row_of(item_id)
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """Model embeddings ((N, D) or (D,)) as this index's unit rows ((N, W) or (W,)): its PCA, if any."""
+        return np.asarray(vectors, np.float32) if self.projection is None else self.projection.apply(vectors)
 
     @property
     def crop_margin(self) -> float | None:
@@ -328,27 +455,24 @@ class Index:
         return int(self.meta["count"])
 
     def query(self, vector: np.ndarray, k: int) -> tuple[list[int], list[float]]:
-        """Top-k live rows and their cosine similarities for one (D,) unit vector, best first.
+        """Top-k live rows and their cosine similarities for one (W,) unit vector, best first.
 
-        The forest is asked for ``k`` more items than it holds hidden ones, which are
-        then dropped; the added rows are scored exactly and merged in.
+        The forest proposes max(k, QUERY_CANDIDATES) items, plus as many as it holds hidden
+        ones (dropped); they and the added rows are scored exactly on the stored rows.
         """
         k = min(k, self.live_count)
         if k < 1:
             return [], []
         hidden = self.hidden_in_forest
-        n = min(k + len(hidden), self.forest_count)
+        n = min(max(k, QUERY_CANDIDATES) + len(hidden), self.forest_count)
         # Searching more nodes than Annoy's default keeps the approximate top-k exact at catalog scale.
         search_k = min(max(n, 10) * self.meta["n_trees"] * 4, MAX_SEARCH_K)
-        rows, dist = self.ann.get_nns_by_vector(vector.tolist(), n, search_k=search_k, include_distances=True)
-        found = [(r, float(cosine_from_angular(d))) for r, d in zip(rows, dist) if r not in hidden]
-        added = self.live_added
-        if len(added):
-            scores = np.asarray(self.vectors[added]) @ np.asarray(vector, np.float32)
-            found += [(int(r), float(s)) for r, s in zip(added, scores)]
-            found.sort(key=lambda f: -f[1])  # stable: forest order breaks ties
-        found = found[:k]
-        return [r for r, _ in found], [s for _, s in found]
+        vector = np.asarray(vector, np.float32)
+        rows = self.ann.get_nns_by_vector(vector[: self.ann.f].tolist(), n, search_k=search_k)
+        rows = np.array([r for r in rows if r not in hidden] + self.live_added.tolist(), np.int64)
+        scores = unit_rows(np.asarray(self.vectors[rows], np.float32)) @ vector
+        best = np.argsort(-scores, kind="stable")[:k]  # stable: the forest's order breaks ties
+        return rows[best].tolist(), scores[best].tolist()
 
     def load_model(self, checkpoint: str | None = None) -> tuple[Any, ModelInfo]:
         """The encoder this index was built with, checked against it (what search and updates embed with).
@@ -424,12 +548,27 @@ def load_index(directory: Path | str) -> Index:
 
 
 def load_embeddings(directory: Path | str) -> np.ndarray:
-    """The (N, D) float32 rows of every item, hidden ones included (validated with the whole index).
+    """The (N, W) rows of every item as float32, hidden ones included (validated with the whole index).
 
     Raises:
         IndexFormatError: as :func:`load_index`.
     """
-    return np.asarray(load_index(directory).vectors)
+    return np.asarray(load_index(directory).vectors, np.float32)
+
+
+# dtype and shape of each .npy role, given (forest_count, count - forest_count, dim, projection input dim);
+# None: any length (the paths blob, whose length offsets give).
+_NPY = {
+    "vectors": lambda f, a, d, i: ("<f2", (f, d)),
+    "ids": lambda f, a, d, i: ("<i8", (f,)),
+    "sha256": lambda f, a, d, i: ("|u1", (f, 32)),
+    "sizes": lambda f, a, d, i: ("<i8", (f,)),
+    "offsets": lambda f, a, d, i: ("<i8", (f + 1,)),
+    "paths": lambda f, a, d, i: ("|u1", (None,)),
+    "projection": lambda f, a, d, i: ("<f4", (d + 1, i)),
+    "added": lambda f, a, d, i: ("<f2", (a, d)),
+}
+MAX_PROJECTION = 1e6  # largest magnitude of a projection's entries: queries stay finite
 
 
 def _load_once(directory: Path) -> Index:
@@ -445,22 +584,67 @@ def _load_once(directory: Path) -> Index:
             preprocessing = _check_sidecar(meta)
         except validate.FieldError as e:
             raise IndexFormatError(f"{sidecar}: {e}") from None
-        files, opened = meta["files"], {}
+        files, fd = meta["files"], {}
         for role in store.FILE_KINDS:
             if role in files:
-                opened[role] = _open_member(directory, dir_fd, files[role], manifest_fd=fds[0])
-                fds.append(opened[role])
-        forest_count, dim = meta["forest_count"], meta["dim"]
-        base = _map_embeddings(opened["vectors"], directory / files["vectors"], forest_count, dim)
-        ann = _load_forest(opened["forest"], directory / files["forest"], meta, base, files["vectors"])
-        vectors: np.ndarray | Rows = base
-        if "added" in files:
-            added = _map_embeddings(opened["added"], directory / files["added"], meta["count"] - forest_count, dim)
-            vectors = Rows(base, added)
-        return Index(directory, meta, ann, vectors, preprocessing, stamp)
+                fd[role] = _open_member(directory, dir_fd, files[role], manifest_fd=fds[0])
+                fds.append(fd[role])
+        return _map_all(directory, meta, fd, preprocessing, stamp)
     finally:
-        for fd in fds + [dir_fd]:
-            os.close(fd)
+        for f in fds + [dir_fd]:
+            os.close(f)
+
+
+def _map_all(directory: Path, meta: dict[str, Any], fd: dict[str, int], preprocessing: Preprocessing,
+             stamp: tuple[int, int, int, int]) -> Index:
+    """Maps the data files of a validated manifest, checks them (O(N) checks once per file), builds the Index."""
+    files, dim = meta["files"], meta["dim"]
+    forest_count, count = meta["forest_count"], meta["count"]
+    input_dim = meta.get("projection", {}).get("input_dim", dim)
+
+    def path(role: str) -> Path:
+        return directory / files[role]
+
+    def mapped(role: str) -> np.ndarray:
+        dtype, shape = _NPY[role](forest_count, count - forest_count, dim, input_dim)
+        return _map_npy(fd[role], path(role), dtype, shape)
+
+    arrays = {role: mapped(role) for role in files if role != "forest"}
+    columns = Columns(*(arrays[role] for role in COLUMN_ROLES))
+    if columns.offsets[-1] != len(columns.paths):
+        raise IndexFormatError(f"{path('offsets')}: its paths end at byte {int(columns.offsets[-1])}, "
+                               f"but {files['paths']} holds {len(columns.paths)}")
+    last, first_added = int(columns.ids[-1]), meta["added"][0]["id"] if meta["added"] else meta["next_id"]
+    if last >= first_added:
+        raise IndexFormatError(f"{path('ids')}: its last id {last} is not below {first_added}, the next "
+                               f"({'of the added items' if meta['added'] else 'next_id'} in {SIDECAR_FILE})")
+    verified.once("columns", [fd[r] for r in COLUMN_ROLES], [forest_count],
+                  lambda: _check_columns(lambda r: mapped(r), path))
+    for role in ("vectors", "added"):
+        if role in files:
+            verified.once("unit-rows", [fd[role]], [role, arrays[role].shape], lambda: _check_unit_rows(mapped(role), path(role)))
+    verified.once("forest", [fd["forest"], fd["vectors"]], [forest_count, dim, meta["forest_dim"], meta["n_trees"]],
+                  lambda: _check_forest(fd["forest"], path("forest"), meta, mapped("vectors"), files["vectors"]))
+    ann = _load_forest(fd["forest"], path("forest"), meta)
+    projection = None
+    if "projection" in files:
+        values = arrays["projection"]
+        if not (np.abs(values) <= MAX_PROJECTION).all():  # NaN fails too
+            raise IndexFormatError(f"{path('projection')}: values must be finite, at most {MAX_PROJECTION:g} in size")
+        projection = Projection.from_array(values, meta["projection"]["method"] == "pca-whiten")
+    items = Items(columns, meta["added"], meta["removed"])
+    for i, item_id in enumerate(meta["removed"]):
+        if items.row_of(item_id) is None:
+            raise IndexFormatError(f"{directory / SIDECAR_FILE}: removed[{i}]: no item has id {item_id}")
+    vectors = arrays["vectors"] if "added" not in files else Rows(arrays["vectors"], arrays["added"])
+    return Index(directory, meta, ann, vectors, preprocessing, items, projection, stamp)
+
+
+def _check_columns(mapped: Callable[[str], np.ndarray], path: Callable[[str], Path]) -> None:
+    problem = Columns(*(mapped(role) for role in COLUMN_ROLES)).problem()
+    if problem:
+        role, why = problem.split(": ", 1)
+        raise IndexFormatError(f"{path(role)}: {why}")
 
 
 def _open_dir(directory: Path) -> int:
@@ -476,26 +660,20 @@ def _open_dir(directory: Path) -> int:
 
 
 def _open_member(directory: Path, dir_fd: int, name: str, manifest_fd: int | None = None) -> int:
-    """Opens ``name`` inside the folder ``dir_fd`` refers to (non-blocking: a FIFO cannot hang us).
+    """Opens the regular file ``name`` inside the folder ``dir_fd`` refers to (no symbolic link, no FIFO's wait).
 
     Args:
         manifest_fd: the manifest that named the file: if it has been replaced since, a
             missing file was deleted by the writer that replaced it (read again).
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(name, flags, dir_fd=dir_fd) if os.open in os.supports_dir_fd else os.open(directory / name, flags)
+        return open_in_folder(directory, name, os.O_RDONLY, lambda path, why: IndexFormatError(f"{path}: {why}"),
+                              dir_fd=dir_fd if os.open in os.supports_dir_fd else None)
     except FileNotFoundError:
         if _renamed(directory, dir_fd) or (manifest_fd is not None and _renamed(directory / SIDECAR_FILE, manifest_fd)):
             raise _Replaced(_changing(directory)) from None  # a rebuild's old folder, or a commit's old files
         missing = f"not an index ({name} is missing)" if name == SIDECAR_FILE else f"{name} is missing"
         raise IndexFormatError(f"{directory}: {missing}") from None
-    except OSError as e:
-        raise IndexFormatError(f"{directory / name}: cannot open: {e.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise IndexFormatError(f"{directory / name}: not a regular file")
-    return fd
 
 
 def _renamed(path: Path, fd: int) -> bool:
@@ -560,27 +738,41 @@ def _check_sidecar(meta: Any) -> Preprocessing:
     validate.one_of(validate.member(meta, "metric"), "metric", [METRIC])
     dim = validate.int_in(validate.member(meta, "dim"), "dim", 1, MAX_DIM)
     validate.int_in(validate.member(meta, "n_trees"), "n_trees", 1, MAX_TREES)
+    validate.int_in(validate.member(meta, "forest_dim"), "forest_dim", 1, dim)
     count = validate.int_in(validate.member(meta, "count"), "count", 1, MAX_ITEMS)
     forest_count = validate.int_in(validate.member(meta, "forest_count"), "forest_count", 1, count)
     generation = validate.int_in(validate.member(meta, "generation"), "generation", 1, store.MAX_GENERATION)
-    with validate.under("files"):
-        _check_files(validate.member(meta, "files"), generation, added=count > forest_count)
     next_id = validate.int_in(validate.member(meta, "next_id"), "next_id", count, MAX_ID)
     model = validate.member(meta, "model")
     with validate.under("model"):
         model_dim = _check_model_record(model, members=True)
-    if model_dim != dim:
+    if "projection" in meta:
+        with validate.under("projection"):
+            projection = validate.obj(meta["projection"], "")
+            validate.one_of(validate.member(projection, "method"), "method", ["pca", "pca-whiten"])
+            validate.one_of(validate.member(projection, "input_dim"), "input_dim", [model_dim])
+        if dim >= model_dim:
+            raise validate.FieldError("dim", f"expected fewer than the model's {model_dim} with a projection, got {dim}")
+    elif model_dim != dim:
         raise validate.FieldError("model.dim", f"expected {dim} (dim), got {model_dim}")
+    with validate.under("files"):
+        _check_files(validate.member(meta, "files"), generation, added=count > forest_count,
+                     projection="projection" in meta)
     preprocessing = validate.member(meta, "preprocessing")
     with validate.under("preprocessing"):
         preprocessing = Preprocessing.parse(preprocessing)
-    items = validate.array(validate.member(meta, "items"), "items")
-    if len(items) != count:
-        raise validate.FieldError("items", f"expected {count} items (count), got {len(items)}")
-    seen: set[int] = set()
-    for i, item in enumerate(items):
-        with validate.under(f"items[{i}]"):
-            _check_item(item, next_id, seen)
+    added = validate.array(validate.member(meta, "added"), "added", max_len=MAX_PENDING)
+    if len(added) != count - forest_count:
+        raise validate.FieldError("added", f"expected {count - forest_count} records (count - forest_count), "
+                                           f"got {len(added)}")
+    previous = -1
+    for i, item in enumerate(added):
+        with validate.under(f"added[{i}]"):
+            previous = _check_item(item, previous, next_id)
+    removed = validate.array(validate.member(meta, "removed"), "removed", max_len=MAX_PENDING - len(added))
+    previous = -1
+    for i, item_id in enumerate(removed):
+        previous = _check_id(item_id, f"removed[{i}]", previous, next_id)
     for i, skip in enumerate(validate.array(validate.member(meta, "skipped"), "skipped")):
         with validate.under(f"skipped[{i}]"):
             skip = validate.obj(skip, "")
@@ -620,16 +812,19 @@ def _check_model_record(model: Any, members: bool) -> int:
     return dim
 
 
-def _check_files(files: Any, generation: int, added: bool) -> None:
-    """The data file names: ``forest`` and ``vectors``, and ``added`` exactly when there are added rows."""
+def _check_files(files: Any, generation: int, added: bool, projection: bool) -> None:
+    """The data file names: the forest's (store.FOREST_ROLES), ``projection`` exactly when the manifest
+    has one, ``added`` exactly when there are added rows."""
     files = validate.obj(files, "")
     for role in files:
         if role not in store.FILE_KINDS:
             raise validate.FieldError(role, f"unknown data file role (known: {', '.join(store.FILE_KINDS)})")
-    for role in ("forest", "vectors", "added"):
-        if role == "added" and not added:
+    for role in store.FILE_KINDS:
+        wanted = {"added": (added, "there are no added rows (count equals forest_count)"),
+                  "projection": (projection, f"{SIDECAR_FILE} has no projection field")}.get(role, (True, ""))
+        if not wanted[0]:
             if role in files:
-                raise validate.FieldError(role, "names a file of added rows, but count equals forest_count")
+                raise validate.FieldError(role, f"names a file, but {wanted[1]}")
             continue
         name = validate.member(files, role)
         written = store.name_generation(role, name)
@@ -640,17 +835,28 @@ def _check_files(files: Any, generation: int, added: bool) -> None:
             raise validate.FieldError(role, f"written at generation {written}, after this manifest's {generation}")
 
 
-def _check_item(item: Any, next_id: int, seen: set[int]) -> None:
+def _check_id(value: Any, field: str, previous: int, next_id: int) -> int:
+    """An item id after ``previous`` (ids in a list ascend: none twice) and below ``next_id``."""
+    item_id = validate.int_in(value, field, 0, next_id - 1)
+    if item_id <= previous:
+        raise validate.FieldError(field, f"ids must ascend: {item_id} comes after {previous}")
+    return item_id
+
+
+def _check_item(item: Any, previous: int, next_id: int) -> int:
+    """An added item's record (``id`` after ``previous``, ``path``, ``sha256``, ``bytes``); returns its id."""
     item = validate.obj(item, "")
-    item_id = validate.int_in(validate.member(item, "id"), "id", 0, next_id - 1)
-    if item_id in seen:
-        raise validate.FieldError("id", f"{item_id} is the id of an earlier item too")
-    seen.add(item_id)
-    if "removed" in item and item["removed"] is not True:
-        raise validate.FieldError("removed", f"expected true (or no field), got {validate.describe(item['removed'])}")
-    validate.text(validate.member(item, "path"), "path")
+    item_id = _check_id(validate.member(item, "id"), "id", previous, next_id)
+    path = validate.text(validate.member(item, "path"), "path")
+    try:
+        too_long = len(os.fsencode(path)) > MAX_PATH_BYTES
+    except UnicodeError:
+        raise validate.FieldError("path", "not a file name of this system (it holds a lone surrogate)") from None
+    if too_long:
+        raise validate.FieldError("path", f"longer than {MAX_PATH_BYTES} bytes")
     validate.hex_digest(validate.member(item, "sha256"), "sha256")
     validate.int_in(validate.member(item, "bytes"), "bytes", 0, 2**63 - 1)
+    return item_id
 
 
 def _check_view(view: Any) -> None:
@@ -659,61 +865,67 @@ def _check_view(view: Any) -> None:
         validate.real_in(validate.member(view, "margin"), "margin", 0.0, 1.0)
 
 
-def _map_embeddings(fd: int, path: Path, count: int, dim: int) -> np.ndarray:
-    """Memory-maps ``embeddings.npy`` (never unpickled) after checking its header against the sidecar.
+def _map_npy(fd: int, path: Path, dtype: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    """Memory-maps a ``.npy`` file (never unpickled) after checking its header and size against what is expected.
+
+    Args:
+        dtype: the exact dtype (``"<f2"``, ``"<i8"``, ``"|u1"``...).
+        shape: the exact shape; a ``None`` first dimension accepts any length.
 
     Raises:
-        IndexFormatError: not a .npy file, another dtype or shape, a size that disagrees
-            with its header, or rows that are not finite unit vectors.
+        IndexFormatError: not a .npy file, another dtype or shape, or a size that disagrees with its header.
     """
     size = os.fstat(fd).st_size
     with open(fd, "rb", closefd=False) as f:
+        f.seek(0)  # a file may be mapped again (for its checks) through the same descriptor
         fmt = np.lib.format
         try:
             version = fmt.read_magic(f)
             if version not in ((1, 0), (2, 0)):
                 raise ValueError(f"unsupported .npy version {version}")
             read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
+            got_shape, fortran, got_dtype = read_header(f)
         except (ValueError, TypeError, OSError, SyntaxError, tokenize.TokenError) as e:  # what a bad header raises
             raise IndexFormatError(f"{path}: not a readable .npy file: {one_line(str(e))}") from None
-        if dtype != np.dtype("<f4") or fortran or shape != (count, dim):
-            got = f"{'Fortran-order ' if fortran else ''}{dtype} {shape}"
-            raise IndexFormatError(f"{path}: expected float32 ({count}, {dim}) as {SIDECAR_FILE} says, got {got}")
+        want = tuple(got_shape[0] if d is None and got_shape else d for d in shape)
+        if got_dtype != np.dtype(dtype) or fortran or got_shape != want:
+            expected = f"{np.dtype(dtype).name} {want}".replace("None", "N")
+            raise IndexFormatError(f"{path}: expected {expected} as {SIDECAR_FILE} says, "
+                                   f"got {'Fortran-order ' if fortran else ''}{got_dtype} {got_shape}")
         offset = f.tell()
-        if size != offset + count * dim * 4:
-            raise IndexFormatError(f"{path}: {size} bytes, expected {offset + count * dim * 4} for its "
-                                   f"({count}, {dim}) float32 rows: truncated or padded")
-        vectors = np.asarray(np.memmap(f, dtype=np.float32, mode="r", offset=offset, shape=(count, dim)))
-    _check_unit_rows(vectors, path)
-    return vectors
+        nbytes = int(np.prod(want, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if size != offset + nbytes:
+            raise IndexFormatError(f"{path}: {size} bytes, expected {offset + nbytes} for its {want} "
+                                   f"{np.dtype(dtype).name} values: truncated or padded")
+        if nbytes == 0:
+            return np.zeros(want, dtype)
+        return np.asarray(np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=want))
 
 
 def _check_unit_rows(vectors: np.ndarray, path: Path) -> None:
     """Every row finite with unit L2 norm, checked a bounded chunk at a time."""
-    rows = max(1, EMBEDDINGS_CHUNK_BYTES // (4 * vectors.shape[1]))
+    rows = max(1, EMBEDDINGS_CHUNK_BYTES // (4 * max(1, vectors.shape[1])))
     for start in range(0, len(vectors), rows):
         with np.errstate(all="ignore"):  # NaN and overflowing rows are reported below, not warned about
-            norms = np.linalg.norm(vectors[start : start + rows].astype(np.float64), axis=1)
+            norms = np.linalg.norm(np.asarray(vectors[start : start + rows], np.float32), axis=1)
         bad = np.flatnonzero(~(np.abs(norms - 1.0) <= UNIT_NORM_TOLERANCE))  # NaN and inf fail too
         if len(bad):
             raise IndexFormatError(f"{path}: row {start + bad[0]} is not a finite unit vector "
                                    f"(norm {norms[bad[0]]:.6g})")
 
 
-def _load_forest(fd: int, path: Path, meta: dict[str, Any], vectors: np.ndarray, vectors_name: str) -> AnnoyIndex:
-    """Loads the forest from the open ``fd`` once its structure is known to be sound and of this build.
+def _check_forest(fd: int, path: Path, meta: dict[str, Any], vectors: np.ndarray, vectors_name: str) -> None:
+    """Checks that the forest in ``fd`` is sound (Annoy can read it safely) and of this build.
 
     Args:
-        vectors: the (forest_count, dim) rows its items must equal, from the file ``vectors_name``.
-
+        vectors: the (forest_count, dim) rows whose :func:`forest_vectors` its items must equal, from
+            the file ``vectors_name``.
 
     Raises:
         IndexFormatError: a size that is no whole number of nodes, a forest Annoy would read
             out of bounds or loop in, or items that differ from ``vectors``.
-        _Replaced: (only where the file cannot be handed to Annoy by descriptor) the folder changed.
     """
-    count, dim, n_trees = meta["forest_count"], meta["dim"], meta["n_trees"]
+    count, dim, n_trees = meta["forest_count"], meta["forest_dim"], meta["n_trees"]
     node_bytes = 12 + 4 * dim  # Annoy's angular node: n_descendants, two children, dim floats
     size = os.fstat(fd).st_size
     if size == 0 or size % node_bytes:
@@ -725,6 +937,21 @@ def _load_forest(fd: int, path: Path, meta: dict[str, Any], vectors: np.ndarray,
     del nodes
     if problem:
         raise IndexFormatError(f"{path}: {problem}; rebuild it with build-index")
+
+
+def _load_forest(fd: int, path: Path, meta: dict[str, Any]) -> AnnoyIndex:
+    """Loads the forest from the open ``fd`` (checked by :func:`_check_forest`, now or on an earlier opening).
+
+    Raises:
+        IndexFormatError: Annoy cannot load it, or finds another number of items.
+        _Replaced: (only where the file cannot be handed to Annoy by descriptor) the folder changed.
+    """
+    count, dim = meta["forest_count"], meta["forest_dim"]
+    node_bytes = 12 + 4 * dim
+    size = os.fstat(fd).st_size
+    if size == 0 or size % node_bytes:  # cheap, and what Annoy itself would trip on first
+        raise IndexFormatError(f"{path}: {size} bytes is not a whole number of {dim}-d Annoy nodes "
+                               f"({node_bytes} bytes each): truncated, or not built for dim {dim}")
     ann = AnnoyIndex(dim, METRIC)
     by_fd = _fd_path(fd)
     try:
@@ -733,7 +960,7 @@ def _load_forest(fd: int, path: Path, meta: dict[str, Any], vectors: np.ndarray,
         raise IndexFormatError(f"{path}: cannot load the Annoy index: {one_line(str(e))}") from None
     if by_fd is None and _renamed(path, fd):
         raise _Replaced(_changing(path.parent))
-    if ann.get_n_items() != count:  # what Annoy itself found: the checks above make it agree
+    if ann.get_n_items() != count:  # what Annoy itself found: the checks make it agree
         raise IndexFormatError(f"{path}: holds {ann.get_n_items()} items, {SIDECAR_FILE} says {count} (forest_count)")
     return ann
 
@@ -786,7 +1013,8 @@ def _items_problem(nodes: np.ndarray, vectors: np.ndarray, vectors_name: str) ->
     for start in range(0, len(vectors), rows):
         stop = min(start + rows, len(vectors))
         with np.errstate(all="ignore"):
-            same = np.abs(floats[start:stop, 3:] - vectors[start:stop]).max(axis=1) <= ITEM_TOLERANCE
+            rows_here = forest_vectors(vectors[start:stop], floats.shape[1] - 3)
+            same = np.abs(floats[start:stop, 3:] - rows_here).max(axis=1) <= ITEM_TOLERANCE
             same &= np.abs(floats[start:stop, 1] - 1.0) <= UNIT_NORM_TOLERANCE
         if not same.all():
             i = start + int(np.flatnonzero(~same)[0])
@@ -804,12 +1032,16 @@ def _fd_path(fd: int) -> str | None:
 
 @dataclass
 class BuildReport:
-    """What :func:`build_index` wrote: the folder, how many images, which were skipped and why, the model."""
+    """What :func:`build_index` wrote: the folder, how many images, which were skipped and why, the model.
+
+    ``shards``: under ``torchrun``, what each process did (reused or embedded its shard).
+    """
 
     directory: Path
     count: int
     skipped: list[tuple[str, str]]
     model: ModelInfo
+    shards: list[str] = field(default_factory=list)
 
 
 def build_index(
@@ -820,6 +1052,8 @@ def build_index(
     batch_size: int = 32,
     device: str = "auto",
     n_trees: int = DEFAULT_TREES,
+    pca: int = DEFAULT_WIDTH,
+    whiten: bool = False,
     crop: bool = True,
     force: bool = False,
     progress: bool = True,
@@ -828,7 +1062,8 @@ def build_index(
 
     With ``crop``, each photo is cropped around the watch (its foreground on the white
     backdrop) before embedding; the sidecar's ``catalog_view`` records it so that
-    search treats queries the same way. What ``simclr-watches build-index`` runs.
+    search treats queries the same way. What ``simclr-watches build-index`` runs (under
+    ``torchrun``, it runs :func:`simclr_watches.retrieval.shards.build_sharded` instead).
 
     Args:
         catalog: folder searched recursively for jpg, png, webp, bmp and tif files.
@@ -837,6 +1072,10 @@ def build_index(
         batch_size: images per encoder pass.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         n_trees: Annoy trees (:func:`build_forest`).
+        pca: width of the stored vectors: a PCA fitted on the catalog's embeddings
+            (:func:`fit_projection`); 0, or at least the model's width: none. A catalog of
+            ``pca`` images or fewer keeps every dimension.
+        whiten: whiten the PCA (scale its axes to unit variance).
         crop: crop each photo around the watch before embedding.
         force: replace an index this program wrote earlier at ``out_dir``.
         progress: show a progress bar on stderr.
@@ -856,7 +1095,9 @@ def build_index(
     from simclr_watches.weights import load_model
 
     out_dir = Path(out_dir)
-    prepare_output(out_dir, INDEX_OUTPUT, force=force, inputs=[catalog])
+    prepare_index_output(out_dir, force=force, inputs=[catalog])
+    if pca < 0:
+        raise SimclrWatchesError(f"the PCA width must be >= 0 (0: none), got {pca}")
     paths = scan_images(catalog)
     if not paths:
         raise SimclrWatchesError(f"{catalog}: no image files (jpg, jpeg, png, webp, bmp, tif, tiff) found")
@@ -867,6 +1108,8 @@ def build_index(
     if not emb.items:
         raise NoReadableImagesError(catalog, emb.skipped)
     view = {"crop": "foreground", "margin": CROP_MARGIN} if crop else {"crop": "none"}
-    write_index(out_dir, emb.vectors, emb.items, model, model.preprocessing, n_trees=n_trees, skipped=skipped,
-                extra={"catalog_view": view}, force=force)
+    projection = fit_projection(emb.vectors, pca if len(emb.items) > pca else 0, whiten)
+    rows = emb.vectors if projection is None else projection.apply(emb.vectors)
+    write_index(out_dir, rows, emb.items, model, model.preprocessing, n_trees=n_trees, projection=projection,
+                skipped=skipped, extra={"catalog_view": view}, force=force)
     return BuildReport(out_dir, len(emb.items), skipped, model)

@@ -32,6 +32,7 @@ from simclr_watches.data.mask import crop_box
 from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.embed import prefetched, ready_encoder
 from simclr_watches.retrieval.localize import LocalizeConfig, embed_regions, window_crops
+from simclr_watches.retrieval.projection import unit_rows
 
 # Given a query's (R, D) region vectors, the gallery rows worth scoring exactly: (C,) ascending int64 ids.
 Candidates = Callable[[np.ndarray], np.ndarray]
@@ -47,8 +48,8 @@ class AnnoyCandidates:
     the same for an index folder's forest (``search``) and an in-memory one (``evaluate``).
 
     Args:
-        forest: an angular forest over the first gallery rows, item i = gallery row i
-            (:func:`simclr_watches.retrieval.index.build_forest`).
+        forest: an angular forest over the first gallery rows, item i = gallery row i, or over
+            their leading coordinates (:func:`simclr_watches.retrieval.index.build_forest`).
         per_region: items fetched per region (``LocalizeConfig.candidates``).
         hidden: forest rows never returned (removed items): each region asks the forest
             for that many more items, then drops them.
@@ -63,7 +64,7 @@ class AnnoyCandidates:
 
     def __call__(self, regions: np.ndarray) -> np.ndarray:
         n = self.per_region + len(self.hidden)
-        ids = {i for v in regions for i in self.forest.get_nns_by_vector(v.tolist(), n)}
+        ids = {i for v in regions for i in self.forest.get_nns_by_vector(v[: self.forest.f].tolist(), n)}
         return np.array(sorted((ids - self.hidden) | self.always), dtype=np.int64)
 
 
@@ -121,7 +122,7 @@ def score_regions(regions: np.ndarray, gallery: np.ndarray, candidates: Candidat
         top_m: window scores averaged per item (:func:`fuse_scores`).
     """
     ids = candidates(regions)
-    fused, best = fuse_scores(regions @ np.asarray(gallery[ids]).T, top_m)
+    fused, best = fuse_scores(regions @ unit_rows(gallery[ids]).T, top_m)  # stored rows are unit to float16 precision
     return RegionScores(ids, fused, best)
 
 
@@ -161,12 +162,14 @@ class LocalizedScorer:
         margin: the gallery's foreground-crop margin, applied to the query's whole view; None: no crop.
         device: where the encoder runs.
         batch_size: regions per encoder pass at most.
+        project: maps region embeddings into the gallery's space (an index's PCA); None: as they are.
     """
 
     def __init__(self, encoder: torch.nn.Module, pre: Preprocessing, gallery: np.ndarray, candidates: Candidates,
-                 cfg: LocalizeConfig, margin: float | None, device: torch.device, batch_size: int = 32):
+                 cfg: LocalizeConfig, margin: float | None, device: torch.device, batch_size: int = 32,
+                 project: Callable[[np.ndarray], np.ndarray] | None = None):
         self.encoder = ready_encoder(encoder, device)
-        self.pre, self.gallery, self.candidates = pre, gallery, candidates
+        self.pre, self.gallery, self.candidates, self.project = pre, gallery, candidates, project
         self.cfg, self.margin, self.device, self.batch_size = cfg, margin, device, batch_size
 
     def _prepare(self, path: Path) -> _Prepared | ImageReadError:
@@ -184,6 +187,8 @@ class LocalizedScorer:
 
     def _score(self, prepared: _Prepared) -> LocalizedQuery:
         regions = embed_regions(self.encoder, self.pre, prepared.whole, prepared.crops, self.device, self.batch_size)
+        if self.project is not None:
+            regions = self.project(regions)
         return LocalizedQuery(prepared.boxes, score_regions(regions, self.gallery, self.candidates, self.cfg.top_m))
 
     def score_files(self, paths: Iterable[Path]) -> Iterator[LocalizedQuery | ImageReadError]:

@@ -21,6 +21,7 @@ from simclr_watches.retrieval.boxes import BoxScorer, BoxSearchConfig, box_or_wi
 from simclr_watches.retrieval.embed import PhotoView, embed_paths, embed_tensors, fit_photo
 from simclr_watches.retrieval.index import SIDECAR_FILE, Index, load_index
 from simclr_watches.retrieval.localize import LocalizeConfig
+from simclr_watches.retrieval.projection import unit_rows
 from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedQuery, LocalizedScorer
 
 # How search finds the watch in a query photo (`search --locate`): the learnt box or multi-scale windows.
@@ -221,6 +222,29 @@ class Searcher:
             return self._whole_result(snap, label, vector, top_k)
         return self._localized_result(snap, label, self._scorer(snap).score_photo(photo), top_k)
 
+    def search_item(self, item_id: int, top_k: int = 10, label: str | None = None) -> QueryResult | None:
+        """"More like this": the ``top_k`` items nearest to live item ``item_id``, itself first.
+
+        Its stored row (in the index's space) is the query: no file is read or embedded, so
+        it answers at once, and also when the item's file is gone. No ``box``: no photo is looked at.
+
+        Args:
+            label: the result's ``query``; default ``item:ID``.
+
+        Returns:
+            The result, or None when no live item has this id.
+
+        Raises:
+            SimclrWatchesError: ``top_k`` < 1.
+        """
+        _check_top_k(top_k)
+        snap = self.index
+        row = snap.row_of(item_id)
+        if row is None:
+            return None
+        [vector] = unit_rows(snap.vectors[[row]])
+        return self._whole_result(snap, label or f"item:{item_id}", vector, top_k, project=False)
+
     def _answer(self, queries: list[tuple[str, Path]], top_k: int, batch_size: int = 32,
                 progress: bool = False) -> list[QueryResult | ImageReadError]:
         """A result per query, in order, or the ImageReadError that kept a query unanswered."""
@@ -240,8 +264,8 @@ class Searcher:
                 for label, path in queries]
 
     @staticmethod
-    def _whole_result(snap: Index, label: str, vector: np.ndarray, top_k: int) -> QueryResult:
-        rows, scores = snap.query(vector, top_k)
+    def _whole_result(snap: Index, label: str, vector: np.ndarray, top_k: int, project: bool = True) -> QueryResult:
+        rows, scores = snap.query(snap.project(vector) if project else vector, top_k)
         return QueryResult(label, [_hit(snap, rank, row, score) for rank, (row, score) in enumerate(zip(rows, scores))])
 
     def _scorer(self, snap: Index, batch_size: int = 32) -> LocalizedScorer | BoxScorer:
@@ -249,9 +273,9 @@ class Searcher:
         candidates = AnnoyCandidates(snap.ann, cfg.candidates, hidden=snap.hidden_in_forest, always=snap.live_added)
         if self.finder is not None:
             return BoxScorer(self.finder, snap.preprocessing, snap.vectors, candidates, cfg, snap.crop_margin,
-                             self.device)
+                             self.device, project=snap.project)
         return LocalizedScorer(self.encoder, snap.preprocessing, snap.vectors, candidates, cfg, snap.crop_margin,
-                               self.device, batch_size)
+                               self.device, batch_size, project=snap.project)
 
     def _search_localized(self, snap: Index, queries: list[tuple[str, Path]], top_k: int, batch_size: int,
                           progress: bool) -> list[QueryResult | ImageReadError]:
@@ -280,5 +304,5 @@ def _view(snap: Index) -> PhotoView | None:
 
 
 def _hit(snap: Index, rank: int, row: int, score: float) -> Hit:
-    item = snap.meta["items"][int(row)]
+    item = snap.items[int(row)]
     return Hit(rank + 1, item["path"], float(score), item["id"])

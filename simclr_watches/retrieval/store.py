@@ -1,8 +1,9 @@
-"""The index folder on disk (format 2): file names, the writers' lock, and committing a new state.
+"""The index folder on disk (format 3): file names, the writers' lock, and committing a new state.
 
 A folder holds one mutable name, the manifest ``index.json``, and immutable data files it
-names (``forest-G.ann``, ``vectors-G.npy``, optionally ``added-G.npy``; G is the manifest's
-``generation`` when the file was written). A writer never modifies a file: under the lock
+names (``forest-G.ann``, ``vectors-G.npy``, the item columns ``ids-G.npy`` ..., optionally
+``projection-G.npy`` and ``added-G.npy``; G is the manifest's ``generation`` when the file
+was written). A writer never modifies a file: under the lock
 (:func:`writer_lock`) it writes new data files under fresh names, swaps the manifest
 (temp, fsync, rename, fsync the folder), then deletes the files the new manifest does
 not name (:func:`commit`). Killed at any moment, it leaves the old manifest with all of
@@ -27,19 +28,21 @@ import json
 import os
 import re
 import signal
-import stat
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from simclr_watches.core.atomic import atomic_path, clean_stale, temp_target, write_text_atomic
 from simclr_watches.core.errors import IndexFormatError
+from simclr_watches.core.files import open_in_folder
 
 SIDECAR_FILE = "index.json"  # the manifest: the only name whose content changes
 LOCK_FILE = ".lock"  # writers hold an exclusive flock on it
-# Data files a manifest may name, by role: the forest, its rows, the rows added since it was built.
-FILE_KINDS = {"forest": ".ann", "vectors": ".npy", "added": ".npy"}
-_DATA_NAME = re.compile(r"^(?P<kind>forest|vectors|added)-(?P<gen>[0-9]{1,15})\.(?P<ext>ann|npy)$")
+# Data files a manifest may name, by role: the forest, its rows and its items' columns (written together),
+# the PCA that made the rows, the rows added since the forest was built.
+FOREST_ROLES = ("forest", "vectors", "ids", "sha256", "sizes", "offsets", "paths")
+FILE_KINDS = {**{role: ".npy" for role in FOREST_ROLES}, "forest": ".ann", "projection": ".npy", "added": ".npy"}
+_DATA_NAME = re.compile(rf"^(?P<kind>{'|'.join(FILE_KINDS)})-(?P<gen>[0-9]{{1,15}})\.(?P<ext>ann|npy)$")
 MAX_GENERATION = 10**15 - 1
 # Format 1 (before issue 14) names, recognised so that --force can replace such a folder.
 V1_FILES = ("index.ann", "embeddings.npy")
@@ -121,15 +124,8 @@ def writer_lock(directory: Path | str, timeout: float | None = None) -> Iterator
 
 
 def _open_lock(directory: Path) -> int:
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK
-    try:
-        fd = os.open(directory / LOCK_FILE, flags, 0o666)
-    except OSError as e:
-        raise IndexFormatError(f"{directory / LOCK_FILE}: cannot open the writers' lock: {e.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise IndexFormatError(f"{directory / LOCK_FILE}: not a regular file")
-    return fd
+    return open_in_folder(directory, LOCK_FILE, os.O_RDWR | os.O_CREAT,
+                          lambda path, why: IndexFormatError(f"{path}: cannot open the writers' lock: {why}"))
 
 
 def _try_flock(fd: int) -> bool:

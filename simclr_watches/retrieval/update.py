@@ -1,7 +1,7 @@
 """A catalog that changes without a rebuild: add and remove items, compact, update from the catalog folder.
 
 Annoy cannot add items to a built forest (https://github.com/spotify/annoy), so an index
-(format 2, docs/INDEX_FORMAT.md) keeps the rows added since its forest was built in a
+(format 3, docs/INDEX_FORMAT.md) keeps the rows added since its forest was built in a
 separate file that every query scores exactly, and marks removed items hidden instead of
 deleting their rows. A compaction rebuilds the forest from the stored live rows (no
 re-embedding, ids kept) once the pending changes pass :func:`needs_compaction`'s
@@ -24,24 +24,34 @@ from typing import Any, Iterable, Iterator, Sequence, Union
 import numpy as np
 
 from simclr_watches import __version__
+from simclr_watches.core.clock import utc_now
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.core.outputs import check_disjoint
 from simclr_watches.retrieval import store
-from simclr_watches.retrieval.index import (Index, Rows, build_forest, forest_writes, item_record, load_index,
-                                            save_rows, utc_now)
+from simclr_watches.retrieval.columns import Columns
+from simclr_watches.retrieval.index import (MAX_PENDING, Index, Rows, generation_writes, item_record, load_index,
+                                            save_rows, vouch_written)
 
-# Compact once added + removed items exceed max(COMPACT_MIN_PENDING, COMPACT_FRACTION * live items):
-# exact scoring of the added rows and the hidden items Annoy is asked to skip stay cheap beside the forest.
+# Compact once added + removed items exceed min(COMPACT_MAX_PENDING, max(COMPACT_MIN_PENDING, COMPACT_FRACTION *
+# live items)): exact scoring of the added rows, the hidden items Annoy is asked to skip, and the manifest that
+# lists both stay small beside the forest.
 COMPACT_MIN_PENDING = 256
 COMPACT_FRACTION = 0.10
+COMPACT_MAX_PENDING = 10_000
 
 # An item to remove: its id, or the path of its file.
 Selector = Union[int, str, os.PathLike]
 
 
 def needs_compaction(added: int, removed: int, live: int) -> bool:
-    """Whether an index with these pending changes should have its forest rebuilt (module constants)."""
-    return added + removed > max(COMPACT_MIN_PENDING, COMPACT_FRACTION * live)
+    """Whether an index with these pending changes should have its forest rebuilt (module constants).
+
+    Args:
+        added: rows added since the forest was built (removed since, or not).
+        removed: rows of the forest removed since (an added row removed again is one change, not two).
+        live: searchable items.
+    """
+    return added + removed > min(COMPACT_MAX_PENDING, max(COMPACT_MIN_PENDING, COMPACT_FRACTION * live))
 
 
 @dataclass
@@ -95,49 +105,61 @@ def _record(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_change(index: Index, new_items: Sequence[dict[str, Any]], new_rows: np.ndarray, hide: Iterable[int], *,
-            skipped: Sequence[tuple[str, str]] | None = None, compact: bool | None = None) -> bool:
+                 skipped: Sequence[tuple[str, str]] | None = None, compact: bool | None = None) -> bool:
     """Writes the index with ``new_items`` (rows ``new_rows``) added and rows ``hide`` hidden; returns whether it compacted.
 
     Args:
+        new_rows: (K, W) unit rows in the index's space (:meth:`Index.project` of the embeddings).
+        hide: rows of the index, or of the new items after them.
         compact: rebuild the forest from the live rows; None: when :func:`needs_compaction` says so.
         skipped: replaces the manifest's ``skipped`` list (None: kept).
+
+    Raises:
+        SimclrWatchesError: every item would be hidden with more than MAX_PENDING changes pending
+            (no forest can be built of nothing: rebuild instead).
     """
-    meta, dim = index.meta, index.meta["dim"]
-    items = [dict(it) for it in meta["items"]] + [dict(it) for it in new_items]
-    for r in hide:  # rows of the index, or of the new items after them
-        items[r]["removed"] = True
-    new_rows = np.asarray(new_rows, np.float32).reshape(-1, dim)
-    removed = sum(1 for it in items if it.get("removed"))
-    live = len(items) - removed
+    meta, dim, n = index.meta, index.meta["dim"], len(index)
+    new_items = [_record(it) for it in new_items]
+    new_ids = [it["id"] for it in new_items]
+    removed = set(meta["removed"]) | {index.items.id(r) if r < n else new_ids[r - n] for r in hide}
+    count = n + len(new_items)
+    live = count - len(removed)
+    added_count = count - index.forest_count
     if compact is None:
-        compact = needs_compaction(len(items) - index.forest_count, removed, live)
+        in_forest = np.isin(np.array(sorted(removed), np.int64), index.items.ids()[:index.forest_count])
+        compact = needs_compaction(added_count, int(in_forest.sum()), live)
     compact = compact and live > 0
     generation = meta["generation"] + 1
+    new_rows = np.asarray(new_rows, np.float32).reshape(-1, dim)
+    new_meta = {**meta, "package_version": __version__, "generation": generation, "updated": utc_now(),
+                "next_id": max([meta["next_id"], *(i + 1 for i in new_ids)])}
     if compact:
-        old = np.array([r for r in range(len(index)) if not items[r].get("removed")], dtype=np.int64)
-        fresh = [j for j in range(len(new_rows)) if not items[len(index) + j].get("removed")]
-        vectors = np.concatenate([np.asarray(index.vectors[old]).reshape(-1, dim), new_rows[fresh]])
-        items = [_record(it) for it in items if not it.get("removed")]
-        files = {role: store.data_name(role, generation) for role in ("forest", "vectors")}
-        writes = forest_writes(files, build_forest(vectors, meta["n_trees"]), vectors)
-        forest_count = len(items)
+        ids = np.concatenate([index.items.ids(), np.array(new_ids, np.int64)])
+        keep = np.flatnonzero(~np.isin(ids, np.array(sorted(removed), np.int64)))
+        old, fresh = keep[keep < n], keep[keep >= n] - n
+        vectors = np.concatenate([np.asarray(index.vectors[old], np.float32), new_rows[fresh]])
+        columns = index.items.columns(old).concat(Columns.from_records([new_items[j] for j in fresh]))
+        files, writes = generation_writes(generation, vectors, columns, meta["n_trees"], meta["forest_dim"])
+        if "projection" in meta["files"]:
+            files["projection"] = meta["files"]["projection"]
+        new_meta.update(files=files, forest_count=len(keep), count=len(keep), added=[], removed=[])
     else:
-        files = {role: meta["files"][role] for role in ("forest", "vectors")}
+        if added_count + len(removed) > MAX_PENDING:
+            raise SimclrWatchesError(f"{index.directory}: this change would leave no item and {len(removed)} "
+                                     f"removed ones pending (at most {MAX_PENDING}); rebuild the index instead")
+        files = {role: name for role, name in meta["files"].items() if role != "added"}
         writes = {}
         if len(new_rows):
-            before = index.vectors.added if isinstance(index.vectors, Rows) else np.zeros((0, dim), np.float32)
+            before = index.vectors.added if isinstance(index.vectors, Rows) else np.zeros((0, dim), np.float16)
             files["added"] = store.data_name("added", generation)
-            writes[files["added"]] = save_rows(np.concatenate([before, new_rows]))
+            writes[files["added"]] = save_rows(np.concatenate([np.asarray(before, np.float32), new_rows]))
         elif "added" in meta["files"]:
             files["added"] = meta["files"]["added"]
-        forest_count = index.forest_count
-    new_meta = {**meta, "package_version": __version__, "generation": generation, "files": files,
-                "forest_count": forest_count, "count": len(items),
-                "next_id": max([meta["next_id"], *(it["id"] + 1 for it in new_items)]), "items": items,
-                "updated": utc_now()}
+        new_meta.update(files=files, count=count, added=[*meta["added"], *new_items], removed=sorted(removed))
     if skipped is not None:
         new_meta["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
     store.commit(index.directory, new_meta, writes)
+    vouch_written(index.directory)
     return compact
 
 
@@ -180,6 +202,13 @@ def _expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
+def _live_with_sha256(index: Index, digests: Sequence[str]) -> dict[str, int]:
+    """digest -> the first live row whose file has it, for the digests some live item has."""
+    found = index.items.rows_with_sha256(digests)
+    live = {sha: [r for r in rows if not index.is_hidden(r)] for sha, rows in found.items()}
+    return {sha: rows[0] for sha, rows in live.items() if rows}
+
+
 def add_items(index_dir: Path | str, paths: Iterable[str | os.PathLike], *, batch_size: int = 32,
               device: str = "auto", progress: bool = False, model: tuple[Any, Any] | None = None,
               checkpoint: str | None = None) -> UpdateReport:
@@ -206,12 +235,13 @@ def add_items(index_dir: Path | str, paths: Iterable[str | os.PathLike], *, batc
     report = UpdateReport(directory)
     with _locked(directory) as index:
         index.check_model(info)
-        live = {it["sha256"]: it for r, it in enumerate(index.meta["items"]) if not index.is_hidden(r)}
         digests, report.skipped = _digests(files)
+        live = _live_with_sha256(index, [sha for _, sha in digests])
         todo, given = [], {}
         for path, sha in digests:
             if sha in live:
-                report.unchanged.append((str(path), f"same content as item {live[sha]['id']} ({live[sha]['path']})"))
+                same = index.items[live[sha]]
+                report.unchanged.append((str(path), f"same content as item {same['id']} ({same['path']})"))
             elif sha in given:
                 report.unchanged.append((str(path), f"same content as {given[sha]}, given before"))
             else:
@@ -220,6 +250,7 @@ def add_items(index_dir: Path | str, paths: Iterable[str | os.PathLike], *, batc
         emb = _embed(index, encoder, todo, batch_size, device, progress)
         report.embedded = len(emb.items)
         report.skipped += [(str(e.path), e.reason) for e in emb.skipped]
+        live.update(_live_with_sha256(index, [it.sha256 for it in emb.items if it.sha256 not in live]))
         keep, next_id = [], index.meta["next_id"]
         for j, item in enumerate(emb.items):  # the bytes decoded may differ from those hashed above
             if item.sha256 in live or any(a["sha256"] == item.sha256 for a in report.added):
@@ -228,7 +259,7 @@ def add_items(index_dir: Path | str, paths: Iterable[str | os.PathLike], *, batc
             keep.append(j)
             report.added.append(item_record(next_id + len(report.added), item))
         if report.added:
-            report.compacted = apply_change(index, report.added, emb.vectors[keep], ())
+            report.compacted = apply_change(index, report.added, index.project(emb.vectors[keep]), ())
     return _finish(report, directory)
 
 
@@ -245,9 +276,9 @@ def remove_items(index_dir: Path | str, selectors: Iterable[Selector]) -> Update
     report = UpdateReport(directory)
     with _locked(directory) as index:
         by_path: dict[str, list[int]] = {}
-        for r, it in enumerate(index.meta["items"]):
+        for r, path in enumerate(index.items.paths()):
             if not index.is_hidden(r):
-                by_path.setdefault(it["path"], []).append(r)
+                by_path.setdefault(path, []).append(r)
         hide: list[int] = []
         for s in selectors:
             if isinstance(s, (int, np.integer)) and not isinstance(s, bool):
@@ -262,7 +293,7 @@ def remove_items(index_dir: Path | str, selectors: Iterable[Selector]) -> Update
             for row in rows:
                 if row not in hide:
                     hide.append(row)
-                    report.removed.append(_record(index.meta["items"][row]))
+                    report.removed.append(_record(index.items[row]))
         if hide:
             report.compacted = apply_change(index, [], np.zeros((0, index.meta["dim"]), np.float32), hide)
     return _finish(report, directory)
@@ -321,18 +352,18 @@ def update_index(catalog: Path | str, index_dir: Path | str, *, batch_size: int 
     report = UpdateReport(directory)
     with _locked(directory) as index:
         index.check_model(info)
-        items = index.meta["items"]
-        live = [r for r in range(len(items)) if not index.is_hidden(r)]
-        by_path = {items[r]["path"]: r for r in live}
-        by_sha = {it["sha256"]: r for r, it in enumerate(items)}  # a removed item's row is still stored
-        by_sha.update({items[r]["sha256"]: r for r in live})
+        paths_of, sha_of = index.items.paths(), index.items.sha256s()
+        live = [r for r in range(len(index)) if not index.is_hidden(r)]
+        by_path = {paths_of[r]: r for r in live}
+        by_sha = {sha: r for r, sha in enumerate(sha_of)}  # a removed item's row is still stored
+        by_sha.update({sha_of[r]: r for r in live})
         digests, report.skipped = _digests(paths)
         keep: set[int] = set()
         reuse: list[tuple[Path, str, int]] = []  # (file, sha256, row whose vector it reuses)
         todo: list[Path] = []
         for path, sha in digests:
             row = by_path.get(str(path.resolve()))
-            if row is not None and items[row]["sha256"] == sha and row not in keep:
+            if row is not None and sha_of[row] == sha and row not in keep:
                 keep.add(row)
             elif sha in by_sha:
                 reuse.append((path, sha, by_sha[sha]))
@@ -344,14 +375,14 @@ def update_index(catalog: Path | str, index_dir: Path | str, *, batch_size: int 
         next_id = index.meta["next_id"]
         for path, sha, row in reuse:
             report.added.append({"id": next_id + len(report.added), "path": str(path.resolve()), "sha256": sha,
-                                 "bytes": items[row]["bytes"]})
+                                 "bytes": index.items[row]["bytes"]})
         for item in emb.items:
             report.added.append(item_record(next_id + len(report.added), item))
         root = Path(catalog).resolve()
-        hide = [r for r in live if r not in keep and Path(items[r]["path"]).is_relative_to(root)]
-        report.removed = [_record(items[r]) for r in hide]
-        rows = np.concatenate([np.asarray(index.vectors[np.array([r for _, _, r in reuse], dtype=np.int64)]),
-                               emb.vectors]).reshape(-1, index.meta["dim"])
+        hide = [r for r in live if r not in keep and Path(paths_of[r]).is_relative_to(root)]
+        report.removed = [_record(index.items[r]) for r in hide]
+        rows = np.concatenate([np.asarray(index.vectors[np.array([r for _, _, r in reuse], dtype=np.int64)], np.float32),
+                               index.project(emb.vectors).reshape(-1, index.meta["dim"])])
         skipped = sorted(report.skipped)
         if report.added or hide or skipped != [(s["path"], s["reason"]) for s in index.meta["skipped"]]:
             report.compacted = apply_change(index, report.added, rows, hide, skipped=skipped)

@@ -22,11 +22,11 @@ from __future__ import annotations
 import hmac
 import importlib.resources
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -83,7 +83,8 @@ def create_app(index_dir: Path | str, settings: ServeSettings = ServeSettings(),
     service = CatalogService(index_dir, settings, checkpoint=checkpoint, device=device)
     page = page_html()
     # Reading catalog photos for thumbnails waits its turn rather than being refused: a page asks for many at once.
-    readers = threading.BoundedSemaphore(settings.max_concurrent)
+    # The waiting is in the event loop (a limiter on worker threads), never in a parked worker thread.
+    readers = anyio.CapacityLimiter(settings.max_concurrent)
     app = FastAPI(title="simclr-watches", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     app.state.service = service
@@ -129,18 +130,21 @@ def create_app(index_dir: Path | str, settings: ServeSettings = ServeSettings(),
             raise ApiError(401, "wrong token")
 
     async def upload(request: Request, max_files: int) -> tuple[list[bytes], dict[str, str]]:
-        form = await read_form(request.headers.get("content-type"), request.headers.get("content-length"),
-                               request.stream(), max_file_bytes=settings.max_upload_bytes, max_files=max_files)
+        """The photos of a multipart body, read within ``upload_timeout_s`` (a client that trickles: 408)."""
+        try:
+            with anyio.fail_after(settings.upload_timeout_s):
+                form = await read_form(request.headers.get("content-type"), request.headers.get("content-length"),
+                                       request.stream(), max_file_bytes=settings.max_upload_bytes, max_files=max_files)
+        except TimeoutError:
+            raise ApiError(408, f"the photo took more than {settings.upload_timeout_s:g} s to arrive; "
+                                "send it again") from None
         files = [data for name, data in form.files if name == IMAGE_FIELD]
         if not files:
             raise ApiError(400, f"no photo: send it as the file field {IMAGE_FIELD!r} of a multipart form")
         return files, form.fields
 
     async def read_item(fn, *args) -> Any:
-        def bounded():
-            with readers:
-                return fn(*args)
-        return await run_in_threadpool(bounded)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=readers)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index_page() -> HTMLResponse:
@@ -180,9 +184,8 @@ def create_app(index_dir: Path | str, settings: ServeSettings = ServeSettings(),
     @app.get("/api/items/{item_id}/similar")
     async def similar(item_id: int, k: str = str(DEFAULT_K)) -> dict[str, Any]:
         started = time.perf_counter()
-        k_value = service.check_k(k)
-        with service.gate.admit():
-            return await run_in_threadpool(service.similar, item_id, k_value, started)
+        k_value = service.check_k(k)  # no photo is held: no place at the gate
+        return await run_in_threadpool(service.similar, item_id, k_value, started)
 
     @app.post("/api/items", dependencies=[Depends(writer)])
     async def add(request: Request) -> JSONResponse:

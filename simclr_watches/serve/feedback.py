@@ -11,7 +11,6 @@ Each line of ``INDEX/feedback.jsonl`` is one judgement, for learning from feedba
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from simclr_watches.core import validate
+from simclr_watches.core.clock import utc_now
+from simclr_watches.core.files import open_in_folder
 from simclr_watches.serve.errors import ApiError
 
 VERDICTS = ("right", "wrong")
@@ -62,7 +63,8 @@ def parse_feedback(body: bytes) -> dict[str, Any]:
 class FeedbackLog:
     """Appends feedback lines to one file, each with a single write, never past ``max_bytes``.
 
-    A line is written whole by one ``write`` of a file opened for appending, under a lock:
+    The file is never reached through a symbolic link (a planted ``feedback.jsonl -> ~/.bashrc``
+    is refused: 500). A line is written whole by one ``write`` of a file opened for appending, under a lock:
     lines from concurrent requests never interleave, and a crash loses at most the line
     being written (a reader skips a last line without its newline).
     """
@@ -75,12 +77,13 @@ class FeedbackLog:
         """Writes ``record`` with the current UTC ``time`` first; returns the line written, parsed.
 
         Raises:
-            ApiError: 507 the file has reached ``max_bytes``.
+            ApiError: 507 the file has reached ``max_bytes``; 500 it is a symbolic link or not a regular file.
         """
-        line = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **record}
+        line = {"time": utc_now(), **record}
         data = (json.dumps(line, ensure_ascii=True) + "\n").encode()
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+            fd = open_in_folder(self.path.parent, self.path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                lambda path, why: ApiError(500, f"feedback not recorded: {path.name}: {why}"))
             try:
                 if os.fstat(fd).st_size + len(data) > self.max_bytes:
                     raise ApiError(507, f"{self.path.name} has reached its limit of {self.max_bytes} bytes")

@@ -12,8 +12,12 @@ own writer lock orders adds and removes with other processes'.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import os
+import stat
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,8 +41,9 @@ from simclr_watches.serve.stats import Stats
 from simclr_watches.serve.thumbnails import ThumbnailCache, make_thumbnail
 
 
-# Decoded format -> (file extension, media type) of the bytes as served or stored.
-FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp"),
+# Decoded format -> (file extension, media type) of the bytes as served or stored. A multi-picture JPEG
+# (MPO, written by many phone cameras) is a JPEG whose first picture is what is decoded.
+FORMATS = {"JPEG": ("jpg", "image/jpeg"), "MPO": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp"),
            "BMP": ("bmp", "image/bmp"), "DIB": ("bmp", "image/bmp"), "TIFF": ("tif", "image/tiff"),
            "GIF": ("gif", "image/gif")}
 
@@ -73,6 +78,7 @@ class CatalogService:
         self.stats = Stats()
         self.gate = Gate(settings.max_concurrent, self.stats.refused)
         self.thumbnails = ThumbnailCache(settings.thumbnail_cache)
+        self._uploading = threading.Lock()
         self.feedback = FeedbackLog(self.index_dir / FEEDBACK_FILE, settings.max_feedback_file_bytes)
 
     # Searching
@@ -114,10 +120,20 @@ class CatalogService:
         return self._search(self.decode(data, "upload"), label, k, started)
 
     def similar(self, item_id: int, k: int, started: float) -> dict[str, Any]:
-        """"More like this": the ``k`` items nearest to catalog item ``item_id``'s photo (itself first)."""
-        record = self.item(item_id)
-        photo = self._read_item(record, decode=True)
-        return self._search(photo, f"item:{item_id}", k, started)
+        """"More like this": the ``k`` items nearest to catalog item ``item_id`` (itself first), from its stored row.
+
+        No file is read and nothing is embedded (:meth:`Searcher.search_item`): no ``box`` nor ``size``.
+
+        Raises:
+            ApiError: 404 no such live item.
+        """
+        self.searcher.refresh()
+        result = self.searcher.search_item(item_id, top_k=k)
+        if result is None:
+            raise ApiError(404, f"no item {item_id} in the index")
+        took_ms = (time.perf_counter() - started) * 1000
+        self.stats.searched(took_ms)
+        return {**result.to_json(), "took_ms": round(took_ms, 1)}
 
     def on_model_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Runs ``fn`` on the encoder's thread, after the work queued there before; returns its result."""
@@ -152,7 +168,9 @@ class CatalogService:
         """
         try:
             data = read_limited(record["path"], MAX_FILE_BYTES, ImageReadError)
-            return decode_image(data, record["path"], hash=False) if decode else data
+            if not decode:
+                return data
+            return decode_image(data, record["path"], max_pixels=self.settings.max_pixels, hash=False)
         except ImageReadError as e:
             raise ApiError(404, f"item {record['id']}: its file cannot be read: {e.reason}") from None
 
@@ -208,7 +226,8 @@ class CatalogService:
         Every photo is decoded first: one that is unusable refuses the whole request, before
         anything is written. Each is then stored as ``INDEX/uploads/SHA256.EXT`` (a name made
         from its content and decoded format, written atomically) and added with
-        :func:`simclr_watches.retrieval.update.add_items`.
+        :func:`simclr_watches.retrieval.update.add_items`; a file this request wrote that no
+        item was added from (a duplicate, or a refused add) is removed again.
 
         Returns:
             ``added`` (records of the new items), ``unchanged`` and ``skipped`` (``file``,
@@ -219,20 +238,41 @@ class CatalogService:
         """
         for i, data in enumerate(files, 1):
             self.decode(data, f"photo {i}")
-        stored = [self._store_upload(data) for data in files]
-        report = self.on_model_thread(self._write, add_items, self.index_dir, stored, device=str(self.searcher.device),
-                                      model=(self.searcher.encoder, self.searcher.model))
+        with self._uploading:  # what this request wrote is told apart from what others did
+            written: list[Path] = []
+            report = None
+            try:
+                stored = [self._store_upload(data, written) for data in files]
+                report = self.on_model_thread(self._write, add_items, self.index_dir, stored,
+                                              device=str(self.searcher.device),
+                                              model=(self.searcher.encoder, self.searcher.model))
+            finally:  # a duplicate, a skipped photo or a refused add leaves no file that no item refers to
+                used = {a["path"] for a in report.added} if report else set()
+                for path in written:
+                    if str(path) not in used:
+                        path.unlink(missing_ok=True)
         return {"added": report.added, "unchanged": _reasons(report.unchanged), "skipped": _reasons(report.skipped),
                 "compacted": report.compacted, "items": report.live}
 
-    def _store_upload(self, data: bytes) -> Path:
-        """Writes an upload's bytes as ``uploads/SHA256.EXT`` (kept if already there); returns its path."""
-        name = f"{hashlib.sha256(data).hexdigest()}.{FORMATS[image_format(data)][0]}"
-        path = self.index_dir / UPLOADS_DIR / name
-        if not path.is_file():
+    def _store_upload(self, data: bytes, written: list[Path]) -> Path:
+        """Writes an upload's bytes as ``uploads/SHA256.EXT`` (kept if already there); returns its path.
+
+        A file written (not already there) is appended to ``written``.
+
+        Raises:
+            ApiError: 409 ``uploads`` is not a real folder (a symbolic link, a file): nothing is written.
+        """
+        folder = self.index_dir.resolve() / UPLOADS_DIR
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                raise ApiError(409, f"the index was not changed: {folder}: not a folder (a symbolic link or a file); "
+                                    "photos are stored only in a real folder")
+        path = folder / f"{hashlib.sha256(data).hexdigest()}.{FORMATS[image_format(data)][0]}"
+        if os.path.islink(path) or not path.is_file():  # a planted link is replaced, never written through
             with atomic_path(path) as tmp:
                 tmp.write_bytes(data)
-        return path.resolve()
+            written.append(path)
+        return path
 
     def remove(self, item_id: int) -> dict[str, Any]:
         """Removes item ``item_id`` from every result (its row goes at the next compaction).

@@ -21,7 +21,10 @@ class ServeSettings:
         max_upload_bytes: largest photo accepted, in bytes (larger: 413, refused while reading).
         max_pixels: largest photo accepted, in decoded pixels (larger: 413, refused before decoding).
         max_concurrent: requests that read or search photos at once; one more is answered 503 at once.
-            Memory is bounded by about ``max_concurrent * (max_upload_bytes + 3 * max_pixels)``.
+            Catalog photos for images and thumbnails are read at most ``max_concurrent`` at a time too.
+            Memory is bounded by about ``max_concurrent * (max_add_files * max_upload_bytes + 3 * max_pixels)``
+            for photo requests (an add holds all its photos; a search one), plus
+            ``max_concurrent * (MAX_FILE_BYTES + 3 * max_pixels)`` for catalog photos being read.
         max_top_k: largest ``k`` a search may ask for.
         max_add_files: photos one ``POST /api/items`` may add.
         enable_writes: whether add, delete and feedback are allowed at all (else 403).
@@ -31,6 +34,8 @@ class ServeSettings:
         thumbnail_cache: thumbnails kept in memory (least recently used dropped first).
         max_feedback_bytes: largest feedback request body.
         max_feedback_file_bytes: size at which ``feedback.jsonl`` stops growing (further feedback: 507).
+        upload_timeout_s: seconds a request holding a place may take to send its photos (longer: 408),
+            so clients trickling uploads cannot keep every place.
     """
 
     max_upload_bytes: int = 16 * MiB
@@ -45,6 +50,7 @@ class ServeSettings:
     thumbnail_cache: int = 512
     max_feedback_bytes: int = 4096
     max_feedback_file_bytes: int = 64 * MiB
+    upload_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_pixels", "max_concurrent", "max_top_k", "max_add_files",
@@ -52,6 +58,9 @@ class ServeSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SimclrWatchesError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if isinstance(self.upload_timeout_s, bool) or not isinstance(self.upload_timeout_s, (int, float)) \
+                or not 0 < self.upload_timeout_s < float("inf"):
+            raise SimclrWatchesError(f"upload-timeout must be a positive number of seconds, got {self.upload_timeout_s!r}")
         if self.enable_writes and (self.token is None or len(self.token) < MIN_TOKEN_CHARS):
             raise SimclrWatchesError(f"writes need a token of at least {MIN_TOKEN_CHARS} characters "
                                      f"(--token or ${TOKEN_ENV}; none: one is generated)")

@@ -11,7 +11,7 @@ cache on the accelerator), :mod:`~simclr_watches.train.augment` (views made by K
 batches), :mod:`~simclr_watches.train.simclr` (model and optimiser),
 :mod:`~simclr_watches.train.loop` (schedule, step, epoch), :mod:`~simclr_watches.train.proxy`
 (the per-epoch metric), :mod:`~simclr_watches.train.state` (checkpoints) and
-:mod:`~simclr_watches.train.distributed`: under ``torchrun`` every process trains on
+:mod:`~simclr_watches.core.distributed`: under ``torchrun`` every process trains on
 its shard of the catalog with DDP, and the loss gathers the projections of all
 processes, so the negatives are the global batch.
 """
@@ -36,7 +36,7 @@ from simclr_watches.core.device import resolve_device
 from simclr_watches.train.augment import SimCLRAugment
 from simclr_watches.train.catalog_cache import CatalogCache, build_cache, cache_placement
 from simclr_watches.train.config import PretrainConfig
-from simclr_watches.train.distributed import DistInfo, all_ranks, dist_from_env, local_device, mean_over_ranks, process_group
+from simclr_watches.core.distributed import DistInfo, all_ranks, dist_from_env, local_device, mean_over_ranks, process_group
 from simclr_watches.train.loop import batch_order, lr_at, train_one_epoch
 from simclr_watches.train.proxy import make_proxy_set, retrieval_proxy
 from simclr_watches.train.simclr import SimCLRModel, build_model, build_optimizer, memory_format

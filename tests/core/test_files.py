@@ -10,7 +10,7 @@ import pytest
 
 from helpers import deadline
 from simclr_watches.core.errors import FileReadError
-from simclr_watches.core.files import open_regular, read_json, read_limited, sha256_file
+from simclr_watches.core.files import open_in_folder, open_regular, read_json, read_limited, sha256_file
 from simclr_watches.core.outputs import read_prefix, try_read_json_object
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo") or not hasattr(signal, "SIGALRM"), reason="POSIX only")
@@ -61,3 +61,33 @@ def test_a_fifo_where_an_output_goes_is_refused_not_waited_on(tmp_path):
                            (tmp_path / "sheet.png", PNG)):
             with pytest.raises(OutputError, match="not replaced, even with --force"):
                 prepare_output(path, kind, force=True)
+
+
+def test_open_in_folder_opens_or_creates_a_regular_file_and_never_follows_a_link(tmp_path):
+    def error(path, why):
+        return FileReadError(path, why)
+
+    fd = open_in_folder(tmp_path, "new.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, error)
+    os.write(fd, b"line\n")
+    os.close(fd)
+    assert (tmp_path / "new.txt").read_bytes() == b"line\n"
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "link.txt").symlink_to(victim)
+    (tmp_path / "dangling.txt").symlink_to(tmp_path / "nowhere")
+    for name in ("link.txt", "dangling.txt"):
+        with pytest.raises(FileReadError, match=rf"{name}: a symbolic link, not a file \(refused\)"):
+            open_in_folder(tmp_path, name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, error)
+    assert victim.read_text() == "precious" and not (tmp_path / "nowhere").exists()
+    os.mkfifo(tmp_path / "fifo")
+    with deadline(10), pytest.raises(FileReadError, match="fifo: a FIFO"):
+        open_in_folder(tmp_path, "fifo", os.O_RDONLY, error)
+    with pytest.raises(FileNotFoundError):
+        open_in_folder(tmp_path, "missing", os.O_RDONLY, error)
+    dir_fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        fd = open_in_folder(tmp_path, "new.txt", os.O_RDONLY, error, dir_fd=dir_fd)
+        assert os.read(fd, 10) == b"line\n"
+        os.close(fd)
+    finally:
+        os.close(dir_fd)

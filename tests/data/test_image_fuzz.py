@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from helpers import draw_watch
-from simclr_watches.retrieval.index import SIDECAR_FILE, build_index
+from simclr_watches.retrieval.index import SIDECAR_FILE, build_index, load_index
 
 # Pillow warns about the corrupt metadata it skips; simclr_watches.data.images silences that outside pytest too.
 pytestmark = pytest.mark.filterwarnings(r"ignore::UserWarning:PIL\..*")
@@ -163,7 +163,7 @@ def test_build_index_indexes_or_skips_every_mutated_file(fuzz_catalog, small_che
     assert 0.1 * total < len(report.skipped) < 0.9 * total, Counter(r.split(" (")[0] for _, r in report.skipped)
     assert all(reason and "\n" not in reason for _, reason in report.skipped)
     sidecar = json.loads((tmp_path / "idx" / SIDECAR_FILE).read_text())
-    indexed = {Path(it["path"]).name for it in sidecar["items"]}
+    indexed = {Path(p).name for p in load_index(tmp_path / "idx").paths}
     skipped = {Path(s["path"]).name for s in sidecar["skipped"]}
     assert not indexed & skipped and {Path(p).name for p in _files(fuzz_catalog)} == indexed | skipped
     # Every kind of mutation produced some unreadable file, and some of each format still decodes.

@@ -13,7 +13,7 @@ import pytest
 
 import simclr_watches.retrieval.index as index_mod
 from simclr_watches.core.errors import IndexFormatError, SimclrWatchesError
-from simclr_watches.retrieval.index import build_index, cosine_from_angular, load_embeddings, load_index
+from simclr_watches.retrieval.index import build_index, load_embeddings, load_index
 from simclr_watches.core.files import sha256_file
 
 
@@ -27,13 +27,16 @@ def test_sidecar_describes_everything(make_catalog, small_checkpoint, tmp_path):
     report = _build(root, tmp_path / "idx", small_checkpoint)
     assert report.count == 4 and report.skipped == [(str(root / "bad.jpg"), "empty file")]
     meta = json.loads((tmp_path / "idx" / "index.json").read_text())
-    assert meta["format"] == "simclr-watches-index" and meta["format_version"] == 2
+    assert meta["format"] == "simclr-watches-index" and meta["format_version"] == 3
     assert meta["model"] == {"id": str(small_checkpoint.resolve()), "sha256": sha256_file(small_checkpoint), "arch": "resnet18", "dim": 512}
     assert meta["dim"] == 512 and meta["metric"] == "angular" and meta["n_trees"] == 5 and meta["count"] == 4
     assert meta["preprocessing"]["size"] == 64
-    assert meta["files"] == {"forest": "forest-1.ann", "vectors": "vectors-1.npy"} and meta["forest_count"] == 4
-    assert [it["id"] for it in meta["items"]] == [0, 1, 2, 3] and meta["next_id"] == 4
-    item = meta["items"][0]
+    assert meta["files"] == {role: f"{role}-1.{'ann' if role == 'forest' else 'npy'}" for role in
+                             ("forest", "vectors", "ids", "sha256", "sizes", "offsets", "paths")}
+    assert meta["forest_count"] == 4 and "projection" not in meta  # 4 images: too few for a 512-d PCA
+    assert meta["added"] == meta["removed"] == [] and meta["next_id"] == 4
+    assert load_index(tmp_path / "idx").ids == [0, 1, 2, 3]
+    item = load_index(tmp_path / "idx").items[0]
     assert item["path"] == str((root / "w000.png").resolve())
     assert item["sha256"] == sha256_file(root / "w000.png") and item["bytes"] == (root / "w000.png").stat().st_size
     assert meta["skipped"] == [{"path": str(root / "bad.jpg"), "reason": "empty file"}]
@@ -64,6 +67,27 @@ def test_existing_index_needs_force(make_catalog, small_checkpoint, tmp_path):
     make_catalog(5)
     assert _build(root, tmp_path / "idx", small_checkpoint, force=True).count == 5
     assert load_index(tmp_path / "idx").meta["count"] == 5
+
+
+def test_force_never_deletes_what_serve_kept_in_the_index(make_catalog, small_checkpoint, tmp_path):
+    root = make_catalog(3)
+    idx = tmp_path / "idx"
+    _build(root, idx, small_checkpoint)
+    photo = idx / index_mod.UPLOADS_DIR / f"{'a' * 64}.png"
+    photo.parent.mkdir()
+    shutil.copy(root / "w000.png", photo)
+    (idx / index_mod.FEEDBACK_FILE).write_text('{"verdict": "right"}\n')
+    with pytest.raises(SimclrWatchesError, match=r"holds what serve kept, which --force would delete: uploads/ \(1 "
+                                                 r"files\), feedback.jsonl \(21 bytes\); move them out"):
+        _build(root, idx, small_checkpoint, force=True)
+    assert photo.read_bytes() == (root / "w000.png").read_bytes()
+    assert (idx / index_mod.FEEDBACK_FILE).read_text() == '{"verdict": "right"}\n'
+    (idx / index_mod.FEEDBACK_FILE).rename(tmp_path / "feedback.jsonl")
+    with pytest.raises(SimclrWatchesError, match=r"uploads/ \(1 files\); move"):
+        _build(root, idx, small_checkpoint, force=True)
+    shutil.move(photo.parent, tmp_path / "uploads")
+    (idx / index_mod.FEEDBACK_FILE).write_text("")  # empty: nothing to lose
+    assert _build(root, idx, small_checkpoint, force=True).count == 3
 
 
 @pytest.mark.slow
@@ -108,7 +132,11 @@ def test_load_index_refuses_incomplete_or_foreign(make_catalog, small_checkpoint
                                                "with build-index --force"):
         load_index(tmp_path / "idx")
     sidecar.write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(IndexFormatError, match="v99 is not v2"):
+    sidecar.write_text(json.dumps({**meta, "format_version": 2}))
+    with pytest.raises(IndexFormatError, match="v2 was written by an older version"):
+        load_index(tmp_path / "idx")
+    sidecar.write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(IndexFormatError, match="v99 is not v3"):
         load_index(tmp_path / "idx")
     sidecar.write_text("{")
     with pytest.raises(IndexFormatError, match="unreadable sidecar"):
@@ -116,11 +144,6 @@ def test_load_index_refuses_incomplete_or_foreign(make_catalog, small_checkpoint
     sidecar.unlink()
     with pytest.raises(IndexFormatError, match="not an index"):
         load_index(tmp_path / "idx")
-
-
-def test_cosine_from_angular():
-    u, v = np.array([1.0, 0.0]), np.array([0.6, 0.8])
-    assert cosine_from_angular(np.linalg.norm(u - v)) == pytest.approx(u @ v)
 
 
 # --- issue 12: the index folder is untrusted input ------------------------------------------------------------
@@ -183,15 +206,20 @@ TAMPERED = {
     "size 0": ("search", _set_preprocessing("size", 0), "index.json: preprocessing.size: expected an integer"),
     "std zeros": ("search", _set_preprocessing("std", [0, 0, 0]),
                   "index.json: preprocessing.std[0]: expected a number"),
-    "items short": ("search", _edit_sidecar(lambda m: {**m, "items": m["items"][:-1]}),
-                    "index.json: items: expected 3 items (count), got 2"),
-    "item without path": ("search", _edit_sidecar(lambda m: {**m, "items": [{"id": i, "sha256": "0" * 64, "bytes": 1} for i in range(3)]}),
-                          "index.json: items[0].path: missing"),
+    "added short": ("search", _edit_sidecar(lambda m: {**m, "count": m["count"] + 1, "next_id": m["next_id"] + 1,
+                                                       "files": {**m["files"], "added": "added-1.npy"}}),
+                    "index.json: added: expected 1 records (count - forest_count), got 0"),
+    "added without path": ("search", _edit_sidecar(lambda m: {**m, "count": 4, "files": {**m["files"], "added": "added-1.npy"},
+                                                             "added": [{"id": 3, "sha256": "0" * 64, "bytes": 1}],
+                                                             "next_id": 4}),
+                           "index.json: added[0].path: missing"),
+    "ids descending": ("search", lambda d: np.save(d / "ids-1.npy", np.array([2, 1, 0])),
+                       "ids-1.npy: not strictly ascending at item 1"),
     "json list": ("search", _edit_sidecar(lambda m: [m]), "index.json: expected an object, got a list of 1"),
     "ann of another build": ("search", lambda d: shutil.copy(d.parent / "other" / "forest-1.ann", d / "forest-1.ann"),
                              "forest-1.ann: item 0 differs from row 0 of vectors-1.npy"),
     "npy pickled": ("search", lambda d: np.save(d / "vectors-1.npy", np.array([{}] * 3), allow_pickle=True),
-                    "vectors-1.npy: expected float32 (3, 512) as index.json says, got object (3,)"),
+                    "vectors-1.npy: expected float16 (3, 512) as index.json says, got object (3,)"),
     "info: nested garbage": ("info", lambda d: (d / "index.json").write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}"),
                              "index.json: unreadable sidecar: JSON nested too deeply"),
 }
@@ -200,7 +228,7 @@ TAMPERED_IN_PROCESS = {
     "ann truncated": ("search", _truncate("forest-1.ann", 5000), "forest-1.ann: 5000 bytes is not a whole number"),
     "ann empty": ("search", _truncate("forest-1.ann", 0), "forest-1.ann: 0 bytes is not a whole number"),
     "npy missing": ("search", lambda d: (d / "vectors-1.npy").unlink(), ": vectors-1.npy is missing"),
-    "npy nan": ("search", lambda d: np.save(d / "vectors-1.npy", np.full((3, 512), np.nan, np.float32)),
+    "npy nan": ("search", lambda d: np.save(d / "vectors-1.npy", np.full((3, 512), np.nan, np.float16)),
                 "vectors-1.npy: row 0 is not a finite unit vector"),
     "info: size 100000": ("info", _set_preprocessing("size", 100000), "index.json: preprocessing.size"),
     "info: model id with a newline": ("info", _edit_sidecar(lambda m: {**m, "model": {**m["model"], "id": "a\nb"}}),
@@ -283,7 +311,8 @@ def test_a_rebuild_between_reads_gives_one_whole_index_not_a_mix(tmp_path, monke
 
     def swap_then_parse(text, *a, **k):
         if not swapped:  # the manifest is read: now a rebuild replaces the folder, before the forest is opened
-            swapped.append(_random_index(tmp_path / "idx", 5, seed=2, force=True))
+            swapped.append(True)  # first: the rebuild reads its own manifest back (vouch_written)
+            _random_index(tmp_path / "idx", 5, seed=2, force=True)
         return real_loads(text, *a, **k)
 
     monkeypatch.setattr(index_mod.json, "loads", swap_then_parse)
@@ -335,13 +364,21 @@ def test_a_fifo_or_folder_in_place_of_a_file_is_refused_without_hanging(tmp_path
     reader = threading.Thread(target=lambda: outcome.append(_error_of(load_index, tmp_path / "idx")), daemon=True)
     reader.start()
     reader.join(10)
-    assert outcome and "index.json: not a regular file" in outcome[0]
+    assert outcome and "index.json: a FIFO (named pipe), not a file" in outcome[0]
     (tmp_path / "idx" / "forest-1.ann").unlink()
     (tmp_path / "idx" / "forest-1.ann").mkdir()
     (tmp_path / "idx" / "index.json").unlink()
     _random_index(tmp_path / "other", 3)
     shutil.copy(tmp_path / "other" / "index.json", tmp_path / "idx")
-    assert "forest-1.ann: not a regular file" in _error_of(load_index, tmp_path / "idx")
+    assert "forest-1.ann: a folder, not a file" in _error_of(load_index, tmp_path / "idx")
+
+
+def test_a_symbolic_link_in_place_of_a_member_is_refused_not_followed(tmp_path):
+    _random_index(tmp_path / "idx", 3)
+    _random_index(tmp_path / "other", 3)
+    (tmp_path / "idx" / "vectors-1.npy").unlink()
+    (tmp_path / "idx" / "vectors-1.npy").symlink_to(tmp_path / "other" / "vectors-1.npy")
+    assert "vectors-1.npy: a symbolic link, not a file (refused)" in _error_of(load_index, tmp_path / "idx")
 
 
 def _error_of(fn, *args):

@@ -1,10 +1,12 @@
 """Seeded fuzz of an index folder (issue 12): whatever the folder holds, opening it works or is one error line.
 
 Each mutation damages a copy of a small valid index (a sidecar field removed, retyped,
-out of range, huge or nested garbage; format 2's file names, ids, removed flags and
-counts; the sidecar truncated or not JSON; the forest, its rows or the added rows
-truncated, swapped with another index's, emptied, removed or rewritten). Index ``a``
-has added rows and removed items, so every part of format 2 is there to damage. Opening the copy (:func:`load_index`, then, on success, what ``Searcher``
+out of range, huge or nested garbage; format 3's file names, added records, removed ids,
+projection and counts; the sidecar truncated or not JSON; the forest, its rows, the added
+rows, the PCA or an item column truncated, swapped with another index's, emptied, removed or
+rewritten). Index ``a`` has a PCA, added rows and removed items, so every part of format 3
+is there to damage. The checks that run once per file (retrieval/verified.py) never skip
+here: every file is freshly written, too recent to be remembered. Opening the copy (:func:`load_index`, then, on success, what ``Searcher``
 uses: a query of the forest, the paths, the preprocessing on an image, the crop margin,
 the stored vectors, the model check, ``info``'s summary) must either work or raise an
 :class:`IndexFormatError` of one line naming the file, never another exception.
@@ -48,7 +50,7 @@ def _unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 def build_bases(root: Path) -> dict[str, Path]:
     """Three small valid indexes: ``a`` (the one mutated), ``b`` (same shape, other vectors), ``c`` (other shape)."""
     from simclr_watches.retrieval.embed import EmbeddedItem
-    from simclr_watches.retrieval.index import write_index
+    from simclr_watches.retrieval.index import fit_projection, write_index
     from simclr_watches.model import Preprocessing
     from simclr_watches.weights import ModelInfo
 
@@ -57,15 +59,21 @@ def build_bases(root: Path) -> dict[str, Path]:
     from simclr_watches.retrieval.update import apply_change
 
     out = {}
-    for name, n, dim in (("a", 40, 8), ("b", 40, 8), ("c", 12, 16)):  # a: 40 items split into trees of depth > 1
+    # a: 40 items split into trees of depth > 1, 16-d embeddings stored 8-d by a PCA; c: no PCA, other width.
+    for name, n, dim, width in (("a", 40, 16, 8), ("b", 40, 16, 8), ("c", 12, 16, 0)):
         items = [EmbeddedItem(Path(f"/catalog/{name}{i}.jpg"), f"{i:064x}", 100 + i) for i in range(n)]
         model = ModelInfo("m.safetensors", "ab" * 32, "resnet18", dim, Preprocessing(size=32))
-        out[name] = write_index(root / name, _unit_rows(rng, n, dim), items, model, Preprocessing(size=32), n_trees=3,
-                                skipped=[("/catalog/bad.jpg", "empty file")],
+        vectors = _unit_rows(rng, n, dim)
+        projection = fit_projection(vectors, width)
+        rows = vectors if projection is None else projection.apply(vectors)
+        out[name] = write_index(root / name, rows, items, model, Preprocessing(size=32), n_trees=3,
+                                projection=projection, skipped=[("/catalog/bad.jpg", "empty file")],
                                 extra={"catalog_view": {"crop": "foreground", "margin": 0.05}})
-        # 4 rows added since the forest was built, 3 items removed: generation 2, files forest-1, vectors-1, added-2
+        # 4 rows added since the forest was built, 3 items removed: generation 2, the forest's files of
+        # generation 1, added-2.npy
+        index = load_index(out[name])
         new = [{"id": n + i, "path": f"/catalog/{name}new{i}.jpg", "sha256": f"{n + i:064x}", "bytes": 1} for i in range(4)]
-        apply_change(load_index(out[name]), new, _unit_rows(rng, 4, dim), [1, 5, n + 2], compact=False)
+        apply_change(index, new, index.project(_unit_rows(rng, 4, dim)), [1, 5, n + 2], compact=False)
     return out
 
 
@@ -152,8 +160,12 @@ NAMED: dict[str, Callable[[Any], Any]] = {
     "std 2 channels": _set("preprocessing.std", [0.5, 0.5]),
     "mean nan": _set("preprocessing.mean", [float("nan"), 0, 0]),
     "pad 256": _set("preprocessing.pad_value", 256),
-    "items short": lambda m: {**m, "items": m["items"][:-1]},
-    "item without path": lambda m: {**m, "items": [{k: v for k, v in it.items() if k != "path"} for it in m["items"]]},
+    "added short": lambda m: {**m, "added": m["added"][:-1]},
+    "added record without path": lambda m: {**m, "added": [{k: v for k, v in it.items() if k != "path"}
+                                                           for it in m["added"]]},
+    "added path a lone surrogate": lambda m: {**m, "added": [{**m["added"][0], "path": "/c/\ud800.jpg"},
+                                                             *m["added"][1:]]},
+    "added path huge": lambda m: {**m, "added": [{**m["added"][0], "path": "/" + "x" * 20000}, *m["added"][1:]]},
     "json list": lambda m: [m],
     "count huge": _set("count", 10**12),
     "dim huge": _set("dim", 10**9),
@@ -171,15 +183,31 @@ NAMED: dict[str, Callable[[Any], Any]] = {
     "unknown file role": _set("files.extra", "added-2.npy"),
     "file of a later generation": _set("generation", 1),
     "added file dropped": lambda m: {**m, "files": {k: v for k, v in m["files"].items() if k != "added"}},
+    "column file dropped": lambda m: {**m, "files": {k: v for k, v in m["files"].items() if k != "offsets"}},
+    "columns named as each other": _set("files.ids", "sizes-1.npy"),
+    "paths named as sha256": _set("files.paths", "sha256-1.npy"),
+    "projection file dropped": lambda m: {**m, "files": {k: v for k, v in m["files"].items() if k != "projection"}},
+    "projection field dropped": lambda m: {k: v for k, v in m.items() if k != "projection"},
+    "projection method unknown": _set("projection.method", "ica"),
+    "projection input_dim off": _set("projection.input_dim", 15),
+    "projection wider than the model": _set("dim", 16),
+    "forest_dim wider than the rows": _set("forest_dim", 9),
+    "forest_dim 0": _set("forest_dim", 0),
+    "forest_dim narrower than the forest": _set("forest_dim", 4),
+    "forest_dim dropped": lambda m: {k: v for k, v in m.items() if k != "forest_dim"},
     "forest_count too large": _set("forest_count", 10**6),
     "forest_count = count": lambda m: {**m, "forest_count": m["count"]},
     "forest_count smaller": lambda m: {**m, "forest_count": m["forest_count"] - 1},
-    "duplicate id": lambda m: {**m, "items": [m["items"][1], *m["items"][1:]]},
+    "duplicate added id": lambda m: {**m, "added": [m["added"][1], *m["added"][1:]]},
+    "added id of a forest item": lambda m: {**m, "added": [{**m["added"][0], "id": 39}, *m["added"][1:]]},
     "id past next_id": lambda m: {**m, "next_id": m["next_id"] - 1},
-    "negative id": lambda m: {**m, "items": [{**m["items"][0], "id": -1}, *m["items"][1:]]},
-    "removed false": lambda m: {**m, "items": [{**m["items"][0], "removed": False}, *m["items"][1:]]},
-    "removed 1": lambda m: {**m, "items": [{**m["items"][0], "removed": 1}, *m["items"][1:]]},
-    "everything removed": lambda m: {**m, "items": [{**it, "removed": True} for it in m["items"]]},
+    "negative added id": lambda m: {**m, "added": [{**m["added"][0], "id": -1}, *m["added"][1:]]},
+    "removed false": _set("removed", False),
+    "removed not ascending": lambda m: {**m, "removed": m["removed"][::-1]},
+    "removed twice": lambda m: {**m, "removed": [m["removed"][0], *m["removed"]]},
+    "removed id of no item": lambda m: {**m, "removed": [*m["removed"], m["next_id"] + 5], "next_id": m["next_id"] + 9},
+    "removed too many": lambda m: {**m, "removed": list(range(200_000))},
+    "everything removed": lambda m: {**m, "removed": list(range(m["next_id"]))},
     "updated not a time": _set("updated", "yesterday"),
 }
 
@@ -219,7 +247,8 @@ def _mutate_file(rng: random.Random, f: Path, bases: dict[str, Path], extra: dic
     elif kind == "remove":
         f.unlink()
     elif kind.startswith("swap"):
-        shutil.copy(bases[kind[-1]] / f.name, f)  # every base has the same file names
+        other = bases[kind[-1]] / f.name  # every base has the same file names, but c has no PCA
+        shutil.copy(other if other.exists() else bases["b"] / f.name, f)
     elif kind == "random":
         f.write_bytes(rng.randbytes(len(raw)))
     elif kind == "overwrite":  # a few int32s of garbage anywhere (an Annoy node's links, a .npy header byte)
@@ -273,8 +302,38 @@ def mutate_embeddings(rng: random.Random, d: Path, bases: dict[str, Path]) -> st
     return _mutate_file(rng, f, bases, extra)
 
 
-MUTATORS = [(mutate_field, 5), (mutate_number, 2), (mutate_named, 2), (mutate_sidecar_bytes, 2),
-            (mutate_forest, 2), (mutate_embeddings, 2)]
+def mutate_columns(rng: random.Random, d: Path, bases: dict[str, Path]) -> str:
+    """An item column or the PCA damaged, or rewritten with values no index has."""
+    f = d / rng.choice(["ids-1.npy", "sha256-1.npy", "sizes-1.npy", "offsets-1.npy", "paths-1.npy",
+                        "projection-1.npy"])
+    array = np.load(f)
+
+    def changed(edit: Callable[[np.ndarray], None], dtype: Any = None) -> Callable[[Path], None]:
+        def write(f: Path) -> None:
+            a = array.astype(dtype or array.dtype)
+            edit(a)
+            np.save(f, a)
+        return write
+
+    def at(value: Any) -> Callable[[np.ndarray], None]:
+        def edit(a: np.ndarray) -> None:
+            a.reshape(-1)[rng.randrange(a.size)] = value
+        return edit
+
+    extra = {
+        "reversed": changed(lambda a: a.__setitem__(slice(None), a[::-1].copy())),
+        "value -1": changed(at(-1)) if array.dtype != np.uint8 else changed(at(0)),
+        "value huge": changed(at(2**62)) if array.dtype == np.int64 else changed(at(255)),
+        "nan": changed(at(float("nan")), np.float32) if array.dtype == np.float32 else changed(at(0)),
+        "int32": changed(lambda a: None, np.int32),
+        "one fewer": lambda f: np.save(f, array[:-1]),
+        "2d": lambda f: np.save(f, array.reshape(len(array), -1)[None]),
+    }
+    return _mutate_file(rng, f, bases, extra)
+
+
+MUTATORS = [(mutate_field, 5), (mutate_number, 2), (mutate_named, 3), (mutate_sidecar_bytes, 2),
+            (mutate_forest, 2), (mutate_embeddings, 2), (mutate_columns, 3)]
 
 
 # --- what opening must do ------------------------------------------------------------------------------------
@@ -295,20 +354,25 @@ def exercise(folder: Path) -> str:
         _check_message(e, folder)
         return "refused"
     meta, dim = index.meta, index.meta["dim"]
-    summary = {k: v for k, v in meta.items() if k not in ("items", "skipped")}
+    summary = {k: v for k, v in meta.items() if k not in ("added", "removed", "skipped")}
     json.dumps({**summary, "skipped": len(meta.get("skipped", []))}, indent=2)
     assert len(index.paths) == len(index) == index.vectors.shape[0]
     index.preprocessing.to_uint8(Image.new("RGB", (40, 30)))
     margin = index.crop_margin
     assert margin is None or 0 <= margin <= 1
-    probe = index.vectors[len(index) // 2]
-    ids, scores = index.query(np.asarray(probe), 1000)
+    probe = np.asarray(index.vectors[len(index) // 2], np.float32)
+    ids, scores = index.query(probe, 1000)
     assert len(ids) == index.live_count and all(np.isfinite(scores))
     assert all(0 <= i < len(index) and not index.is_hidden(i) for i in ids)
     cand = AnnoyCandidates(index.ann, 50, hidden=index.hidden_in_forest, always=index.live_added)(probe[None])
     assert not set(cand.tolist()) & set(index.hidden.tolist()) and np.isfinite(index.vectors[cand] @ probe).all()
-    for it in meta["items"]:
+    for r in range(len(index)):
+        it = index.items[r]
         assert index.item(it["id"]) is None if it.get("removed") else index.item(it["id"])["path"] == it["path"]
+    query = index.project(np.ones(meta["model"]["dim"], np.float32))
+    assert query.shape == (dim,) and np.isfinite(query).all()
+    ids, scores = index.query(query, 5)
+    assert all(np.isfinite(scores))
     model = meta["model"]
     index.check_model(ModelInfo(model["id"], model["sha256"], model["arch"], model["dim"], index.preprocessing))
     try:

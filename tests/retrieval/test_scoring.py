@@ -107,7 +107,8 @@ def _old_localized_search(index_dir: Path, checkpoint: Path, query: Path, cfg: L
     vecs = np.concatenate([embed_tensors(enc, pre, whole[None], torch.device("cpu")),
                            embed_tensors(enc, pre, crops, torch.device("cpu"))])
     cand = sorted({i for v in vecs for i in index.ann.get_nns_by_vector(v.tolist(), cfg.candidates)})
-    fused, best = fuse_scores(vecs @ index.vectors[cand].T, cfg.top_m)
+    rows = np.asarray(index.vectors[cand], np.float32)  # float16 rows, unit again
+    fused, best = fuse_scores(vecs @ (rows / np.linalg.norm(rows, axis=1, keepdims=True)).T, cfg.top_m)
     order = np.argsort(-fused, kind="stable")[:top_k]
     return [(index.paths[cand[j]], float(fused[j])) for j in order], boxes[best[order[0]]].tolist()
 

@@ -86,9 +86,11 @@ def test_removed_items_never_appear_and_compaction_keeps_ids_and_results(built):
 
     report = compact(idx)
     assert report.compacted and (report.live, report.pending_added, report.pending_removed) == (7, 0, 0)
-    assert _folder(idx) == _named(idx) == [".lock", "forest-4.ann", "index.json", "vectors-4.npy"]
-    meta = load_index(idx).meta
-    assert [it["id"] for it in meta["items"]] == [0, 1, 3, 4, 5, 6, 8] and meta["next_id"] == 9
+    assert _folder(idx) == _named(idx) == [".lock", "forest-4.ann", "ids-4.npy", "index.json", "offsets-4.npy",
+                                           "paths-4.npy", "sha256-4.npy", "sizes-4.npy", "vectors-4.npy"]
+    compacted = load_index(idx)
+    assert compacted.ids == [0, 1, 3, 4, 5, 6, 8] and compacted.meta["next_id"] == 9
+    assert compacted.meta["added"] == compacted.meta["removed"] == []
     assert searcher.refresh()
     for (q, localize), expected in before.items():
         searcher.localize = LocalizeConfig() if localize else None
@@ -104,6 +106,15 @@ def test_compaction_starts_by_itself_past_the_threshold(built, monkeypatch):
     assert not remove_items(idx, [0, 1]).compacted  # 2 pending: not past max(2, 10 % of 4)
     report = add_items(idx, [new / "w006.png"])
     assert report.compacted and (report.live, report.pending_added, report.pending_removed) == (5, 0, 0)
+
+
+def test_an_added_then_removed_item_counts_once_toward_compaction(built, monkeypatch):
+    catalog, idx, new = built
+    monkeypatch.setattr(update_mod, "COMPACT_MIN_PENDING", 2)
+    assert not add_items(idx, [new / "w006.png", new / "w007.png"]).compacted  # 2 pending
+    report = remove_items(idx, [6, 7])  # the same 2 rows, hidden: still 2 changes, not 4
+    assert not report.compacted and (report.live, report.pending_added, report.pending_removed) == (6, 2, 2)
+    assert remove_items(idx, [0]).compacted  # a third change
 
 
 def test_update_embeds_only_new_or_changed_files_and_drops_deleted_ones(built, monkeypatch):
@@ -126,7 +137,7 @@ def test_update_embeds_only_new_or_changed_files_and_drops_deleted_ones(built, m
     assert report.skipped == [(str(catalog / "bad.png"), "empty file")]
     index = load_index(idx)
     assert index.meta["skipped"] == [{"path": str(catalog / "bad.png"), "reason": "empty file"}]
-    live = {index.meta["items"][r]["path"] for r in range(len(index)) if not index.is_hidden(r)}
+    live = {index.items[r]["path"] for r in range(len(index)) if not index.is_hidden(r)}
     assert live == {str(p.resolve()) for p in catalog.glob("w*.png")} | {str(catalog / "moved.png"), outside["path"]}
     moved = index.row_of(7)
     assert np.array_equal(index.vectors[moved], index.vectors[index.row_of(3)])
@@ -194,7 +205,8 @@ def test_the_forest_of_an_index_with_removed_items_skips_them_in_every_query(tmp
     index = load_index(tmp_path / "idx")
     rows = np.arange(65)
     live = np.setdiff1d(rows, hidden)
-    allv = np.concatenate([v, extra])
+    allv = np.concatenate([v, extra]).astype(np.float16).astype(np.float32)  # as the index stores them
+    allv /= np.linalg.norm(allv, axis=1, keepdims=True)
     for q in allv:
         got, scores = index.query(q, 10)
         exact = live[np.argsort(-(allv[live] @ q), kind="stable")[:10]]
@@ -202,8 +214,8 @@ def test_the_forest_of_an_index_with_removed_items_skips_them_in_every_query(tmp
     # Compacting a change that also hides one of its own new rows keeps exactly the live rows, in order.
     update_mod.apply_change(index, [{**new[0], "id": 70}], extra[:1], [65], compact=True)
     compacted = load_index(tmp_path / "idx")
-    assert compacted.ids == [index.meta["items"][r]["id"] for r in live] and len(compacted.vectors) == len(live)
-    assert np.array_equal(np.asarray(compacted.vectors), allv[live])
+    assert compacted.ids == [index.items[r]["id"] for r in live] and len(compacted.vectors) == len(live)
+    assert np.array_equal(np.asarray(compacted.vectors), np.concatenate([v, extra]).astype(np.float16)[live])
 
 
 def test_searches_during_adds_removals_and_compactions_never_fail(built, monkeypatch):

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import threading
 
+import anyio
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from helpers import draw_watch
+from simclr_watches.retrieval import store
 from simclr_watches.retrieval.index import FEEDBACK_FILE, INDEX_OUTPUT, UPLOADS_DIR, UPLOAD_NAME, build_index
 from simclr_watches.retrieval.search import Searcher
 from simclr_watches.retrieval.update import add_items
@@ -133,6 +138,18 @@ def test_a_catalog_file_gone_since_indexing_is_404(serve, tmp_path):
     assert_error(client.get("/api/items/4/image"), 404, "item 4: its file cannot be read")
 
 
+def test_more_like_this_searches_the_stored_row_and_reads_no_file(serve, index_dir, tmp_path, monkeypatch):
+    client = serve(localize=False)
+    photo = tmp_path / "catalog" / "w004.png"
+    by_photo = post_photo(client, photo.read_bytes(), k=6).json()["results"]
+    photo.unlink()  # the stored row needs no file
+    monkeypatch.setattr("simclr_watches.serve.service.read_limited", lambda *a, **k: pytest.fail("read a file"))
+    similar = client.get("/api/items/4/similar?k=6").json()
+    assert similar["query"] == "item:4" and "box" not in similar and "size" not in similar
+    assert [r["id"] for r in similar["results"]] == [r["id"] for r in by_photo]
+    assert similar["results"][0]["id"] == 4 and similar["results"][0]["score"] > 0.999
+
+
 def test_write_endpoints_are_403_unless_enabled_then_401_without_the_token(serve):
     read_only, writable = serve(), serve(enable_writes=True, token=TOKEN)
     for method, url in (("post", "/api/items"), ("delete", "/api/items/0"), ("post", "/api/feedback")):
@@ -199,11 +216,11 @@ def test_a_full_server_answers_503_and_counts_it(serve, tmp_path):
     photo = (tmp_path / "catalog" / "w001.png").read_bytes()
     with client.app.state.service.gate.admit():  # one request in flight
         assert_error(post_photo(client, photo), 503, "busy: 1 requests are being served")
-        assert_error(client.get("/api/items/1/similar"), 503, "busy")
+        assert client.get("/api/items/1/similar").status_code == 200  # holds no photo: never busy
         assert client.get("/api/items/1/thumbnail").status_code == 200  # catalog reads wait, not refused
     assert post_photo(client, photo).status_code == 200
     stats = client.get("/api/stats").json()
-    assert stats["busy_refused"] == 2 and stats["searches"] == 1 and stats["p50_ms"] > 0 and stats["in_flight"] == 0
+    assert stats["busy_refused"] == 1 and stats["searches"] == 2 and stats["p50_ms"] > 0 and stats["in_flight"] == 0
 
 
 def test_health_and_stats(serve, small_checkpoint):
@@ -239,3 +256,133 @@ def test_an_index_that_becomes_unreadable_is_503_not_a_crash(serve, index_dir):
     (index_dir / "index.json").write_text("{}")
     assert_error(client.get("/api/health"), 503, "the index cannot be read now")
     assert_error(client.get("/api/items/1"), 503, "index.json")
+
+
+def mpo(*colours) -> bytes:
+    """A multi-picture JPEG (MPO, as phone cameras write) of one frame per colour."""
+    frames = [draw_watch(c) for c in colours]
+    buf = io.BytesIO()
+    frames[0].save(buf, "MPO", save_all=True, append_images=frames[1:])
+    assert Image.open(io.BytesIO(buf.getvalue())).format == "MPO"
+    return buf.getvalue()
+
+
+def test_a_multi_picture_jpeg_is_added_served_as_a_jpeg_and_searched(serve, index_dir):
+    client = serve(enable_writes=True, token=TOKEN)
+    data = mpo(43, 44)
+    resp = post_photo(client, data, url="/api/items", headers=AUTH, name="phone.jpg")
+    assert resp.status_code == 201, resp.text
+    [added] = resp.json()["added"]
+    assert added["path"].endswith(".jpg") and (index_dir / UPLOADS_DIR / f"{added['sha256']}.jpg").read_bytes() == data
+    image = client.get(f"/api/items/{added['id']}/image")
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg" and image.content == data
+    assert post_photo(client, data).json()["results"][0]["id"] == added["id"]
+
+
+def test_planted_links_in_the_index_folder_are_refused_never_written_through(serve, index_dir, tmp_path):
+    client = serve(enable_writes=True, token=TOKEN)
+    victim = tmp_path / "bashrc"
+    victim.write_text("precious\n")
+    (index_dir / FEEDBACK_FILE).symlink_to(victim)
+    good = {"query": "item:1", "item_id": 2, "verdict": "right"}
+    assert_error(client.post("/api/feedback", json=good, headers=AUTH), 500,
+                 f"feedback not recorded: {FEEDBACK_FILE}: a symbolic link, not a file (refused)")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (index_dir / UPLOADS_DIR).symlink_to(elsewhere)
+    assert_error(post_photo(client, png(draw_watch(45)), url="/api/items", headers=AUTH), 409,
+                 "uploads: not a folder (a symbolic link or a file)")
+    assert victim.read_text() == "precious\n" and list(elsewhere.iterdir()) == []
+    assert client.get("/api/health").json()["items"] == 6
+    (index_dir / UPLOADS_DIR).unlink()
+    (index_dir / UPLOADS_DIR).mkdir()
+    new = png(draw_watch(45))
+    planted = index_dir / UPLOADS_DIR / f"{hashlib.sha256(new).hexdigest()}.png"
+    planted.symlink_to(victim)  # a link where the upload's own name goes is replaced, not followed
+    assert post_photo(client, new, url="/api/items", headers=AUTH).status_code == 201
+    assert not planted.is_symlink() and planted.read_bytes() == new and victim.read_text() == "precious\n"
+
+
+def test_an_upload_no_item_was_added_from_leaves_no_file(serve, index_dir, tmp_path, monkeypatch):
+    client = serve(enable_writes=True, token=TOKEN)
+    duplicate = (tmp_path / "catalog" / "w003.png").read_bytes()
+    resp = post_photo(client, duplicate, url="/api/items", headers=AUTH).json()
+    assert resp["added"] == [] and "same content as item 3" in resp["unchanged"][0]["reason"]
+    assert list((index_dir / UPLOADS_DIR).iterdir()) == []
+    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 0.2)
+    with store.writer_lock(index_dir):  # another writer holds the index
+        assert_error(post_photo(client, png(draw_watch(46)), url="/api/items", headers=AUTH), 409,
+                     "another simclr-watches process is updating this index")
+    assert list((index_dir / UPLOADS_DIR).iterdir()) == [] and client.get("/api/health").json()["items"] == 6
+
+
+def test_a_client_that_trickles_its_upload_gets_408_and_frees_its_place(serve, tmp_path):
+    client = serve(max_concurrent=1, upload_timeout_s=0.3)
+    app = client.app
+    answers: list[dict] = []
+    first = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n\x89PNG'
+
+    async def trickle() -> None:
+        chunks = [first]
+
+        async def receive():
+            if chunks:
+                return {"type": "http.request", "body": chunks.pop(), "more_body": True}
+            await anyio.sleep(3600)  # the rest never comes
+
+        async def send(message):
+            answers.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/api/search", "raw_path": b"/api/search", "query_string": b"", "root_path": "",
+                 "headers": [(b"content-type", b"multipart/form-data; boundary=b")], "client": ("127.0.0.1", 1),
+                 "server": ("testserver", 80)}
+        with anyio.fail_after(30):  # without a timeout it would hold the only place for an hour
+            await app(scope, receive, send)
+
+    anyio.run(trickle)
+    assert answers[0]["status"] == 408 and b"took more than 0.3 s to arrive" in answers[1]["body"]
+    photo = (tmp_path / "catalog" / "w001.png").read_bytes()
+    assert post_photo(client, photo).status_code == 200  # the place was given back
+
+
+def test_thumbnails_waiting_their_turn_hold_no_worker_thread(serve, monkeypatch):
+    client = serve(max_concurrent=1)
+    service = client.app.state.service
+    release, real, reading = threading.Event(), service.thumbnail, []
+
+    def slow(item_id):
+        reading.append(item_id)
+        release.wait(30)
+        return real(item_id)
+
+    monkeypatch.setattr(service, "thumbnail", slow)
+
+    async def page() -> tuple[int, list[int]]:
+        before = threading.active_count()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=client.app), base_url="http://t") as http:
+            statuses: list[int] = []
+
+            async def get(i: int) -> None:
+                statuses.append((await http.get(f"/api/items/{i}/thumbnail")).status_code)
+
+            async with anyio.create_task_group() as tasks:
+                for i in range(4):
+                    tasks.start_soon(get, i)
+                with anyio.fail_after(30):
+                    while not reading:
+                        await anyio.sleep(0.01)
+                for _ in range(20):  # let the other three run as far as they can
+                    await anyio.sleep(0.01)
+                busy = threading.active_count() - before
+                release.set()
+        return busy, statuses
+
+    busy, statuses = anyio.run(page)
+    assert busy == 1 and sorted(statuses) == [200] * 4  # one thread reads; three wait in the event loop
+
+
+def test_thumbnails_decode_catalog_photos_within_the_pixel_limit(serve):
+    client = serve(max_pixels=5000)  # the catalog's photos are 96 x 96 = 9216 pixels
+    assert_error(client.get("/api/items/1/thumbnail"), 404, "9216 pixels exceeds the limit of 5000")
+    assert client.get("/api/items/1/image").status_code == 200  # served as stored, never decoded

@@ -22,3 +22,10 @@ def test_writes_need_a_long_enough_token():
     token = new_token()
     assert len(token) >= MIN_TOKEN_CHARS and token != new_token()
     assert ServeSettings(enable_writes=True, token=token).token == token
+
+
+def test_the_upload_timeout_must_be_a_positive_number_of_seconds():
+    assert ServeSettings().upload_timeout_s == 30.0 and ServeSettings(upload_timeout_s=0.5).upload_timeout_s == 0.5
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "30"):
+        with pytest.raises(SimclrWatchesError, match="upload-timeout must be a positive number of seconds"):
+            ServeSettings(upload_timeout_s=bad)
