@@ -6,10 +6,15 @@ learnt box (with the crop, as `search` does), reporting Recall@k, MRR and ms per
 Part 2 times the real search path (`Searcher`, Annoy candidates + exact fusion) one query at a
 time, without localisation, with windows and with the learnt box, on a cropped index of the
 packshots (the default).
+Part 3 (``--baseline DIR``, another checkout, e.g. ``git worktree add --detach /tmp/before main``)
+times the default search of this checkout against the baseline's on the same index: each side is
+a warm worker process (this script's ``--worker`` mode, run with the side's code on PYTHONPATH),
+fed the same photo in turn, query by query, so that the machine's load hits both alike; the
+median of the per-query ratios is the figure to trust on a shared machine.
 
 Usage:
     python benchmarks/localization.py ../shared/data/watches-dev/manifest.csv [--model NAME] [--latency-queries 30]
-        [--skip-compare] [--threads N]
+        [--skip-compare] [--skip-modes] [--threads N] [--baseline DIR --rounds 3]
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +41,7 @@ from simclr_watches.data.mask import CROP_MARGIN
 from simclr_watches.retrieval.search import Searcher
 from simclr_watches.weights import DEFAULT_MODEL, load_model
 
+REPO = Path(__file__).resolve().parent.parent
 LAYOUTS = {
     "default: whole + 0.45 windows, stride 0.7": LocalizeConfig(),
     "whole + 0.4 windows, stride 0.5": LocalizeConfig(scales=(0.4,), stride=0.5),
@@ -65,17 +73,22 @@ def compare(manifest: Path, model: str) -> None:
         print(f"| {name} | {s['R@1']:.3f} | {s['R@5']:.3f} | {s['R@10']:.3f} | {s['MRR']:.3f} | {ms:.0f} |", flush=True)
 
 
-def latency(manifest: Path, model: str, n: int) -> None:
-    task = catalog_photo_task(manifest)
-    enc, info = load_model(model)
-    gallery = make_method(f"{model}+crop").embed(task.gallery)
+def write_gallery_index(out: Path, gallery: list[Path], model: str) -> None:
+    """A cropped index of ``gallery`` (as ``build-index`` writes it) in ``out``."""
     from simclr_watches.retrieval.embed import EmbeddedItem
     from simclr_watches.core.files import sha256_file
 
-    items = [EmbeddedItem(p, sha256_file(p), p.stat().st_size) for p in task.gallery]
+    _, info = load_model(model)
+    vectors = make_method(f"{model}+crop").embed(gallery)
+    items = [EmbeddedItem(p, sha256_file(p), p.stat().st_size) for p in gallery]
+    write_index(out, vectors, items, info, info.preprocessing,
+                extra={"catalog_view": {"crop": "foreground", "margin": CROP_MARGIN}})
+
+
+def latency(manifest: Path, model: str, n: int) -> None:
+    task = catalog_photo_task(manifest)
     with tempfile.TemporaryDirectory() as tmp:
-        write_index(Path(tmp) / "idx", gallery, items, info, info.preprocessing,
-                    extra={"catalog_view": {"crop": "foreground", "margin": CROP_MARGIN}})
+        write_gallery_index(Path(tmp) / "idx", task.gallery, model)
         print(f"\nsearch latency, one query per call, {n} on-wrist photos, {torch.get_num_threads()} torch threads, "
               f"modes interleaved query by query (load average before: {os.getloadavg()[0]:.1f})")
         modes = {"--no-localize": None, "windows (localised)": LocalizeConfig(),
@@ -99,6 +112,64 @@ def latency(manifest: Path, model: str, n: int) -> None:
                   f"{statistics.median(t) / base:.2f} |")
 
 
+def worker(index: Path) -> None:
+    """``--worker``: a warm default search over ``index``; answers each photo path read on stdin with
+    its wall ms and the process's CPU ms (all threads: the work done, which a busy machine inflates less)."""
+    searcher = Searcher(index, device="cpu")
+    for line in sys.stdin:
+        q = Path(line.strip())
+        t0, c0 = time.perf_counter(), time.process_time()
+        searcher.search([(str(q), q)], top_k=10)
+        print(f"{(time.perf_counter() - t0) * 1000:.3f} {(time.process_time() - c0) * 1000:.3f}", flush=True)
+
+
+def ab(manifest: Path, model: str, baseline: Path, n: int, rounds: int, threads: int) -> None:
+    """Default search of this checkout vs ``baseline``'s, warm workers fed the same photos in turn."""
+    task = catalog_photo_task(manifest)
+    queries = task.queries[:n]
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Path(tmp) / "idx"
+        write_gallery_index(index, task.gallery, model)
+        sides = {"this checkout": REPO, f"baseline {baseline}": baseline.resolve()}
+        workers = {label: subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), str(manifest), "--worker", str(index), "--threads", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=checkout,
+            env={**os.environ, "PYTHONPATH": str(checkout)}) for label, checkout in sides.items()}
+
+        def ask(proc: subprocess.Popen, q: Path) -> tuple[float, float]:
+            proc.stdin.write(f"{q}\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+            if not line:
+                sys.exit(f"a worker failed (exit {proc.wait()})")
+            wall, cpu = line.split()
+            return float(wall), float(cpu)
+
+        for proc in workers.values():
+            ask(proc, queries[0])  # warm-up
+        load = os.getloadavg()[0]
+        times: dict[str, list[tuple[float, float]]] = {label: [] for label in workers}
+        for _ in range(rounds):
+            for q in queries:
+                for label, proc in workers.items():
+                    times[label].append(ask(proc, q))
+        for proc in workers.values():
+            proc.stdin.close()
+            proc.wait()
+    (a, ta), (b, tb) = times.items()
+    ratios = sorted(x[0] / y[0] for x, y in zip(ta, tb))
+    print(f"\nA/B: default search, {len(queries)} on-wrist photos x {rounds} rounds, interleaved query by query, "
+          f"{threads or 'default'} torch threads (load average at start {load:.1f}, at end {os.getloadavg()[0]:.1f})")
+    print("| side | median ms | p90 ms | CPU ms (median) |")
+    print("| --- | --- | --- | --- |")
+    for label, t in times.items():
+        wall, cpu = sorted(w for w, _ in t), sorted(c for _, c in t)
+        print(f"| {label} | {statistics.median(wall):.1f} | {wall[int(0.9 * (len(wall) - 1))]:.1f} | "
+              f"{statistics.median(cpu):.1f} |")
+    print(f"wall ratio {a} / {b}, per query: median {statistics.median(ratios):.2f} "
+          f"(quartiles {ratios[len(ratios) // 4]:.2f}-{ratios[3 * len(ratios) // 4]:.2f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("manifest", type=Path)
@@ -106,12 +177,21 @@ def main() -> None:
     ap.add_argument("--latency-queries", type=int, default=30)
     ap.add_argument("--skip-compare", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
+    ap.add_argument("--skip-modes", action="store_true", help="skip part 2 (the latency of every mode)")
+    ap.add_argument("--baseline", type=Path, help="part 3: another checkout whose default search to time against")
+    ap.add_argument("--rounds", type=int, default=3, help="part 3: passes over the photos")
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.worker:
+        return worker(args.worker)
     if not args.skip_compare:
         compare(args.manifest, args.model)
-    latency(args.manifest, args.model, args.latency_queries)
+    if not args.skip_modes:
+        latency(args.manifest, args.model, args.latency_queries)
+    if args.baseline:
+        ab(args.manifest, args.model, args.baseline, args.latency_queries, args.rounds, args.threads)
 
 
 if __name__ == "__main__":

@@ -51,11 +51,15 @@ def embed_with_maps(encoder: Encoder | EnsembleEncoder,
     first = box_backbone(encoder)
     shared = encoder.shared if isinstance(encoder, EnsembleEncoder) else 0
     shared = min(shared, AFTER_BLOCK4)
+    kept: list[torch.Tensor] = []
+
+    def first_with_maps(h: torch.Tensor) -> torch.Tensor:
+        kept.append(first.run_stages(h, shared, AFTER_BLOCK4))
+        kept.append(first.run_stages(kept[0], AFTER_BLOCK4, AFTER_BLOCK6))
+        return first.run_stages(kept[1], AFTER_BLOCK6)
+
     h = first.run_stages(x, 0, shared)
-    f16 = first.run_stages(h, shared, AFTER_BLOCK4)
-    f32 = first.run_stages(f16, AFTER_BLOCK4, AFTER_BLOCK6)
-    parts = [F.normalize(first.run_stages(f32, AFTER_BLOCK6).float(), dim=1)]
-    if isinstance(encoder, EnsembleEncoder):
-        parts += [F.normalize(m.run_stages(h, shared).float(), dim=1) for m in encoder.members[1:]]
-        return torch.cat(parts, dim=1) / len(parts) ** 0.5, f16, f32
-    return parts[0], f16, f32
+    if not isinstance(encoder, EnsembleEncoder):
+        return F.normalize(first_with_maps(h).float(), dim=1), kept[0], kept[1]
+    parts = [F.normalize(f.float(), dim=1) for f in encoder.run_members(h, first_with_maps, shared)]
+    return torch.cat(parts, dim=1) / len(parts) ** 0.5, kept[0], kept[1]

@@ -31,6 +31,8 @@ class EncoderMethod(Method):
             the float32 embeddings.
 
     Attributes:
+        gem_p: the exponent of GeM pooling of the final map (1: the encoders' average pooling),
+            set before the first :meth:`load`.
         projection: the PCA fitted on the last gallery (with ``stored``), applied to queries.
     """
 
@@ -40,6 +42,7 @@ class EncoderMethod(Method):
         self.name, self.spec, self.seed = name, spec, seed
         self.batch_size, self.device, self.crop = batch_size, device, crop
         self._model = None
+        self.gem_p = 1.0
         self.info = None  # the loaded model's ModelInfo (None for "random")
         self.stored: tuple[int, str] | None = None
         self.projection = None
@@ -73,6 +76,8 @@ class EncoderMethod(Method):
     def load(self) -> tuple[Any, Any]:
         """The encoder (loaded on first call) and its :class:`~simclr_watches.model.encoder.Preprocessing`."""
         if self._model is None:
+            from simclr_watches.model import fold_batchnorm
+
             if self.spec == "random":
                 import torch
 
@@ -82,13 +87,16 @@ class EncoderMethod(Method):
                 # fork_rng: seed the initialisation without changing the caller's global RNG.
                 with torch.random.fork_rng():
                     torch.manual_seed(self.seed)
-                    enc = init_encoder("efficientnet_lite0", "random")
-                self._model = (enc.eval(), default_preprocessing("efficientnet_lite0"))
+                    enc = init_encoder("efficientnet_lite0", "random").eval()
+                pre = default_preprocessing("efficientnet_lite0")
             else:
                 from simclr_watches.weights import load_model
 
                 enc, self.info = load_model(self.spec)
-                self._model = (enc, self.info.preprocessing)
+                pre = self.info.preprocessing
+            for member in getattr(enc, "members", [enc]):
+                member.gem_p = self.gem_p
+            self._model = (fold_batchnorm(enc), pre)  # as search runs it
         return self._model
 
     @property

@@ -58,7 +58,10 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
             the box grown by 10 % instead of three squares around it; e.g. ``watches-lite0-v1-ens+crop+box-flip``);
             + ``"+pcaW"``, ``"+cpcaW"``, ``"+whiteW"`` or ``"+f16"`` (before ``+loc`` or ``+box``) scores its
             gallery as an index stores it: projected to W dimensions by a PCA (centred,
-            whitened) fitted on the gallery, rounded to float16 (``+f16``: rounded only).
+            whitened) fitted on the gallery, rounded to float16 (``+f16``: rounded only);
+            an encoder name + ``"+gemP"`` pools its final map by the generalised mean of exponent P
+            (:func:`simclr_watches.model.pooling.gem`) instead of the average, before any other
+            suffix: ``watches-lite0-v1-ens+gem3+crop+box``.
         seed: seed of the ``random`` encoder.
 
     Raises:
@@ -66,6 +69,17 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
     """
     from simclr_watches.weights import IMAGENET_LITE0
 
+    gem = re.fullmatch(r"(.+)\+gem(\d+(?:\.\d+)?)", name)
+    if gem:
+        inner = make_method(gem[1], seed=seed, batch_size=batch_size, device=device)
+        p = float(gem[2])
+        if not isinstance(inner, EncoderMethod) or inner.crop:
+            raise SimclrWatchesError(f"{name}: GeM pooling (+gemP) needs an encoder name before +crop, +loc or +box, "
+                                     f"e.g. watches-lite0-v1-ens+gem3+crop+box")
+        if not 1.0 <= p <= 16.0:
+            raise SimclrWatchesError(f"{name}: the GeM exponent must lie in [1, 16], got {gem[2]}")
+        inner.name, inner.gem_p = name, p
+        return inner
     if name.endswith("+crop"):
         inner = make_method(name[: -len("+crop")], seed=seed, batch_size=batch_size, device=device)
         if not isinstance(inner, EncoderMethod):

@@ -14,6 +14,7 @@ from torch import nn
 
 from simclr_watches.core.errors import CheckpointError
 from simclr_watches.model.lite0 import EfficientNetLite0
+from simclr_watches.model.pooling import gem
 
 # Embedding width of each supported architecture.
 ARCH_DIMS = {"efficientnet_lite0": 1280, "resnet18": 512, "resnet50": 2048}
@@ -43,6 +44,12 @@ class Encoder(nn.Module):
     Args:
         arch: one of ``ARCH_DIMS``.
 
+    Attributes:
+        gem_p: exponent of the final map's pooling (:func:`simclr_watches.model.pooling.gem`);
+            1 (the default, what every checkpoint was trained with) is average pooling. Set it
+            to evaluate GeM pooling of a trained encoder (``evaluate``'s ``+gemP`` methods):
+            the embedding changes, so an index must be built with the same value.
+
     Shapes:
         input: (B, 3, H, W), normalised by the model's Preprocessing.
         features: (B, D), D = ``ARCH_DIMS[arch]``: what the SimCLR projection head reads.
@@ -54,6 +61,7 @@ class Encoder(nn.Module):
         self.arch = arch
         self.dim = ARCH_DIMS.get(arch, 0)
         self.backbone = create_backbone(arch)
+        self.gem_p = 1.0
 
     @classmethod
     def from_state_dict(cls, arch: str, state: Mapping[str, torch.Tensor], source: str, *,
@@ -90,7 +98,7 @@ class Encoder(nn.Module):
         return enc
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        return self.backbone(x) if self.gem_p == 1.0 else self.run_stages(x)
 
     def stages(self) -> list[list[nn.Module]]:
         """The backbone's stages from input to output: the stem, then each block group.
@@ -105,11 +113,12 @@ class Encoder(nn.Module):
 
     def _steps(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
         """:meth:`features` as a sequence: one step per stage of :meth:`stages`, then the pooling head."""
-        b = self.backbone
+        b, p = self.backbone, self.gem_p
         if self.arch.startswith("efficientnet"):
-            return [b.forward_stem, *b.blocks, b.forward_head]
+            head = b.forward_head if p == 1.0 else lambda x: gem(b.forward_head_map(x), p)
+            return [b.forward_stem, *b.blocks, head]
         return [lambda x: b.maxpool(b.relu(b.bn1(b.conv1(x)))), b.layer1, b.layer2, b.layer3, b.layer4,
-                lambda x: b.fc(torch.flatten(b.avgpool(x), 1))]
+                lambda x: b.fc(torch.flatten(b.avgpool(x), 1) if p == 1.0 else gem(x, p))]
 
     def run_stages(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Stages ``start`` to ``stop`` of the forward pass (``stop`` None: through the pooling head).

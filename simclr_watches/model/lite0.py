@@ -127,10 +127,13 @@ class EfficientNetLite0(nn.Module):
         """(B, 3, H, W) to (B, 32, H/2, W/2)."""
         return _act(self.bn1(self.conv_stem(x)))
 
+    def forward_head_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The output of ``blocks`` (B, 320, h, w) to the head's map (B, 1280, h, w), before pooling."""
+        return _act(self.bn2(self.conv_head(x)))
+
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """The output of ``blocks`` (B, 320, h, w) to (B, 1280) features or (B, num_classes) logits."""
-        x = _act(self.bn2(self.conv_head(x)))
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.forward_head_map(x), 1), 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) to (B, 1280) or (B, num_classes)."""

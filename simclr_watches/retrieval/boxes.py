@@ -31,7 +31,7 @@ from simclr_watches.data.mask import crop_box
 from simclr_watches.detect.composites import box_from_square
 from simclr_watches.detect.infer import BoxFinder, backbone_record
 from simclr_watches.model import Preprocessing
-from simclr_watches.retrieval.embed import embed_tensors, prefetched
+from simclr_watches.retrieval.embed import embed_tensors, prefetched, ready_encoder
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.projection import unit_rows
 from simclr_watches.retrieval.scoring import DECODE_AHEAD, Candidates, LocalizedQuery, RegionScores, score_regions
@@ -177,7 +177,7 @@ class BoxScorer:
         self.finder, self.pre, self.gallery, self.candidates = finder, pre, gallery, candidates
         self.project = project
         self.cfg, self.margin, self.device = cfg, margin, device
-        self.encoder = finder.encoder.to(device).eval().to(memory_format=torch.channels_last)
+        self.encoder = ready_encoder(finder.encoder, device)
 
     def _prepare(self, path: Path) -> _Prepared | ImageReadError:
         photo = try_load_image(path, hash=False)

@@ -30,7 +30,7 @@ from simclr_watches.core.errors import ImageReadError
 from simclr_watches.data.images import Photo, try_load_image
 from simclr_watches.data.mask import crop_box
 from simclr_watches.model import Preprocessing
-from simclr_watches.retrieval.embed import prefetched
+from simclr_watches.retrieval.embed import prefetched, ready_encoder
 from simclr_watches.retrieval.localize import LocalizeConfig, embed_regions, window_crops
 from simclr_watches.retrieval.projection import unit_rows
 
@@ -168,7 +168,7 @@ class LocalizedScorer:
     def __init__(self, encoder: torch.nn.Module, pre: Preprocessing, gallery: np.ndarray, candidates: Candidates,
                  cfg: LocalizeConfig, margin: float | None, device: torch.device, batch_size: int = 32,
                  project: Callable[[np.ndarray], np.ndarray] | None = None):
-        self.encoder = encoder.to(device).eval().to(memory_format=torch.channels_last)
+        self.encoder = ready_encoder(encoder, device)
         self.pre, self.gallery, self.candidates, self.project = pre, gallery, candidates, project
         self.cfg, self.margin, self.device, self.batch_size = cfg, margin, device, batch_size
 

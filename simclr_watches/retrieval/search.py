@@ -15,7 +15,8 @@ import torch
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.data.images import Photo
 from simclr_watches.data.mask import crop_to_foreground
-from simclr_watches.core.device import resolve_device
+from simclr_watches.core.device import resolve_device, torch_threads
+from simclr_watches.model import EnsembleEncoder, fold_batchnorm
 from simclr_watches.retrieval.boxes import BoxScorer, BoxSearchConfig, box_or_windows
 from simclr_watches.retrieval.embed import PhotoView, embed_paths, embed_tensors, fit_photo
 from simclr_watches.retrieval.index import SIDECAR_FILE, Index, load_index
@@ -118,7 +119,13 @@ class Searcher:
         self.index: Index = load_index(index_dir)
         self.encoder, self.model = self.index.load_model(checkpoint)
         self.device = resolve_device(device)
-        self.encoder = self.encoder.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.encoder = fold_batchnorm(self.encoder.to(self.device).eval()).to(memory_format=torch.channels_last)
+        # On the CPU an ensemble's members run side by side, each on one torch thread: a query
+        # keeps two cores busy without OpenMP teams, whose waits for a descheduled thread make
+        # two intra-op threads several times slower than one on a shared machine.
+        self.threads: int | None = None
+        if isinstance(self.encoder, EnsembleEncoder) and self.device.type == "cpu":
+            self.encoder.parallel, self.threads = True, 1
         self.localize, self.finder = localize, None
         if isinstance(localize, BoxSearchConfig):  # windows instead when the shipped head does not fit this model
             self.localize, self.finder = box_or_windows(localize, self.encoder, self.model, self.device)
@@ -211,6 +218,10 @@ class Searcher:
             SimclrWatchesError: ``top_k`` < 1.
         """
         _check_top_k(top_k)
+        with torch_threads(self.threads):
+            return self._search_photo(photo, label, top_k)
+
+    def _search_photo(self, photo: Photo, label: str, top_k: int) -> QueryResult:
         snap = self.index
         if self.localize is None:
             tensor = fit_photo(photo, snap.preprocessing, _view(snap))
@@ -249,7 +260,8 @@ class Searcher:
         _check_top_k(top_k)
         snap = self.index  # one index for the whole call, whatever a refresh does meanwhile
         search = self._search_whole if self.localize is None else self._search_localized
-        return search(snap, queries, top_k, batch_size, progress)
+        with torch_threads(self.threads):
+            return search(snap, queries, top_k, batch_size, progress)
 
     def _search_whole(self, snap: Index, queries: list[tuple[str, Path]], top_k: int, batch_size: int,
                       progress: bool) -> list[QueryResult | ImageReadError]:

@@ -38,3 +38,20 @@ def test_loc_is_still_the_windows():
 def test_bad_box_names_are_refused(name, fragment):
     with pytest.raises(SimclrWatchesError, match=re.escape(fragment)):
         make_method(name)
+
+
+def test_gem_suffix_sets_the_pooling_of_the_encoder_before_crop_and_box():
+    m = make_method("imagenet+gem3+crop+box")
+    assert isinstance(m, BoxMethod) and m.inner.crop and m.inner.gem_p == 3.0
+    assert m.inner.name == "imagenet+gem3+crop"
+    assert make_method("imagenet+gem2.5").gem_p == 2.5 and make_method("imagenet").gem_p == 1.0
+
+
+@pytest.mark.parametrize("name,fragment", [
+    ("imagenet+crop+gem3", "before +crop"),
+    ("hist+gem3", "needs an encoder name"),
+    ("imagenet+gem0", "must lie in [1, 16]"),
+])
+def test_bad_gem_names_are_refused(name, fragment):
+    with pytest.raises(SimclrWatchesError, match=re.escape(fragment)):
+        make_method(name)

@@ -21,3 +21,21 @@ def test_embeds_in_order_skips_bad_files_and_is_batch_independent(make_catalog, 
     sims = a.vectors @ a.vectors.T
     assert (sims[~np.eye(4, dtype=bool)] < 0.9999).all()
 
+
+
+def test_ready_encoder_converts_once_then_leaves_the_encoder_alone(small_checkpoint):
+    import torch
+
+    from simclr_watches.retrieval.embed import ready_encoder
+
+    enc, _ = load_encoder_file(small_checkpoint)
+    enc.train()
+    cpu = torch.device("cpu")
+    ready = ready_encoder(enc, cpu)
+    assert not ready.training
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in ready.parameters() if p.dim() == 4)
+    moves = []
+    ready.to = lambda *a, **k: moves.append(a) or type(ready).to(ready, *a, **k)  # count the conversions
+    assert ready_encoder(ready, cpu) is ready and moves == []
+    ready.train()  # anything not ready (here: training mode) is redone
+    assert not ready_encoder(ready, cpu).training and moves
