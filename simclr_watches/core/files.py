@@ -61,15 +61,20 @@ def open_regular(path: Path | str, error: Callable[[Path, str], FileReadError] =
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as e:
         raise error(path, _open_failure(path, e)) from None
+    return os.fdopen(_regular(fd, path, error, "cannot read file"), "rb")
+
+
+def _regular(fd: int, path: Path, error: Callable[[Path, str], Exception], failure: str) -> int:
+    """``fd`` if the file it opens is a regular file; else it is closed and ``error`` raised."""
     try:
         mode = os.fstat(fd).st_mode
     except OSError as e:
         os.close(fd)
-        raise error(path, f"cannot read file ({e.strerror or e})") from None
+        raise error(path, f"{failure} ({e.strerror or e})") from None
     if not stat.S_ISREG(mode):
         os.close(fd)
         raise error(path, f"{_kind(mode)}, not a file")
-    return os.fdopen(fd, "rb")
+    return fd
 
 
 def open_in_folder(directory: Path | str, name: str, flags: int, error: Callable[[Path, str], Exception], *,
@@ -103,15 +108,7 @@ def open_in_folder(directory: Path | str, name: str, flags: int, error: Callable
         link = e.errno == errno.ELOOP or (e.errno == errno.EMLINK and os.path.islink(path))
         raise error(path, "a symbolic link, not a file (refused)" if link
                     else f"cannot open ({e.strerror or e})") from None
-    try:
-        kind = os.fstat(fd).st_mode
-    except OSError as e:
-        os.close(fd)
-        raise error(path, f"cannot open ({e.strerror or e})") from None
-    if not stat.S_ISREG(kind):
-        os.close(fd)
-        raise error(path, f"{_kind(kind)}, not a file")
-    return fd
+    return _regular(fd, path, error, "cannot open")
 
 
 @contextlib.contextmanager
