@@ -91,7 +91,7 @@ def build_index_cmd(
     checkpoint: Optional[str] = CheckpointOpt,
     batch_size: int = BatchSizeOpt,
     device: str = DeviceOpt,
-    n_trees: int = typer.Option(50, min=1, help="Annoy trees: more is more exact and larger."),
+    n_trees: int = typer.Option(50, min=1, help="Annoy trees: more is more exact and larger (10 are enough at a million items: docs/BENCHMARKS.md)."),
     pca: int = typer.Option(512, min=0, help="Store vectors this wide: a PCA fitted on the catalog (0: keep the model's width; a catalog of this many images or fewer keeps it too)."),
     whiten: bool = typer.Option(False, "--whiten", help="Whiten the PCA (axes scaled to unit variance)."),
     crop: bool = typer.Option(True, "--crop/--no-crop", help="Crop each photo around the watch (its non-white foreground) before embedding."),

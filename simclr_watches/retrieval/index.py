@@ -105,9 +105,9 @@ DEFAULT_TREES = 50  # trees of build-index's forest
 FOREST_SEED = 0
 DEFAULT_WIDTH = 512  # build-index --pca: stored width (docs/BENCHMARKS.md, "Compact vectors": no R@1 lost)
 # The forest of a PCA-projected index indexes the rows' first FOREST_WIDTH coordinates (the leading
-# axes) and finds candidates that the full rows then score exactly: a quarter of the bytes per item at
-# 512-d, with the same recall@10 (docs/BENCHMARKS.md, "A million watches").
-FOREST_WIDTH = 128
+# axes) and finds candidates that the full rows then score exactly: an eighth of the bytes per item of
+# a 512-d forest, with the same recall@10 (docs/BENCHMARKS.md, "A million watches").
+FOREST_WIDTH = 64
 QUERY_CANDIDATES = 256  # at least this many forest items are scored exactly per Index.query
 
 
