@@ -3,7 +3,8 @@
 The box head reads an EfficientNet-Lite0's blocks[4] (stride 16) and blocks[6] (stride 32)
 outputs. For an :class:`~simclr_watches.model.Encoder` that is the encoder itself; for an
 :class:`~simclr_watches.model.EnsembleEncoder`, its first member (the default model's
-``watches-lite0-v1``). :func:`embed_with_maps` runs the same stages as the encoder's own
+``watches-lite0-v1``; for a :class:`~simclr_watches.model.descriptor.DescribedEnsemble` too, whose
+descriptor block is added the same way). :func:`embed_with_maps` runs the same stages as the encoder's own
 ``forward`` (shared ensemble stages once), keeping the two maps on the way: finding the
 watch in a photo costs the head alone, not a second backbone pass.
 """
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 from simclr_watches.core.errors import CheckpointError
 from simclr_watches.model import Encoder, EnsembleEncoder
+from simclr_watches.model.descriptor import DescribedEnsemble
 
 # Stages of Encoder.run_stages: 0 the stem, 1-7 blocks[0-6], 8 the pooling head.
 AFTER_BLOCK4, AFTER_BLOCK6 = 6, 8
@@ -55,6 +57,9 @@ def embed_with_maps(encoder: Encoder | EnsembleEncoder,
     f16 = first.run_stages(h, shared, AFTER_BLOCK4)
     f32 = first.run_stages(f16, AFTER_BLOCK4, AFTER_BLOCK6)
     parts = [F.normalize(first.run_stages(f32, AFTER_BLOCK6).float(), dim=1)]
+    if isinstance(encoder, DescribedEnsemble):  # its descriptor block needs the shared output, not a later one
+        h = h if shared == encoder.shared else first.run_stages(x, 0, encoder.shared)
+        return encoder.tail(h, parts[0]), f16, f32
     if isinstance(encoder, EnsembleEncoder):
         parts += [F.normalize(m.run_stages(h, shared).float(), dim=1) for m in encoder.members[1:]]
         return torch.cat(parts, dim=1) / len(parts) ** 0.5, f16, f32

@@ -328,10 +328,12 @@ class Index:
         return int(self.meta["count"])
 
     def query(self, vector: np.ndarray, k: int) -> tuple[list[int], list[float]]:
-        """Top-k live rows and their cosine similarities for one (D,) unit vector, best first.
+        """Top-k live rows and their scores for one (D,) query vector, best first.
 
-        The forest is asked for ``k`` more items than it holds hidden ones, which are
-        then dropped; the added rows are scored exactly and merged in.
+        The score is the dot product with the item's vector: the cosine for a unit query (a
+        query without its descriptor block scores the plain ensemble's cosine,
+        :mod:`simclr_watches.retrieval.query_descriptor`). The forest is asked for ``k`` more
+        items than it holds hidden ones, which are then dropped; the added rows are merged in.
         """
         k = min(k, self.live_count)
         if k < 1:
@@ -340,13 +342,10 @@ class Index:
         n = min(k + len(hidden), self.forest_count)
         # Searching more nodes than Annoy's default keeps the approximate top-k exact at catalog scale.
         search_k = min(max(n, 10) * self.meta["n_trees"] * 4, MAX_SEARCH_K)
-        rows, dist = self.ann.get_nns_by_vector(vector.tolist(), n, search_k=search_k, include_distances=True)
-        found = [(r, float(cosine_from_angular(d))) for r, d in zip(rows, dist) if r not in hidden]
-        added = self.live_added
-        if len(added):
-            scores = np.asarray(self.vectors[added]) @ np.asarray(vector, np.float32)
-            found += [(int(r), float(s)) for r, s in zip(added, scores)]
-            found.sort(key=lambda f: -f[1])  # stable: forest order breaks ties
+        rows = [r for r in self.ann.get_nns_by_vector(vector.tolist(), n, search_k=search_k) if r not in hidden]
+        rows += [int(r) for r in self.live_added]
+        scores = np.asarray(self.vectors[rows]) @ np.asarray(vector, np.float32) if rows else []
+        found = sorted(zip(rows, (float(s) for s in scores)), key=lambda f: -f[1])  # stable: forest order breaks ties
         found = found[:k]
         return [r for r, _ in found], [s for _, s in found]
 
@@ -615,8 +614,11 @@ def _check_model_record(model: Any, members: bool) -> int:
         for i, record in enumerate(records):
             with validate.under(f"members[{i}]"):
                 dims.append(_check_model_record(record, members=False))
+        if "descriptor" in model:  # a DescribedEnsemble's block after the members' (simclr_watches.model.descriptor)
+            with validate.under("descriptor"):
+                dims.append(validate.int_in(validate.member(validate.obj(model["descriptor"], ""), "dim"), "dim", 1, MAX_DIM))
         if sum(dims) != dim:
-            raise validate.FieldError("members", f"their dims add up to {sum(dims)}, not to dim {dim}")
+            raise validate.FieldError("members", f"their dims (and the descriptor's) add up to {sum(dims)}, not to dim {dim}")
     return dim
 
 
