@@ -84,3 +84,35 @@ def test_search_one_answers_one_photo_or_raises(index_dir, tmp_path, localize):
         s.search_one(tmp_path / "bad.jpg")
     with pytest.raises(SimclrWatchesError, match="top-k must be >= 1"):
         s.search_one(photo, top_k=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("localize", ["box", None])
+def test_default_model_scores_a_scene_by_the_plain_ensemble_and_a_packshot_with_its_descriptor(
+        make_catalog, tmp_path, localize):
+    """The default's descriptor block is used for a packshot query only (retrieval/query_descriptor.py)."""
+    import numpy as np
+    from PIL import Image
+
+    from simclr_watches.retrieval.boxes import BoxSearchConfig
+    from simclr_watches.weights import load_model
+
+    catalog = make_catalog(5)
+    build_index(catalog, tmp_path / "idx", progress=False, n_trees=5)  # the default model
+    s = Searcher(tmp_path / "idx", device="cpu", localize=BoxSearchConfig() if localize else None)
+    packshot = sorted(catalog.iterdir())[1]
+    scene = Image.fromarray(np.random.default_rng(0).integers(0, 160, (200, 200, 3), dtype=np.uint8))
+    scene.paste(Image.open(packshot).convert("RGB").resize((100, 100)), (50, 50))  # no white backdrop
+    scene.save(tmp_path / "scene.png")
+    [shot, photo] = s.search([packshot, tmp_path / "scene.png"], top_k=5)
+    assert shot.hits[0].path == str(packshot.resolve()) and shot.hits[0].score > 0.99
+    if localize is None:  # the whole view alone: the plain ensemble's cosine with each item's ensemble block
+        from simclr_watches.retrieval.index import load_embeddings
+
+        plain, info = load_model("watches-lite0-v1-ens")
+        with torch.no_grad():
+            q = plain(info.preprocessing(scene)[None])[0].numpy()  # no backdrop: the whole photo is the view
+        w, d = s.model.meta["descriptor"]["weight"], s.model.meta["descriptor"]["dim"]
+        stored = load_embeddings(tmp_path / "idx")
+        want = sorted((float(q @ stored[i, :-d]) / (1 - w) ** 0.5 for i in range(5)), reverse=True)
+        assert [h.score for h in photo.hits] == pytest.approx(want, abs=1e-4)
