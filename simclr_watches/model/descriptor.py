@@ -46,7 +46,8 @@ class DescribedEnsemble(EnsembleEncoder):
 
     Args:
         members: the ensemble's encoders (see :class:`EnsembleEncoder`).
-        member: index of the member whose map is described (the ImageNet init).
+        member: index of the member whose map is described (the ImageNet init): a later
+            member, 1..n-1 (the first member's maps feed the box head, ``embed_with_maps``).
         stage: that member's stage (:meth:`Encoder.run_stages`) after which the map is taken;
             it must come after the members' shared stages.
         power: GeM power of :func:`gem_descriptor`.
@@ -56,6 +57,9 @@ class DescribedEnsemble(EnsembleEncoder):
         input: (B, 3, H, W), normalised for the members.
         forward: (B, sum of the members' D + C), unit L2 norm: the ensemble's embedding
             times sqrt(1 - w), then the descriptor (C channels of the map) times sqrt(w).
+        run_members: the members' features, then the descriptor (B, C): what :meth:`combine` takes,
+            so that ``parallel`` (the later members in a worker thread) and the box search's
+            one pass (``embed_with_maps``) give the same vector.
     """
 
     def __init__(self, members: list[Encoder], member: int, stage: int, power: float, weight: float):
