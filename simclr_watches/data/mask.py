@@ -128,18 +128,36 @@ CROP_MASK_SIDE = 256
 
 def crop_box(photo: Photo, margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
     """The box a photo is cropped to before embedding: the watch plus ``margin`` (whole photo if no backdrop)."""
+    return crop_and_backdrop(photo, margin)[0]
+
+
+def crop_and_backdrop(photo: Photo, margin: float = CROP_MARGIN) -> tuple[tuple[int, int, int, int], float]:
+    """:func:`crop_box` and the share of the photo's border that is white backdrop, from one mask.
+
+    The share tells a catalog-style packshot (the backdrop runs round the watch: close to 1)
+    from a photo of a watch in a scene (no near-white backdrop: 0).
+    """
     w, h = photo.rgb.size
     scale = CROP_MASK_SIDE / max(w, h)
     if scale >= 1:
-        return foreground_box(photo_mask(photo), margin)
+        mask = photo_mask(photo)
+        return foreground_box(mask, margin), border_backdrop_share(mask)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = Photo(photo.path, photo.rgb.resize(size, Image.Resampling.BILINEAR),
                   None if photo.alpha is None else photo.alpha.resize(size, Image.Resampling.BILINEAR),
                   photo.sha256, photo.nbytes)
     # One small pixel spans 1/scale original pixels: widen the box by one of them on every side.
-    x0, y0, x1, y1 = foreground_box(photo_mask(small), margin)
-    return (max(0, int((x0 - 1) / scale)), max(0, int((y0 - 1) / scale)),
-            min(w, int(np.ceil((x1 + 1) / scale))), min(h, int(np.ceil((y1 + 1) / scale))))
+    mask = photo_mask(small)
+    x0, y0, x1, y1 = foreground_box(mask, margin)
+    box = (max(0, int((x0 - 1) / scale)), max(0, int((y0 - 1) / scale)),
+           min(w, int(np.ceil((x1 + 1) / scale))), min(h, int(np.ceil((y1 + 1) / scale))))
+    return box, border_backdrop_share(mask)
+
+
+def border_backdrop_share(mask: np.ndarray) -> float:
+    """Share of the border pixels of a foreground mask (bool (H, W), True on the watch) that are backdrop."""
+    border = np.concatenate([mask[0], mask[-1], mask[1:-1, 0], mask[1:-1, -1]])
+    return float(1.0 - border.mean())
 
 
 def crop_to_foreground(photo: Photo, margin: float = CROP_MARGIN) -> Image.Image:

@@ -3,8 +3,10 @@
 The box head reads an EfficientNet-Lite0's blocks[4] (stride 16) and blocks[6] (stride 32)
 outputs. For an :class:`~simclr_watches.model.Encoder` that is the encoder itself; for an
 :class:`~simclr_watches.model.EnsembleEncoder`, its first member (the default model's
-``watches-lite0-v1``). :func:`embed_with_maps` runs the same stages as the encoder's own
-``forward`` (shared ensemble stages once), keeping the two maps on the way: finding the
+``watches-lite0-v1``; for a :class:`~simclr_watches.model.descriptor.DescribedEnsemble` too, whose
+later member adds its descriptor block in :meth:`~simclr_watches.model.EnsembleEncoder.run_members`).
+:func:`embed_with_maps` runs the same stages as the encoder's own ``forward`` (shared ensemble
+stages once, the members side by side when ``parallel``), keeping the two maps on the way: finding the
 watch in a photo costs the head alone, not a second backbone pass.
 """
 
@@ -61,5 +63,4 @@ def embed_with_maps(encoder: Encoder | EnsembleEncoder,
     h = first.run_stages(x, 0, shared)
     if not isinstance(encoder, EnsembleEncoder):
         return F.normalize(first_with_maps(h).float(), dim=1), kept[0], kept[1]
-    parts = [F.normalize(f.float(), dim=1) for f in encoder.run_members(h, first_with_maps, shared)]
-    return torch.cat(parts, dim=1) / len(parts) ** 0.5, kept[0], kept[1]
+    return encoder.combine(encoder.run_members(h, first_with_maps, shared)), kept[0], kept[1]

@@ -52,13 +52,14 @@ class EncoderMethod(Method):
 
         The PCA (``kind``: ``pca``, ``cpca`` centred, ``white`` whitened) is fitted on each
         gallery alone (never on queries), the gallery rows are rounded to float16 as index
-        files store them, and queries (and regions) are projected.
+        files store them, and queries (and regions) are projected. A gallery of ``width`` items
+        or fewer keeps every dimension, as ``build-index`` does.
         """
         self.stored = (width, kind)
 
-    def project(self, x: np.ndarray) -> np.ndarray:
-        """Query vectors in the gallery's space: projected by the last gallery's PCA, if any."""
-        return x if self.projection is None else self.projection.apply(x)
+    def project(self, x: np.ndarray, unit: bool = True) -> np.ndarray:
+        """Query vectors in the gallery's space: projected by the last gallery's PCA, if any (as :meth:`Index.project`)."""
+        return x if self.projection is None else self.projection.apply(x, unit)
 
     def embed_gallery(self, paths: Sequence[Path]) -> np.ndarray:
         vectors = self.embed(paths)
@@ -67,7 +68,8 @@ class EncoderMethod(Method):
         from simclr_watches.retrieval.projection import fit_pca, stored_rows
 
         width, kind = self.stored
-        self.projection = fit_pca(vectors, width, whiten=kind == "white", center=kind == "cpca") if width else None
+        fits = 0 < width < len(vectors)  # build-index: a catalog of `width` images or fewer is not projected
+        self.projection = fit_pca(vectors, width, whiten=kind == "white", center=kind == "cpca") if fits else None
         return stored_rows(self.project(vectors)).astype(np.float32)
 
     def score_queries(self, paths: Sequence[Path], gallery: np.ndarray) -> np.ndarray:

@@ -58,7 +58,8 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
             the box grown by 10 % instead of three squares around it; e.g. ``watches-lite0-v1-ens+crop+box-flip``);
             + ``"+pcaW"``, ``"+cpcaW"``, ``"+whiteW"`` or ``"+f16"`` (before ``+loc`` or ``+box``) scores its
             gallery as an index stores it: projected to W dimensions by a PCA (centred,
-            whitened) fitted on the gallery, rounded to float16 (``+f16``: rounded only);
+            whitened) fitted on the gallery (a gallery of W items or fewer: not projected, as
+            ``build-index`` keeps it), rounded to float16 (``+f16``: rounded only);
             an encoder name + ``"+gemP"`` pools its final map by the generalised mean of exponent P
             (:func:`simclr_watches.model.pooling.gem`) instead of the average, before any other
             suffix: ``watches-lite0-v1-ens+gem3+crop+box``.

@@ -60,17 +60,24 @@ class EnsembleEncoder(nn.Module):
             start: at most ``shared`` (the default).
         """
         start = self.shared if start is None else min(start, self.shared)
-        first = first or (lambda t: self.members[0].run_stages(t, start))
-        later = lambda t: [m.run_stages(t, start) for m in self.members[1:]]  # noqa: E731
+        first = first or (lambda t: self.run_member(0, t, start))
+        later = lambda t: [self.run_member(i, t, start) for i in range(1, len(self.members))]  # noqa: E731
         if not self.parallel:
             return [first(h), *later(h)]
         pending = _worker().submit(_in_caller_grad_mode(later), h)
         return [first(h), *pending.result()]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.members[0].run_stages(x, 0, self.shared)
-        parts = [F.normalize(f.float(), dim=1) for f in self.run_members(h)]
+    def run_member(self, i: int, h: torch.Tensor, start: int) -> torch.Tensor:
+        """Member ``i``'s features (B, D_i) from ``h``, the output of stages ``0..start``."""
+        return self.members[i].run_stages(h, start)
+
+    def combine(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The embedding (B, dim) from :meth:`run_members`' features: unit parts, concatenated, over sqrt(n)."""
+        parts = [F.normalize(f.float(), dim=1) for f in features]
         return torch.cat(parts, dim=1) / math.sqrt(len(parts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.combine(self.run_members(self.members[0].run_stages(x, 0, self.shared)))
 
 
 _WORKER: cf.ThreadPoolExecutor | None = None

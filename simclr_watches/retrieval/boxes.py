@@ -10,7 +10,9 @@ query photo:
 2. squares centred on the box (1, 1.3 and 1.7 times its longer side; or the box grown by
    ``margin``) are cut from the photo at full resolution and embedded in one batch (with their
    mirror images, when ``flip``; around the ``boxes`` best heatmap peaks, when more than one);
-3. the regions (whole view first when ``whole``, then the box regions) are scored exactly like
+3. with a descriptor block in the model, a query that is no catalog-style packshot drops it
+   (:mod:`simclr_watches.retrieval.query_descriptor`);
+4. the regions (whole view first when ``whole``, then the box regions) are scored exactly like
    windows (:func:`simclr_watches.retrieval.scoring.score_regions`):
    ``max(s_whole, mean of the top_m box-region scores)``, or that mean alone without ``whole``.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -27,13 +29,14 @@ from PIL import Image, ImageOps
 
 from simclr_watches.core.errors import ImageReadError
 from simclr_watches.data.images import Photo, try_load_image
-from simclr_watches.data.mask import crop_box
+from simclr_watches.data.mask import crop_and_backdrop
 from simclr_watches.detect.composites import box_from_square
 from simclr_watches.detect.infer import BoxFinder, backbone_record
 from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.embed import embed_tensors, prefetched, ready_encoder
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.projection import unit_rows
+from simclr_watches.retrieval.query_descriptor import Project, descriptor_layout, query_vectors
 from simclr_watches.retrieval.scoring import DECODE_AHEAD, Candidates, LocalizedQuery, RegionScores, score_regions
 
 
@@ -153,6 +156,7 @@ class _Prepared:
     photo: Image.Image
     whole_box: tuple[int, int, int, int]
     whole: torch.Tensor
+    backdrop: float  # share of the photo's border that is white backdrop
 
 
 class BoxScorer:
@@ -168,16 +172,18 @@ class BoxScorer:
         cfg: how the box is used.
         margin: the gallery's foreground-crop margin, applied to the query's whole view; None: no crop.
         device: where the encoder runs.
-        project: maps embeddings into the gallery's space (an index's PCA); None: as they are.
+        project: maps embeddings into the gallery's space (an index's PCA,
+            :data:`~simclr_watches.retrieval.query_descriptor.Project`); None: as they are.
     """
 
     def __init__(self, finder: BoxFinder, pre: Preprocessing, gallery: np.ndarray, candidates: Candidates,
                  cfg: BoxSearchConfig, margin: float | None, device: torch.device,
-                 project: Callable[[np.ndarray], np.ndarray] | None = None):
+                 project: Project | None = None):
         self.finder, self.pre, self.gallery, self.candidates = finder, pre, gallery, candidates
         self.project = project
         self.cfg, self.margin, self.device = cfg, margin, device
         self.encoder = ready_encoder(finder.encoder, device)
+        self.layout = descriptor_layout(self.encoder)
 
     def _prepare(self, path: Path) -> _Prepared | ImageReadError:
         photo = try_load_image(path, hash=False)
@@ -189,8 +195,9 @@ class BoxScorer:
 
     def _cut(self, photo: Photo) -> _Prepared:
         w, h = photo.rgb.size
-        whole_box = (0, 0, w, h) if self.margin is None else crop_box(photo, self.margin)
-        return _Prepared(photo.rgb, whole_box, self.pre.to_uint8(photo.rgb.crop(whole_box)))
+        box, backdrop = crop_and_backdrop(photo, 0.0 if self.margin is None else self.margin)
+        whole_box = (0, 0, w, h) if self.margin is None else box
+        return _Prepared(photo.rgb, whole_box, self.pre.to_uint8(photo.rgb.crop(whole_box)), backdrop)
 
     def locate(self, prepared: _Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The whole view's embedding and the watch's boxes in the photo.
@@ -217,8 +224,8 @@ class BoxScorer:
         if self.cfg.flip:
             vectors = vectors[: len(grown)] + vectors[len(grown):]
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        if self.project is not None:
-            whole, vectors = self.project(whole), self.project(vectors)
+        whole = query_vectors(whole[None], prepared.backdrop, self.layout, self.project)[0]
+        vectors = query_vectors(vectors, prepared.backdrop, self.layout, self.project)
         if self.cfg.whole:
             rows = np.array([list(prepared.whole_box)] + [list(b) for b in grown], dtype=int)
             scores = score_regions(np.concatenate([whole[None], vectors]), self.gallery, self.candidates, self.cfg.top_m)

@@ -455,9 +455,14 @@ class Index:
             return None
         return self.items.row_of(item_id)
 
-    def project(self, vectors: np.ndarray) -> np.ndarray:
-        """Model embeddings ((N, D) or (D,)) as this index's unit rows ((N, W) or (W,)): its PCA, if any."""
-        return np.asarray(vectors, np.float32) if self.projection is None else self.projection.apply(vectors)
+    def project(self, vectors: np.ndarray, unit: bool = True) -> np.ndarray:
+        """Model embeddings ((N, D) or (D,)) as this index's unit rows ((N, W) or (W,)): its PCA, if any.
+
+        Without ``unit``, projected rows keep their length (:meth:`Projection.apply`).
+        """
+        if self.projection is None:
+            return np.asarray(vectors, np.float32)
+        return self.projection.apply(vectors, unit)
 
     @property
     def crop_margin(self) -> float | None:
@@ -469,9 +474,11 @@ class Index:
         return int(self.meta["count"])
 
     def query(self, vector: np.ndarray, k: int) -> tuple[list[int], list[float]]:
-        """Top-k live rows and their cosine similarities for one (W,) unit vector, best first.
+        """Top-k live rows and their scores for one (W,) query vector in the rows' space, best first.
 
-        The forest proposes max(k, QUERY_CANDIDATES) items, plus as many as it holds hidden
+        The score is the dot product with the item's unit row: its cosine for a unit query (a
+        photo query without its descriptor block scores the plain ensemble's cosine instead,
+        :mod:`simclr_watches.retrieval.query_descriptor`). The forest proposes max(k, QUERY_CANDIDATES) items, plus as many as it holds hidden
         ones (dropped); they and the added rows are scored exactly on the stored rows.
         """
         k = min(k, self.live_count)
@@ -845,8 +852,11 @@ def _check_model_record(model: Any, members: bool) -> int:
         for i, record in enumerate(records):
             with validate.under(f"members[{i}]"):
                 dims.append(_check_model_record(record, members=False))
+        if "descriptor" in model:  # a DescribedEnsemble's block after the members' (simclr_watches.model.descriptor)
+            with validate.under("descriptor"):
+                dims.append(validate.int_in(validate.member(validate.obj(model["descriptor"], ""), "dim"), "dim", 1, MAX_DIM))
         if sum(dims) != dim:
-            raise validate.FieldError("members", f"their dims add up to {sum(dims)}, not to dim {dim}")
+            raise validate.FieldError("members", f"their dims (and the descriptor's) add up to {sum(dims)}, not to dim {dim}")
     return dim
 
 

@@ -58,10 +58,15 @@ class Projection:
     def input_dim(self) -> int:
         return int(self.matrix.shape[1])
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """(N, D) embeddings (or one (D,) vector) -> (N, W) (or (W,)) float32 unit vectors."""
+    def apply(self, x: np.ndarray, unit: bool = True) -> np.ndarray:
+        """(N, D) embeddings (or one (D,) vector) -> (N, W) (or (W,)) float32 unit vectors.
+
+        Without ``unit``, the rows keep the projection's length (what a query scored by dot
+        products on another scale needs, :mod:`simclr_watches.retrieval.query_descriptor`).
+        """
         x = np.asarray(x, np.float32)
-        y = unit_rows((x.reshape(-1, self.input_dim) - self.mean) @ self.matrix.T)
+        y = (x.reshape(-1, self.input_dim) - self.mean) @ self.matrix.T
+        y = unit_rows(y) if unit else y.astype(np.float32)
         return y.reshape(-1) if x.ndim == 1 else y
 
     def to_array(self) -> np.ndarray:

@@ -7,6 +7,8 @@ For each query photo, :class:`LocalizedScorer`:
    worker thread while this one is embedded;
 2. embeds the R regions, (R, D) unit vectors
    (:func:`simclr_watches.retrieval.localize.embed_regions`);
+   (a model with a descriptor block keeps it only for a catalog-style query,
+   :mod:`simclr_watches.retrieval.query_descriptor`);
 3. asks the candidate source for the gallery items worth scoring: by default each
    region's ``candidates`` nearest items in an Annoy forest, united (:class:`AnnoyCandidates`);
 4. scores the candidates exactly on the gallery vectors and fuses each one's R
@@ -28,11 +30,12 @@ from annoy import AnnoyIndex
 
 from simclr_watches.core.errors import ImageReadError
 from simclr_watches.data.images import Photo, try_load_image
-from simclr_watches.data.mask import crop_box
+from simclr_watches.data.mask import crop_and_backdrop
 from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.embed import prefetched, ready_encoder
 from simclr_watches.retrieval.localize import LocalizeConfig, embed_regions, window_crops
 from simclr_watches.retrieval.projection import unit_rows
+from simclr_watches.retrieval.query_descriptor import Project, descriptor_layout, query_vectors
 
 # Given a query's (R, D) region vectors, the gallery rows worth scoring exactly: (C,) ascending int64 ids.
 Candidates = Callable[[np.ndarray], np.ndarray]
@@ -148,6 +151,7 @@ class _Prepared:
     boxes: np.ndarray
     whole: torch.Tensor
     crops: torch.Tensor
+    backdrop: float  # share of the photo's border that is white backdrop
 
 
 class LocalizedScorer:
@@ -162,15 +166,17 @@ class LocalizedScorer:
         margin: the gallery's foreground-crop margin, applied to the query's whole view; None: no crop.
         device: where the encoder runs.
         batch_size: regions per encoder pass at most.
-        project: maps region embeddings into the gallery's space (an index's PCA); None: as they are.
+        project: maps region embeddings into the gallery's space (an index's PCA,
+            :data:`~simclr_watches.retrieval.query_descriptor.Project`); None: as they are.
     """
 
     def __init__(self, encoder: torch.nn.Module, pre: Preprocessing, gallery: np.ndarray, candidates: Candidates,
                  cfg: LocalizeConfig, margin: float | None, device: torch.device, batch_size: int = 32,
-                 project: Callable[[np.ndarray], np.ndarray] | None = None):
+                 project: Project | None = None):
         self.encoder = ready_encoder(encoder, device)
         self.pre, self.gallery, self.candidates, self.project = pre, gallery, candidates, project
         self.cfg, self.margin, self.device, self.batch_size = cfg, margin, device, batch_size
+        self.layout = descriptor_layout(encoder)
 
     def _prepare(self, path: Path) -> _Prepared | ImageReadError:
         """The photo decoded (not hashed: a query's digest is never used) and cut into encoder-ready regions."""
@@ -178,8 +184,9 @@ class LocalizedScorer:
         return photo if isinstance(photo, ImageReadError) else self._cut(photo)
 
     def _cut(self, photo: Photo) -> _Prepared:
-        whole_box = None if self.margin is None else crop_box(photo, self.margin)
-        return _Prepared(*window_crops(photo.rgb, self.pre, self.cfg, whole_box))
+        box, backdrop = crop_and_backdrop(photo, 0.0 if self.margin is None else self.margin)
+        whole_box = None if self.margin is None else box
+        return _Prepared(*window_crops(photo.rgb, self.pre, self.cfg, whole_box), backdrop)
 
     def score_photo(self, photo: Photo) -> LocalizedQuery:
         """Scores one photo already decoded (e.g. an upload, never written to disk)."""
@@ -187,8 +194,7 @@ class LocalizedScorer:
 
     def _score(self, prepared: _Prepared) -> LocalizedQuery:
         regions = embed_regions(self.encoder, self.pre, prepared.whole, prepared.crops, self.device, self.batch_size)
-        if self.project is not None:
-            regions = self.project(regions)
+        regions = query_vectors(regions, prepared.backdrop, self.layout, self.project)
         return LocalizedQuery(prepared.boxes, score_regions(regions, self.gallery, self.candidates, self.cfg.top_m))
 
     def score_files(self, paths: Iterable[Path]) -> Iterator[LocalizedQuery | ImageReadError]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -11,10 +10,11 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image
 
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.data.images import Photo
-from simclr_watches.data.mask import crop_to_foreground
+from simclr_watches.data.mask import crop_and_backdrop
 from simclr_watches.core.device import resolve_device, torch_threads
 from simclr_watches.model import EnsembleEncoder, fold_batchnorm
 from simclr_watches.retrieval.boxes import BoxScorer, BoxSearchConfig, box_or_windows
@@ -22,6 +22,7 @@ from simclr_watches.retrieval.embed import PhotoView, embed_paths, embed_tensors
 from simclr_watches.retrieval.index import SIDECAR_FILE, Index, load_index
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.projection import unit_rows
+from simclr_watches.retrieval.query_descriptor import descriptor_layout, query_vectors
 from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedQuery, LocalizedScorer
 
 # How search finds the watch in a query photo (`search --locate`): the learnt box or multi-scale windows.
@@ -224,10 +225,12 @@ class Searcher:
     def _search_photo(self, photo: Photo, label: str, top_k: int) -> QueryResult:
         snap = self.index
         if self.localize is None:
-            tensor = fit_photo(photo, snap.preprocessing, _view(snap))
+            backdrops: dict[Path, float] = {}
+            tensor = fit_photo(photo, snap.preprocessing, _view(snap, backdrops))
             if isinstance(tensor, ImageReadError):
                 raise tensor
-            [vector] = embed_tensors(self.encoder, snap.preprocessing, tensor[None], self.device)
+            vector = embed_tensors(self.encoder, snap.preprocessing, tensor[None], self.device)
+            [vector] = query_vectors(vector, backdrops[photo.path], descriptor_layout(self.encoder), snap.project)
             return self._whole_result(snap, label, vector, top_k)
         return self._localized_result(snap, label, self._scorer(snap).score_photo(photo), top_k)
 
@@ -252,7 +255,7 @@ class Searcher:
         if row is None:
             return None
         [vector] = unit_rows(snap.vectors[[row]])
-        return self._whole_result(snap, label or f"item:{item_id}", vector, top_k, project=False)
+        return self._whole_result(snap, label or f"item:{item_id}", vector, top_k)
 
     def _answer(self, queries: list[tuple[str, Path]], top_k: int, batch_size: int = 32,
                 progress: bool = False) -> list[QueryResult | ImageReadError]:
@@ -265,16 +268,22 @@ class Searcher:
 
     def _search_whole(self, snap: Index, queries: list[tuple[str, Path]], top_k: int, batch_size: int,
                       progress: bool) -> list[QueryResult | ImageReadError]:
+        backdrops: dict[Path, float] = {}  # each query's backdrop share, noted as it is cropped
         emb = embed_paths(self.encoder, snap.preprocessing, [p for _, p in queries], batch_size=batch_size,
-                          device=self.device, progress=progress, label="queries", view=_view(snap), hash=False)
+                          device=self.device, progress=progress, label="queries", view=_view(snap, backdrops),
+                          hash=False)
         errors = {e.path: e for e in emb.skipped}
-        vectors = iter(emb.vectors)  # one row per readable query, in input order
+        layout = descriptor_layout(self.encoder)
+        # One row per readable query, in input order, projected; a photo in a scene without the descriptor block.
+        vectors = iter(query_vectors(v[None], backdrops[item.path], layout, snap.project)[0]
+                       for item, v in zip(emb.items, emb.vectors))
         return [errors[path] if path in errors else self._whole_result(snap, label, next(vectors), top_k)
                 for label, path in queries]
 
     @staticmethod
-    def _whole_result(snap: Index, label: str, vector: np.ndarray, top_k: int, project: bool = True) -> QueryResult:
-        rows, scores = snap.query(snap.project(vector) if project else vector, top_k)
+    def _whole_result(snap: Index, label: str, vector: np.ndarray, top_k: int) -> QueryResult:
+        """The hits of one query vector already in the index's space (projected, :func:`query_vectors`)."""
+        rows, scores = snap.query(vector, top_k)
         return QueryResult(label, [_hit(snap, rank, row, score) for rank, (row, score) in enumerate(zip(rows, scores))])
 
     def _scorer(self, snap: Index, batch_size: int = 32) -> LocalizedScorer | BoxScorer:
@@ -306,10 +315,15 @@ def _check_top_k(top_k: int) -> None:
         raise SimclrWatchesError(f"top-k must be >= 1, got {top_k}")
 
 
-def _view(snap: Index) -> PhotoView | None:
-    """What a query photo is cropped to, as the index's catalog photos were."""
+def _view(snap: Index, backdrops: dict[Path, float]) -> PhotoView:
+    """What a query photo is cropped to, as the index's catalog photos were; notes its backdrop share in ``backdrops``."""
     margin = snap.crop_margin
-    return None if margin is None else functools.partial(crop_to_foreground, margin=margin)
+
+    def view(photo: Photo) -> Image.Image:
+        box, backdrops[photo.path] = crop_and_backdrop(photo, 0.0 if margin is None else margin)
+        return photo.rgb if margin is None else photo.rgb.crop(box)
+
+    return view
 
 
 def _hit(snap: Index, rank: int, row: int, score: float) -> Hit:

@@ -16,8 +16,10 @@ else:  # pragma: no cover
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_PATH = REPO_ROOT / "configs" / "weights.toml"
 IMAGENET_LITE0 = "efficientnet_lite0-imagenet"
-KINDS = ("encoder", "box")  # what a registry entry's file is: an encoder, or a box head on an encoder's maps
-DEFAULT_MODEL = "watches-lite0-v1-ens"  # the shipped SimCLR checkpoint with its ImageNet init (docs/MODEL_CARD.md)
+KINDS = ("encoder", "box")
+DESCRIPTOR_KEYS = ("member", "stage", "power", "weight")  # an ensemble's descriptor block (model/descriptor.py)  # what a registry entry's file is: an encoder, or a box head on an encoder's maps
+# The shipped SimCLR checkpoint with its ImageNet init, plus the ImageNet member's texture-and-colour block (docs/MODEL_CARD.md).
+DEFAULT_MODEL = "watches-lite0-v1-ens-attr"
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,9 @@ class WeightsEntry:
 
     Either a weights file (``arch``, ``sha256``, ``size`` and where it comes from:
     ``package``, ``artifact`` or ``url``) or an ensemble of other entries (``members``;
-    see :class:`simclr_watches.model.ensemble.EnsembleEncoder`), which has no file of its own.
+    see :class:`simclr_watches.model.ensemble.EnsembleEncoder`), which has no file of its own;
+    an ensemble's optional ``descriptor`` (``member``, ``stage``, ``power``, ``weight``) adds a
+    weighted mid-level block (:class:`simclr_watches.model.descriptor.DescribedEnsemble`).
     ``kind`` is ``"encoder"`` (the default) or ``"box"``: a box head
     (:mod:`simclr_watches.weights.box`), which is no encoder and no ensemble member.
     """
@@ -41,6 +45,7 @@ class WeightsEntry:
     url: str | None = None
     members: tuple[str, ...] = ()
     kind: str = "encoder"
+    descriptor: dict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", tuple(self.members))
@@ -55,6 +60,11 @@ class WeightsEntry:
                 raise ValueError(f"{self.name}: an ensemble needs at least two members")
         elif not (self.arch and self.sha256 and self.size):
             raise ValueError(f"{self.name}: a weights entry needs arch, sha256 and size")
+        if self.descriptor is not None:
+            if not self.members:
+                raise ValueError(f"{self.name}: only an ensemble (members) can have a descriptor")
+            if not isinstance(self.descriptor, dict) or sorted(self.descriptor) != sorted(DESCRIPTOR_KEYS):
+                raise ValueError(f"{self.name}: descriptor needs exactly {', '.join(DESCRIPTOR_KEYS)}")
 
 
 def load_registry(path: Path | str | None = None) -> dict[str, WeightsEntry]:

@@ -44,10 +44,11 @@ class ModelInfo:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """What an index sidecar records; an ensemble also lists its members' own records."""
+        """What an index sidecar records; an ensemble also lists its members' own records (and its descriptor block's)."""
         d = {"id": self.id, "sha256": self.sha256, "arch": self.arch, "dim": self.dim}
-        if "members" in self.meta:
-            d["members"] = self.meta["members"]
+        for key in ("members", "descriptor"):
+            if key in self.meta:
+                d[key] = self.meta[key]
         return d
 
 

@@ -8,18 +8,21 @@ registered file is verified against its sha256, and that digest is the one its
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from simclr_watches.core.errors import CheckpointError, FileReadError
 from simclr_watches.core.files import sha256_file
 from simclr_watches.model import Encoder, EnsembleEncoder, default_preprocessing
+from simclr_watches.model.descriptor import DescribedEnsemble
 from simclr_watches.weights._hub import local_copy
 from simclr_watches.weights._pretrained import imagenet_lite0_state_dict, package_file
 from simclr_watches.weights._registry import DEFAULT_MODEL, WeightsEntry, load_registry
 from simclr_watches.weights.checkpoint import ModelInfo, load_encoder_file
 
 ENSEMBLE_FORMAT = "simclr-watches-ensemble/1"  # part of an ensemble's sha256: bump if its formula changes
+DESCRIPTOR_FORMAT = "simclr-watches-descriptor/1"  # part of a described ensemble's sha256: bump if gem_descriptor changes
 ENSEMBLE_SEP = "+"  # load_model("A+B"): an ensemble of A and B without a registry entry
 
 Registry = dict[str, WeightsEntry]
@@ -42,7 +45,7 @@ def load_model(spec: str | Path | None = None) -> tuple[Encoder | EnsembleEncode
     registry = load_registry()
     entry = registry.get(spec)
     if entry is not None and entry.members:
-        return _load_ensemble(entry.name, entry.members, registry)
+        return _load_ensemble(entry.name, entry.members, registry, entry.descriptor)
     if entry is None and ENSEMBLE_SEP in spec:
         return _load_ensemble(None, spec.split(ENSEMBLE_SEP), registry)
     return _load_single(spec, registry)
@@ -70,11 +73,14 @@ def _load_single(spec: str, registry: Registry) -> tuple[Encoder, ModelInfo]:
     return enc.eval(), ModelInfo(entry.name, entry.sha256, entry.arch, enc.dim, default_preprocessing(entry.arch))
 
 
-def _load_ensemble(name: str | None, members: Sequence[str], registry: Registry) -> tuple[EnsembleEncoder, ModelInfo]:
+def _load_ensemble(name: str | None, members: Sequence[str], registry: Registry,
+                   descriptor: dict | None = None) -> tuple[EnsembleEncoder, ModelInfo]:
     """The members (files or registered names), loaded and verified, as one encoder.
 
-    Its sha256 is derived from the members' (in order), so an index built with it is
-    refused once any member's weights change. The input is the first member's. Without
+    With a ``descriptor`` (``member``, ``stage``, ``power``, ``weight``: a registry entry's), a
+    :class:`~simclr_watches.model.descriptor.DescribedEnsemble`. Its sha256 is derived from the
+    members' (in order) and the descriptor's settings, so an index built with it is
+    refused once any member's weights or the descriptor change. The input is the first member's. Without
     a registry ``name``, the id joins the members' ids (absolute paths for files), so it
     loads again from any working directory.
 
@@ -94,9 +100,22 @@ def _load_ensemble(name: str | None, members: Sequence[str], registry: Registry)
     for _, info in loaded[1:]:
         if (info.preprocessing.mean, info.preprocessing.std) != (pre.mean, pre.std):
             raise CheckpointError(f"{name}: members {loaded[0][1].id} and {info.id} normalise their input differently")
-    enc = EnsembleEncoder([e for e, _ in loaded]).eval()
-    digest = hashlib.sha256(f"{ENSEMBLE_FORMAT}:{','.join(i.sha256 for _, i in loaded)}".encode()).hexdigest()
-    meta = {"members": [i.to_dict() for _, i in loaded], "shared_stages": enc.shared}
+    encoders = [e for e, _ in loaded]
+    key = f"{ENSEMBLE_FORMAT}:{','.join(i.sha256 for _, i in loaded)}"
+    meta: dict = {"members": [i.to_dict() for _, i in loaded]}
+    if descriptor is None:
+        enc = EnsembleEncoder(encoders).eval()
+    else:
+        try:
+            d = {"member": int(descriptor["member"]), "stage": int(descriptor["stage"]),
+                 "power": float(descriptor["power"]), "weight": float(descriptor["weight"])}
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{name}: bad descriptor {descriptor!r}: {e}") from None
+        enc = DescribedEnsemble(encoders, **d).eval()
+        meta["descriptor"] = {**d, "dim": enc.dim - sum(e.dim for e in encoders)}
+        key += f":{DESCRIPTOR_FORMAT}:{json.dumps(d, sort_keys=True)}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    meta["shared_stages"] = enc.shared
     return enc, ModelInfo(name, digest, enc.arch, enc.dim, pre, meta)
 
 

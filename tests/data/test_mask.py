@@ -8,7 +8,8 @@ from PIL import Image, ImageDraw
 
 from helpers import draw_watch
 from simclr_watches.data.images import load_image
-from simclr_watches.data.mask import crop_box, crop_to_foreground, foreground_box, photo_mask, white_background_mask
+from simclr_watches.data.mask import (border_backdrop_share, crop_and_backdrop, crop_box, crop_to_foreground, foreground_box,
+                                     photo_mask, white_background_mask)
 
 
 def test_watch_on_white_is_foreground_and_backdrop_is_not():
@@ -77,6 +78,18 @@ def test_crop_box_of_a_large_photo_is_found_on_a_small_copy(tmp_path):
     slack = 3 * 2000 / 256  # a small-copy pixel of rounding, one of widening, one of margin
     assert ex0 - slack <= x0 <= ex0 and ey0 - slack <= y0 <= ey0
     assert ex1 <= x1 <= ex1 + slack and ey1 <= y1 <= ey1 + slack
+
+
+def test_backdrop_share_tells_a_packshot_from_a_scene(tmp_path):
+    mask = np.ones((10, 20), bool)
+    mask[0, :5] = False  # 5 of the 56 border pixels are backdrop
+    assert border_backdrop_share(mask) == pytest.approx(5 / 56)
+    draw_watch(2, 120).save(tmp_path / "packshot.png")
+    box, share = crop_and_backdrop(load_image(tmp_path / "packshot.png"))
+    assert box == crop_box(load_image(tmp_path / "packshot.png")) and share > 0.8  # the strap leaves the frame
+    scene = Image.fromarray(np.random.default_rng(0).integers(0, 200, (300, 400, 3), dtype=np.uint8))  # small copy path
+    scene.save(tmp_path / "scene.png")
+    assert crop_and_backdrop(load_image(tmp_path / "scene.png")) == ((0, 0, 400, 300), 0.0)
 
 
 def test_white_background_mask_equals_scipys_closing_and_labelling():

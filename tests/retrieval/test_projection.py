@@ -1,5 +1,7 @@
 """Compact vectors (issue 17): the PCA an index stores, applied to queries; its life through updates."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,23 @@ def test_evaluate_names_store_the_gallery_as_an_index_does(tmp_path):
     assert make_method("imagenet+f16").stored == (0, "")
     with pytest.raises(SimclrWatchesError, match="needs an encoder method"):
         make_method("hist+pca8")
+
+
+def test_evaluate_keeps_every_dimension_of_a_gallery_no_wider_than_the_pca_as_build_index_does():
+    rng = np.random.default_rng(3)
+    m = make_method("imagenet+pca8")
+    for n, projected in ((8, False), (9, True)):
+        vectors = _unit(rng, n, 16)
+        m.embed = lambda paths, v=vectors: v  # the encoder's embeddings, without an encoder
+        gallery = m.embed_gallery([Path(f"{i}.png") for i in range(n)])
+        assert (m.projection is not None) == projected and gallery.shape == (n, 8 if projected else 16)
+        assert np.array_equal(gallery, stored_rows(vectors if not projected else m.projection.apply(vectors)).astype(np.float32))
+
+
+def test_a_projection_without_renormalising_keeps_the_projected_length():
+    rng = np.random.default_rng(4)
+    p = fit_pca(_unit(rng, 30, 10), 4)
+    x = 3.0 * _unit(rng, 2, 10)
+    raw = p.apply(x, unit=False)
+    assert np.allclose(raw, x @ p.matrix.T, atol=1e-6) and np.allclose(unit_rows(raw), p.apply(x), atol=1e-6)
+    assert np.allclose(p.apply(x[0], unit=False), raw[0], atol=1e-6)

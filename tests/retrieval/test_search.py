@@ -84,3 +84,52 @@ def test_search_one_answers_one_photo_or_raises(index_dir, tmp_path, localize):
         s.search_one(tmp_path / "bad.jpg")
     with pytest.raises(SimclrWatchesError, match="top-k must be >= 1"):
         s.search_one(photo, top_k=0)
+
+
+@pytest.mark.slow
+def test_default_model_scores_a_scene_by_the_plain_ensemble_and_a_packshot_with_its_descriptor(make_catalog, tmp_path):
+    """The default's descriptor block is used for a packshot query only (retrieval/query_descriptor.py), PCA or not.
+
+    A photo in a scene ranks, and scores, the items by the plain ensemble's cosine (the old
+    default's ranking): on the full rows, and on rows projected by a PCA that keeps the
+    catalog's vectors (5 distinct watches in 8 files, a 6-d PCA: the span of the rows is kept).
+    """
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from simclr_watches.data.mask import CROP_MARGIN, crop_to_foreground
+    from simclr_watches.retrieval.boxes import BoxSearchConfig
+    from simclr_watches.retrieval.embed import embed_paths
+    from simclr_watches.weights import load_model
+
+    catalog = make_catalog(5)
+    for src in sorted(catalog.iterdir())[:3]:
+        shutil.copy(src, catalog / f"copy-{src.name}")
+    build_index(catalog, tmp_path / "full", progress=False, n_trees=5, pca=0)  # the default model
+    build_index(catalog, tmp_path / "pca", progress=False, n_trees=5, pca=6)
+    packshot = catalog / "w004.png"  # not copied: it alone is itself
+    scene = Image.fromarray(np.random.default_rng(0).integers(0, 160, (200, 200, 3), dtype=np.uint8))
+    scene.paste(Image.open(packshot).convert("RGB").resize((100, 100)), (50, 50))  # no white backdrop
+    scene.save(tmp_path / "scene.png")
+    # The plain ensemble (the old default) on the same views: the cosines a scene must score.
+    plain, info = load_model("watches-lite0-v1-ens")
+    view = lambda photo: crop_to_foreground(photo, CROP_MARGIN)  # noqa: E731
+    items = embed_paths(plain, info.preprocessing, sorted(catalog.iterdir()), progress=False, view=view)
+    [q] = embed_paths(plain, info.preprocessing, [tmp_path / "scene.png"], progress=False, view=view).vectors
+    want = {str(it.path.resolve()): float(q @ v) for it, v in zip(items.items, items.vectors)}
+    for name in ("full", "pca"):
+        s = Searcher(tmp_path / name, device="cpu", localize=None)
+        assert (s.index.projection is None) == (name == "full")
+        [shot, photo] = s.search([packshot, tmp_path / "scene.png"], top_k=8)
+        assert shot.hits[0].path == str(packshot.resolve()) and shot.hits[0].score > 0.99
+        got = [(h.path, h.score) for h in photo.hits]
+        assert [g for _, g in got] == pytest.approx([want[p] for p, _ in got], abs=2e-3)  # float16 rows
+        ranked = [want[p] for p, _ in got]  # the plain ensemble's order (ties: copies; float16 rounding)
+        assert sorted(want) == sorted(p for p, _ in got) and all(a >= b - 2e-3 for a, b in zip(ranked, ranked[1:]))
+    # The learnt box scores the same query by regions: the packshot still finds itself with its block.
+    s = Searcher(tmp_path / "pca", device="cpu", localize=BoxSearchConfig())
+    [shot, photo] = s.search([packshot, tmp_path / "scene.png"], top_k=8)
+    assert shot.hits[0].path == str(packshot.resolve()) and shot.hits[0].score > 0.99
+    assert len(photo.hits) == 8 and all(-1.0 <= h.score <= 1.01 for h in photo.hits)

@@ -12,7 +12,7 @@ from simclr_watches.core.errors import CheckpointError
 from simclr_watches.core.files import sha256_file
 from simclr_watches.core.outputs import OutputError
 from simclr_watches.detect.head import BoxHead
-from simclr_watches.weights import ARTIFACTS_DIR, load_model, load_registry
+from simclr_watches.weights import ARTIFACTS_DIR, DEFAULT_MODEL, load_model, load_registry
 from simclr_watches.weights.box import DEFAULT_BOX, check_box_output, load_box_file, load_box_head, save_box_head
 
 BACKBONE = {"id": "enc", "sha256": "ab" * 32}
@@ -104,6 +104,6 @@ def test_the_shipped_head_matches_the_registry_and_reads_the_default_models_firs
     desc = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     assert sha256_file(path) == entry.sha256 == desc["sha256"] and path.stat().st_size == entry.size == desc["size"]
     _, info = load_box_head()
-    first = registry["watches-lite0-v1-ens"].members[0]
+    first = registry[DEFAULT_MODEL].members[0]
     assert info.backbone_id == first and info.backbone_sha256 == registry[first].sha256
     assert desc["meta"]["test"]["mean_iou"] > 0.5  # box quality on held-aside composites, as trained

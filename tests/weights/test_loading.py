@@ -152,9 +152,14 @@ def test_default_model_is_the_shipped_checkpoint_ensembled_with_its_init(tmp_pat
     shipped, init = load_registry()[DEFAULT_MODEL].members
     _, shipped_info = load_model(shipped)
     assert info.id == DEFAULT_MODEL and init == IMAGENET_LITE0
-    assert info.dim == 2 * 1280 and info.preprocessing == shipped_info.preprocessing
+    # Plus the ImageNet member's block-4 descriptor (112 channels), recorded in what an index sidecar keeps.
+    assert info.dim == 2 * 1280 + 112 and info.preprocessing == shipped_info.preprocessing
+    assert info.to_dict()["descriptor"] == {"member": 1, "stage": 6, "power": 3.0, "weight": 0.9, "dim": 112}
     # The SimCLR run froze the stem and blocks 0-2, so the ImageNet member reuses their output.
     assert enc.shared == shipped_info.meta["config"]["model"]["frozen_stages"] == 4
+    # The old default stays loadable (indexes built with it), as the plain ensemble of the same members.
+    old, old_info = load_model("watches-lite0-v1-ens")
+    assert old_info.dim == 2 * 1280 and "descriptor" not in old_info.to_dict() and old_info.sha256 != info.sha256
 
 
 def test_ensemble_entries_are_checked_when_the_registry_is_read(tmp_path):
@@ -165,6 +170,9 @@ def test_ensemble_entries_are_checked_when_the_registry_is_read(tmp_path):
         '[e]\nmembers = ["a", "a"]\nsha256 = "00"\n': "has no file, arch, sha256 or size of its own",
         '[e]\nmembers = ["a", "a"]\n[f]\nmembers = ["e", "a"]\n': "member 'e' is not a registered weights file",
         '[g]\narch = "resnet18"\nartifact = "g.safetensors"\n': "needs arch, sha256 and size",
+        '[e]\nmembers = ["a", "a"]\ndescriptor = { member = 1 }\n': "descriptor needs exactly member, stage, power, weight",
+        '[g]\ndescriptor = { member = 1, stage = 6, power = 3.0, weight = 0.5 }\n' + file_entry[3:]:
+            "only an ensemble .members. can have a descriptor",
     }
     for text, message in cases.items():
         (tmp_path / "w.toml").write_text(file_entry + text)
