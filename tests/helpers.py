@@ -179,7 +179,8 @@ class Chromium:
     def __init__(self, width: int = 1200, height: int = 900, mobile: bool = False, binary: str = CHROMIUM):
         import tempfile
 
-        self._profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        # Chromium's helper processes may still be closing files in the profile as it is removed.
+        self._profile = tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True)
         to_child, self._out = os.pipe()
         self._in, from_child = os.pipe()
 
@@ -192,7 +193,7 @@ class Chromium:
              "--disable-extensions", "--disable-background-networking", f"--user-data-dir={self._profile.name}",
              f"--window-size={width},{height}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=fds,
-            pass_fds=(3, 4))
+            pass_fds=(3, 4), start_new_session=True)  # its own process group: close() ends every process of it
         os.close(to_child)
         os.close(from_child)
         self._next, self._buffer, self.session = 0, b"", None
@@ -212,7 +213,8 @@ class Chromium:
         for fd in (self._in, self._out):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the browser and its renderer, GPU and utility processes
         self.proc.wait(10)
         self._profile.cleanup()
 
