@@ -160,6 +160,23 @@ def tiny(*overrides: str) -> PretrainConfig:
     return load_pretrain_config(TINY, overrides)
 
 
+def lite0_pair(from_stage: int, scale: float, shift: float = 0.0):
+    """Two EfficientNet-Lite0 encoders (seeded, eval): the second a copy whose first block of each
+    stage from ``from_stage`` on is scaled and shifted, so the two share stages ``< from_stage`` only."""
+    import copy
+
+    from simclr_watches.model import Encoder
+
+    torch.manual_seed(0)
+    a = Encoder("efficientnet_lite0").eval()
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        for stage in b.stages()[from_stage:]:
+            for p in stage[0].parameters():
+                p.mul_(scale).add_(shift)
+    return a, b
+
+
 CHROMIUM = "/usr/bin/chromium"
 
 

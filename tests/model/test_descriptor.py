@@ -1,7 +1,7 @@
-import copy
-
 import pytest
 import torch
+
+from helpers import lite0_pair
 
 from simclr_watches.core.errors import CheckpointError
 from simclr_watches.model import Encoder, EnsembleEncoder
@@ -27,14 +27,7 @@ def test_gem_descriptor_matches_a_naive_loop():
 
 
 def _pair() -> tuple[Encoder, Encoder]:
-    torch.manual_seed(0)
-    a = Encoder("efficientnet_lite0").eval()
-    b = copy.deepcopy(a)
-    with torch.no_grad():
-        for stage in b.stages()[4:]:
-            for p in stage[0].parameters():
-                p.mul_(1.5).add_(0.01)
-    return a, b
+    return lite0_pair(4, 1.5, 0.01)
 
 
 @pytest.mark.slow

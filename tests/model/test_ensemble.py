@@ -1,20 +1,15 @@
-import copy
-
 import pytest
 import torch
 
-from simclr_watches.model import Encoder, EnsembleEncoder
+from helpers import lite0_pair
+
+from simclr_watches.model import EnsembleEncoder
 
 
 @pytest.mark.slow
 def test_ensemble_cosine_is_the_mean_of_the_members_cosines():
-    torch.manual_seed(0)
-    a = Encoder("efficientnet_lite0").eval()
-    b = copy.deepcopy(a)
+    a, b = lite0_pair(5, 1.5, 0.01)
     with torch.no_grad():
-        for stage in b.stages()[5:]:
-            for p in stage[0].parameters():
-                p.mul_(1.5).add_(0.01)
         b.backbone.conv_head.weight.mul_(-1.0)
     ens = EnsembleEncoder([a, b]).eval()
     assert ens.shared == 5 and ens.dim == 2 * a.dim
@@ -31,13 +26,7 @@ def test_ensemble_cosine_is_the_mean_of_the_members_cosines():
 def test_parallel_members_give_the_same_embedding_and_maps(one_thread):
     from simclr_watches.detect.features import embed_with_maps
 
-    torch.manual_seed(0)
-    a = Encoder("efficientnet_lite0").eval()
-    b = copy.deepcopy(a)
-    with torch.no_grad():
-        for stage in b.stages()[4:]:
-            for p in stage[0].parameters():
-                p.mul_(1.2)
+    a, b = lite0_pair(4, 1.2)
     ens = EnsembleEncoder([a, b]).eval()
     assert ens.shared == 4
     x = torch.randn(2, 3, 64, 64)
