@@ -6,6 +6,9 @@ catalog photo around the watch (issue 6) uses :func:`foreground_box`.
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import numpy as np
 from PIL import Image
 
@@ -163,3 +166,8 @@ def border_backdrop_share(mask: np.ndarray) -> float:
 def crop_to_foreground(photo: Photo, margin: float = CROP_MARGIN) -> Image.Image:
     """The photo's RGB cropped tightly around the watch, so text, badges and empty backdrop weigh less."""
     return photo.rgb.crop(crop_box(photo, margin))
+
+
+def catalog_view(margin: float | None) -> Callable[[Photo], Image.Image] | None:
+    """How catalog photos are cut before embedding: around the watch with ``margin``; None (whole) for None."""
+    return None if margin is None else functools.partial(crop_to_foreground, margin=margin)

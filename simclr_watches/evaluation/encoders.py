@@ -109,16 +109,12 @@ class EncoderMethod(Method):
         return CROP_MARGIN if self.crop else None
 
     def _embed_uncached(self, paths: Sequence[Path]) -> np.ndarray:
-        import functools
-
-        from simclr_watches.data.mask import crop_to_foreground
+        from simclr_watches.data.mask import catalog_view
         from simclr_watches.retrieval.embed import embed_paths
 
         enc, pre = self.load()
-        margin = self.crop_margin
-        view = None if margin is None else functools.partial(crop_to_foreground, margin=margin)
         result = embed_paths(enc, pre, list(paths), batch_size=self.batch_size, device=self.device,
-                             progress=False, label=self.name, view=view, hash=False)
+                             progress=False, label=self.name, view=catalog_view(self.crop_margin), hash=False)
         if result.skipped:
             raise result.skipped[0]
         return result.vectors

@@ -123,6 +123,20 @@ def forest_vectors(rows: np.ndarray, width: int) -> np.ndarray:
     return x if width == rows.shape[1] else unit_rows(x)
 
 
+def forest_candidates(forest: AnnoyIndex, vectors: np.ndarray, n: int, hidden: frozenset[int] = frozenset(),
+                      always: Sequence[int] = (), search_k: int = -1) -> np.ndarray:
+    """Ascending rows: each of the (R, W) ``vectors``' ``n`` nearest forest items, united, plus ``always``.
+
+    The forest holds the rows' first ``forest.f`` coordinates; each vector asks for ``len(hidden)``
+    more items, then the ``hidden`` rows (removed items) are dropped. ``always``: rows outside the
+    forest (items added since it was built), scored like the others. ``search_k`` -1: Annoy's
+    default (``n_trees * n`` nodes).
+    """
+    want = n + len(hidden)
+    found = {i for v in vectors for i in forest.get_nns_by_vector(v[: forest.f].tolist(), want, search_k=search_k)}
+    return np.array(sorted((found - hidden) | {int(r) for r in always}), dtype=np.int64)
+
+
 def build_forest(vectors: np.ndarray, n_trees: int = DEFAULT_TREES, width: int | None = None) -> AnnoyIndex:
     """An in-memory Annoy angular forest over the rows of ``vectors``; item i is row i.
 
@@ -478,21 +492,21 @@ class Index:
 
         The score is the dot product with the item's unit row: its cosine for a unit query (a
         photo query without its descriptor block scores the plain ensemble's cosine instead,
-        :mod:`simclr_watches.retrieval.query_descriptor`). The forest proposes max(k, QUERY_CANDIDATES) items, plus as many as it holds hidden
-        ones (dropped); they and the added rows are scored exactly on the stored rows.
+        :mod:`simclr_watches.retrieval.query_descriptor`). The forest proposes max(k,
+        QUERY_CANDIDATES) live items (:func:`forest_candidates`); they and the added rows are
+        scored exactly on the stored rows.
         """
         k = min(k, self.live_count)
         if k < 1:
             return [], []
         hidden = self.hidden_in_forest
-        n = min(max(k, QUERY_CANDIDATES) + len(hidden), self.forest_count)
+        n = min(max(k, QUERY_CANDIDATES), self.forest_count - len(hidden))
         # Twice Annoy's default number of nodes for n items: recall@10 0.96 at 1M (docs/BENCHMARKS.md).
-        search_k = min(n * self.meta["n_trees"] * 2, MAX_SEARCH_K)
+        search_k = min((n + len(hidden)) * self.meta["n_trees"] * 2, MAX_SEARCH_K)
         vector = np.asarray(vector, np.float32)
-        rows = self.ann.get_nns_by_vector(vector[: self.ann.f].tolist(), n, search_k=search_k)
-        rows = np.array([r for r in rows if r not in hidden] + self.live_added.tolist(), np.int64)
+        rows = forest_candidates(self.ann, vector[None], n, hidden, self.live_added, search_k)
         scores = unit_rows(np.asarray(self.vectors[rows], np.float32)) @ vector
-        best = np.argsort(-scores, kind="stable")[:k]  # stable: the forest's order breaks ties
+        best = np.argsort(-scores, kind="stable")[:k]  # stable: row order breaks ties
         return rows[best].tolist(), scores[best].tolist()
 
     def is_current(self) -> bool:
@@ -1139,7 +1153,7 @@ def build_index(
     """
     from simclr_watches.data.images import scan_images
     from simclr_watches.retrieval.embed import embed_paths
-    from simclr_watches.data.mask import CROP_MARGIN, crop_to_foreground
+    from simclr_watches.data.mask import CROP_MARGIN, catalog_view
     from simclr_watches.weights import load_model
 
     out_dir = Path(out_dir)
@@ -1151,7 +1165,7 @@ def build_index(
         raise SimclrWatchesError(f"{catalog}: no image files (jpg, jpeg, png, webp, bmp, tif, tiff) found")
     encoder, model = load_model(checkpoint)
     emb = embed_paths(encoder, model.preprocessing, paths, batch_size=batch_size, device=device, progress=progress,
-                      view=crop_to_foreground if crop else None)
+                      view=catalog_view(CROP_MARGIN if crop else None))
     skipped = [(str(e.path), e.reason) for e in emb.skipped]
     if not emb.items:
         raise NoReadableImagesError(catalog, emb.skipped)

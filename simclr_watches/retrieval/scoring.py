@@ -33,6 +33,7 @@ from simclr_watches.data.images import Photo, try_load_image
 from simclr_watches.data.mask import crop_and_backdrop
 from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.embed import prefetched, ready_encoder
+from simclr_watches.retrieval.index import forest_candidates
 from simclr_watches.retrieval.localize import LocalizeConfig, embed_regions, window_crops
 from simclr_watches.retrieval.projection import unit_rows
 from simclr_watches.retrieval.query_descriptor import Project, descriptor_layout, query_vectors
@@ -63,12 +64,10 @@ class AnnoyCandidates:
     def __init__(self, forest: AnnoyIndex, per_region: int, hidden: frozenset[int] = frozenset(),
                  always: np.ndarray | None = None):
         self.forest, self.per_region, self.hidden = forest, per_region, hidden
-        self.always = set() if always is None else {int(r) for r in always}
+        self.always = () if always is None else always
 
     def __call__(self, regions: np.ndarray) -> np.ndarray:
-        n = self.per_region + len(self.hidden)
-        ids = {i for v in regions for i in self.forest.get_nns_by_vector(v[: self.forest.f].tolist(), n)}
-        return np.array(sorted((ids - self.hidden) | self.always), dtype=np.int64)
+        return forest_candidates(self.forest, regions, self.per_region, self.hidden, self.always)
 
 
 def fuse_scores(scores: np.ndarray, top_m: int) -> tuple[np.ndarray, np.ndarray]:

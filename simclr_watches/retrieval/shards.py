@@ -21,7 +21,6 @@ embedded again. Shards are keyed by W: resume with the same number of processes.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import re
 import shutil
@@ -162,7 +161,7 @@ def build_sharded(catalog: Path | str, out_dir: Path | str, info: DistInfo, *, c
     """
     from simclr_watches.core.device import resolve_device
     from simclr_watches.data.images import scan_images
-    from simclr_watches.data.mask import CROP_MARGIN, crop_to_foreground
+    from simclr_watches.data.mask import CROP_MARGIN, catalog_view
     from simclr_watches.retrieval.embed import embed_paths
     from simclr_watches.retrieval.index import BuildReport, fit_projection, prepare_index_output, write_index
     from simclr_watches.weights import load_model
@@ -194,7 +193,7 @@ def build_sharded(catalog: Path | str, out_dir: Path | str, info: DistInfo, *, c
             else:
                 emb = embed_paths(encoder, model.preprocessing, paths[bounds[info.rank][0] : bounds[info.rank][1]],
                                   batch_size=batch_size, device=dev, progress=progress and info.main,
-                                  view=functools.partial(crop_to_foreground, margin=CROP_MARGIN) if crop else None)
+                                  view=catalog_view(CROP_MARGIN if crop else None))
                 write_shard(work, info.rank, info.world, mine, emb)
                 note = f"shard {info.rank + 1}/{info.world}: embedded {len(emb.items)} images ({found})"
         except (SimclrWatchesError, OSError) as e:

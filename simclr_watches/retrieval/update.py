@@ -18,7 +18,6 @@ duplicate, and commit.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,13 +197,11 @@ def apply_change(index: Index, new_items: Sequence[dict[str, Any]], new_rows: np
 
 def _embed(index: Index, encoder: Any, paths: Sequence[Path], batch_size: int, device: str, progress: bool):
     """Embeds files as the index's catalog was: its preprocessing and its crop."""
-    from simclr_watches.data.mask import crop_to_foreground
+    from simclr_watches.data.mask import catalog_view
     from simclr_watches.retrieval.embed import embed_paths
 
-    margin = index.crop_margin
-    view = None if margin is None else functools.partial(crop_to_foreground, margin=margin)
     return embed_paths(encoder, index.preprocessing, list(paths), batch_size=batch_size, device=device,
-                       progress=progress, view=view)
+                       progress=progress, view=catalog_view(index.crop_margin))
 
 
 def _digests(paths: Sequence[Path]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
