@@ -6,6 +6,10 @@ learnt box (with the crop, as `search` does), reporting Recall@k, MRR and ms per
 Part 2 times the real search path (`Searcher`, Annoy candidates + exact fusion) one query at a
 time, without localisation, with windows and with the learnt box, on a cropped index of the
 packshots (the default).
+Part 2b (``--alone``) times the default search as a user or the service runs it: one search model
+per process, nothing else in it (part 2 keeps every mode's model in one process, which shares the
+CPU caches between five models); ``--rounds`` fresh warm worker processes, one after the other,
+each answering the same photos; the figure is the median of the processes' medians.
 Part 3 (``--baseline DIR``, another checkout, e.g. ``git worktree add --detach /tmp/before main``)
 times the default search of this checkout against the baseline's on the same index: each side is
 a warm worker process (this script's ``--worker`` mode, run with the side's code on PYTHONPATH),
@@ -14,7 +18,7 @@ median of the per-query ratios is the figure to trust on a shared machine.
 
 Usage:
     python benchmarks/localization.py ../shared/data/watches-dev/manifest.csv [--model NAME] [--latency-queries 30]
-        [--skip-compare] [--skip-modes] [--threads N] [--baseline DIR --rounds 3]
+        [--skip-compare] [--skip-modes] [--threads N] [--alone] [--baseline DIR] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -123,6 +127,54 @@ def worker(index: Path) -> None:
         print(f"{(time.perf_counter() - t0) * 1000:.3f} {(time.process_time() - c0) * 1000:.3f}", flush=True)
 
 
+def _start_worker(checkout: Path, manifest: Path, index: Path, threads: int) -> subprocess.Popen:
+    """A ``--worker`` process running ``checkout``'s code over ``index``."""
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), str(manifest), "--worker", str(index), "--threads", str(threads)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=checkout,
+        env={**os.environ, "PYTHONPATH": str(checkout)})
+
+
+def _ask(proc: subprocess.Popen, q: Path) -> tuple[float, float]:
+    """(wall ms, CPU ms) of the worker's search of photo ``q``."""
+    proc.stdin.write(f"{q}\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    if not line:
+        sys.exit(f"a worker failed (exit {proc.wait()})")
+    wall, cpu = line.split()
+    return float(wall), float(cpu)
+
+
+def _p90(values: list[float]) -> float:
+    return sorted(values)[int(0.9 * (len(values) - 1))]
+
+
+def alone(manifest: Path, model: str, n: int, rounds: int, threads: int) -> None:
+    """The default search alone in a warm process, ``rounds`` processes one after the other."""
+    task = catalog_photo_task(manifest)
+    queries = task.queries[:n]
+    medians = []
+    print(f"\ndefault search alone: {rounds} worker processes one after the other, each warmed by one search, "
+          f"then {len(queries)} on-wrist photos, one per call; {threads or 'default'} torch threads")
+    print("| process | load average before | median ms | p90 ms | CPU ms (median) |")
+    print("| --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Path(tmp) / "idx"
+        write_gallery_index(index, task.gallery, model)
+        for r in range(rounds):
+            load = os.getloadavg()[0]
+            proc = _start_worker(REPO, manifest, index, threads)
+            _ask(proc, queries[0])  # warm-up
+            times = [_ask(proc, q) for q in queries]
+            proc.stdin.close()
+            proc.wait()
+            wall, cpu = [w for w, _ in times], [c for _, c in times]
+            medians.append(statistics.median(wall))
+            print(f"| {r + 1} | {load:.1f} | {medians[-1]:.1f} | {_p90(wall):.1f} | {statistics.median(cpu):.1f} |")
+    print(f"median of the {rounds} medians: {statistics.median(medians):.1f} ms")
+
+
 def ab(manifest: Path, model: str, baseline: Path, n: int, rounds: int, threads: int) -> None:
     """Default search of this checkout vs ``baseline``'s, warm workers fed the same photos in turn."""
     task = catalog_photo_task(manifest)
@@ -131,28 +183,15 @@ def ab(manifest: Path, model: str, baseline: Path, n: int, rounds: int, threads:
         index = Path(tmp) / "idx"
         write_gallery_index(index, task.gallery, model)
         sides = {"this checkout": REPO, f"baseline {baseline}": baseline.resolve()}
-        workers = {label: subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), str(manifest), "--worker", str(index), "--threads", str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=checkout,
-            env={**os.environ, "PYTHONPATH": str(checkout)}) for label, checkout in sides.items()}
-
-        def ask(proc: subprocess.Popen, q: Path) -> tuple[float, float]:
-            proc.stdin.write(f"{q}\n")
-            proc.stdin.flush()
-            line = proc.stdout.readline()
-            if not line:
-                sys.exit(f"a worker failed (exit {proc.wait()})")
-            wall, cpu = line.split()
-            return float(wall), float(cpu)
-
+        workers = {label: _start_worker(checkout, manifest, index, threads) for label, checkout in sides.items()}
         for proc in workers.values():
-            ask(proc, queries[0])  # warm-up
+            _ask(proc, queries[0])  # warm-up
         load = os.getloadavg()[0]
         times: dict[str, list[tuple[float, float]]] = {label: [] for label in workers}
         for _ in range(rounds):
             for q in queries:
                 for label, proc in workers.items():
-                    times[label].append(ask(proc, q))
+                    times[label].append(_ask(proc, q))
         for proc in workers.values():
             proc.stdin.close()
             proc.wait()
@@ -164,7 +203,7 @@ def ab(manifest: Path, model: str, baseline: Path, n: int, rounds: int, threads:
     print("| --- | --- | --- | --- |")
     for label, t in times.items():
         wall, cpu = sorted(w for w, _ in t), sorted(c for _, c in t)
-        print(f"| {label} | {statistics.median(wall):.1f} | {wall[int(0.9 * (len(wall) - 1))]:.1f} | "
+        print(f"| {label} | {statistics.median(wall):.1f} | {_p90(wall):.1f} | "
               f"{statistics.median(cpu):.1f} |")
     print(f"wall ratio {a} / {b}, per query: median {statistics.median(ratios):.2f} "
           f"(quartiles {ratios[len(ratios) // 4]:.2f}-{ratios[3 * len(ratios) // 4]:.2f})")
@@ -178,8 +217,9 @@ def main() -> None:
     ap.add_argument("--skip-compare", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
     ap.add_argument("--skip-modes", action="store_true", help="skip part 2 (the latency of every mode)")
+    ap.add_argument("--alone", action="store_true", help="part 2b: the default search alone in its process")
     ap.add_argument("--baseline", type=Path, help="part 3: another checkout whose default search to time against")
-    ap.add_argument("--rounds", type=int, default=3, help="part 3: passes over the photos")
+    ap.add_argument("--rounds", type=int, default=3, help="part 2b: worker processes; part 3: passes over the photos")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
@@ -190,6 +230,8 @@ def main() -> None:
         compare(args.manifest, args.model)
     if not args.skip_modes:
         latency(args.manifest, args.model, args.latency_queries)
+    if args.alone:
+        alone(args.manifest, args.model, args.latency_queries, args.rounds, args.threads)
     if args.baseline:
         ab(args.manifest, args.model, args.baseline, args.latency_queries, args.rounds, args.threads)
 
