@@ -13,8 +13,9 @@
 # and prints the size of each carried set, which must stay under the device's 64 MiB (with the repo).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY=${PY:-/work/main/.venv/bin/python}
-PY312=${PY312:-python3.12}
+PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo /work/main/.venv/bin/python)}  # the project's venv
+PY312=${PY312:-$(command -v python3.12 >/dev/null && python3.12 -V >/dev/null 2>&1 && echo python3.12 \
+                 || ls -d ~/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1)}
 DATA=${DATA:-/work/shared/data/watches-dev/manifest.csv}
 SIDE=${SIDE:-256}
 PLATFORMS=(--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
@@ -23,7 +24,7 @@ PLATFORMS=(--python-version 3.12 --implementation cp --platform manylinux_2_28_x
 export ANNOY_COMPILER_ARGS="-D_CRT_SECURE_NO_WARNINGS,-fpermissive,-O3,-ffast-math,-fno-associative-math,-DANNOYLIB_MULTITHREADED_BUILD,-std=c++14"
 
 mkdir -p .whl .whl-imagenet
-"$PY312" -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' \
+"${PY312:-python3.12}" -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' \
   || { echo "prepare: PY312=$PY312 is not Python 3.12 (try PY312=~/.pyenv/versions/3.12.1/bin/python3.12)" >&2; exit 2; }
 grep -v '^#' scripts/gpu/wheels.txt | while read -r req; do
   [ -n "$req" ] || continue
@@ -47,5 +48,5 @@ echo "repository (tracked): $(mib "$tree")"
 for d in .whl .whl-imagenet .gpu-data; do echo "$d: $(mib "$(size $d)") ($(find $d -type f | wc -l) files)"; done
 first=$(( tree + $(size .whl .whl-imagenet .gpu-data) ))
 echo "first call carries .whl .whl-imagenet .gpu-data: $(mib $first) of 64 MiB"
-echo "a resumed call carries .whl .gpu-data .gpu-run: $(mib $(( tree + $(size .whl .gpu-data) ))) + the run state (31.6 MiB for the v2 recipe, measured on the CPU)"
+echo "a resumed call carries .whl .gpu-data .gpu-run: $(mib $(( tree + $(size .whl .gpu-data) ))) + the run state (at most 31.6 MiB for the v2 recipe)"
 [ "$first" -lt $(( 60 * 1048576 )) ] || { echo "prepare: the first call's set is too close to 64 MiB" >&2; exit 2; }

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "pack":
             desc = pack_run_state(args.checkpoint, args.out)
-            print(f"packed epoch {desc['epoch']} ({desc['bytes'] / 2**20:.1f} MiB) as {len(desc['parts'])} parts into {args.out}")
+            print(f"packed epoch {desc['epoch']} ({desc['bytes'] / 2**20:.1f} MiB, {desc['packed_bytes'] / 2**20:.1f} MiB "
+                  f"compressed) as {len(desc['parts'])} parts into {args.out}")
         else:
             ckpt = unpack_run_state(args.parts, args.checkpoint)
             print(f"unpacked epoch {ckpt['epoch']}, step {ckpt['step']} into {args.checkpoint}")

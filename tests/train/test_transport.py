@@ -21,7 +21,7 @@ def test_a_run_packed_into_parts_resumes_from_its_unpacked_checkpoint(make_catal
     run_pretraining(catalog, run, cfg, progress=False, stop_after=1)
     desc = pack_run_state(run / TRAIN_CHECKPOINT, tmp_path / "parts", part_bytes=4 << 20)
     assert len(desc["parts"]) > 1 and all(p["bytes"] <= 4 << 20 for p in desc["parts"])
-    assert sum(p["bytes"] for p in desc["parts"]) == desc["bytes"] and desc["epoch"] == 1
+    assert sum(p["bytes"] for p in desc["parts"]) == desc["packed_bytes"] < desc["bytes"] and desc["epoch"] == 1
 
     moved = tmp_path / "moved"  # a fresh machine: the parts and the metrics log, no checkpoint
     moved.mkdir()
@@ -46,17 +46,22 @@ def test_an_altered_or_missing_part_is_refused_and_nothing_is_written(make_catal
     run = tmp_path / "run"
     run_pretraining(make_catalog(6), run, tiny("train.epochs=1"), progress=False)
     desc = pack_run_state(run / TRAIN_CHECKPOINT, tmp_path / "parts", part_bytes=4 << 20)
+    state = tmp_path / "parts" / STATE_FILE
+    target = tmp_path / "new" / TRAIN_CHECKPOINT
+    state.write_text(json.dumps({**desc, "bytes": 1000}))  # a description that understates the whole: bounded
+    with pytest.raises(CheckpointError, match="decompress to more than the 1000 bytes"):
+        unpack_run_state(tmp_path / "parts", target)
+    state.write_text(json.dumps(desc))
     part = tmp_path / "parts" / desc["parts"][-1]["name"]
     data = bytearray(part.read_bytes())
     data[-1] ^= 1
     part.write_bytes(bytes(data))
-    target = tmp_path / "new" / TRAIN_CHECKPOINT
     with pytest.raises(CheckpointError, match=f"{part.name}: its size or sha256 differs"):
         unpack_run_state(tmp_path / "parts", target)
     part.unlink()
     with pytest.raises(Exception, match=part.name):
         unpack_run_state(tmp_path / "parts", target)
-    (tmp_path / "parts" / STATE_FILE).write_text(json.dumps({"format": "other"}))
+    state.write_text(json.dumps({"format": "other"}))
     with pytest.raises(CheckpointError, match="not a run state"):
         unpack_run_state(tmp_path / "parts", target)
     assert not target.exists() and list(target.parent.iterdir()) == []
