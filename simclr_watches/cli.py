@@ -324,6 +324,7 @@ def pretrain(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pretraining config TOML (default: built-in defaults). Not read with --resume."),
     overrides: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=50 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out with its stored config, optimizer and RNG state."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", min=0, help="Stop, with a checkpoint, before an epoch that would end more than this many seconds after the start; --resume continues."),
     force: bool = ForceOpt,
     device: str = DeviceOpt,
 ) -> None:
@@ -335,7 +336,7 @@ def pretrain(
     from simclr_watches.train.run import ENCODER_FILE, run_config, run_pretraining
 
     cfg = run_config(out, overrides) if resume else load_pretrain_config(config, overrides)
-    result = run_pretraining(catalog, out, cfg, resume=resume, force=force, device=device)
+    result = run_pretraining(catalog, out, cfg, resume=resume, force=force, device=device, time_limit=time_limit)
     if result.metrics and (result.run_dir / ENCODER_FILE).exists():
         last = result.metrics[-1]
         _note(

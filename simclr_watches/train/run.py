@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -89,15 +89,20 @@ def run_config(run_dir: Path | str, overrides: Sequence[str] = ()) -> PretrainCo
         raise ConfigError(f"{path}: stored config with --set: {e}") from None
 
 
-def build_training(cfg: PretrainConfig, device: torch.device, world: int = 1) -> tuple[SimCLRModel, torch.optim.Optimizer, nn.Module, SimCLRAugment]:
+def build_training(cfg: PretrainConfig, device: torch.device, world: int = 1, *,
+                   init: bool = True) -> tuple[SimCLRModel, torch.optim.Optimizer, nn.Module, SimCLRAugment]:
     """Model (on ``device``, in its memory format), optimiser, NT-Xent loss and augmentation of a run.
 
     With ``world`` > 1 the loss gathers projections from all processes (negatives from
     the global batch) and, on CUDA, batch norm is synchronised, as SimCLR does.
+
+    Args:
+        init: load ``model.init``'s weights; False (a resume, whose checkpoint replaces every
+            tensor) starts from random ones, so a resume never needs the init weights file.
     """
     from lightly.loss import NTXentLoss
 
-    model = build_model(cfg.model)
+    model = build_model(cfg.model if init else replace(cfg.model, init="random"))
     if world > 1 and device.type == "cuda" and cfg.model.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device).to(memory_format=memory_format(cfg.model, device))
@@ -116,6 +121,7 @@ def run_pretraining(
     device: str = "auto",
     progress: bool = True,
     stop_after: int | None = None,
+    time_limit: float | None = None,
 ) -> PretrainResult:
     """Pretrains an encoder on the images under ``catalog``; writes checkpoints, metrics and the encoder.
 
@@ -127,6 +133,9 @@ def run_pretraining(
             removed once the catalog is read, before the first epoch).
         stop_after: end (with a checkpoint) after this many epochs of this call, e.g. to fit
             a time-limited job; a later ``resume`` continues exactly where it stopped.
+        time_limit: end (with a checkpoint) after the first epoch past which another epoch as
+            long as it would end more than this many seconds after the start of this call
+            (catalog decoding and compilation included); at least one epoch always runs.
 
     Raises:
         SimclrWatchesError: unusable catalog, an existing run without ``resume`` or ``force``,
@@ -140,7 +149,7 @@ def run_pretraining(
     info = dist_from_env()
     dev = local_device(resolve_device(device), info)
     with process_group(info, dev):
-        return _run(catalog, run_dir, cfg, ckpt, info, dev, progress and info.main, stop_after, clear)
+        return _run(catalog, run_dir, cfg, ckpt, info, dev, progress and info.main, stop_after, clear, time_limit)
 
 
 def _check_run_dir(run_dir: Path, catalog: Path | str, *, resume: bool, force: bool) -> bool:
@@ -247,10 +256,11 @@ def _save(run_dir: Path, model: SimCLRModel, optimizer: torch.optim.Optimizer, c
 
 
 def _run(catalog, run_dir: Path, cfg: PretrainConfig, ckpt: dict | None, info: DistInfo, dev: torch.device,
-         progress: bool, stop_after: int | None, clear: bool = False) -> PretrainResult:
+         progress: bool, stop_after: int | None, clear: bool = False, time_limit: float | None = None) -> PretrainResult:
+    start = time.perf_counter()
     torch.manual_seed(cfg.train.seed)
     cache, images = _catalog_shard(catalog, cfg, info, dev, progress)
-    model, optimizer, criterion, augment = build_training(cfg, dev, info.world)
+    model, optimizer, criterion, augment = build_training(cfg, dev, info.world, init=ckpt is None)
     pre = cfg.preprocessing
     metrics_path = run_dir / METRICS_FILE
     epoch, step, metrics = _restore(ckpt, run_dir / TRAIN_CHECKPOINT, model, optimizer, cfg, info, dev)
@@ -282,9 +292,18 @@ def _run(catalog, run_dir: Path, cfg: PretrainConfig, ckpt: dict | None, info: D
         metrics.append(row)
         if info.main:
             _append_metrics(metrics_path, row)
-        if epoch % cfg.train.checkpoint_every == 0 or epoch == last:
+        out_of_time = time_limit is not None and _out_of_time(start, seconds, time_limit, dev, info)
+        if epoch % cfg.train.checkpoint_every == 0 or epoch == last or out_of_time:
             rng = all_ranks(rng_state(dev), info)
             if info.main:
                 _save(run_dir, model, optimizer, cfg, epoch=epoch, step=step, rng=rng, metrics=metrics,
                       catalog=catalog, images=images)
+        if out_of_time:
+            break
     return PretrainResult(run_dir, model, metrics, epoch)
+
+
+def _out_of_time(start: float, seconds: float, time_limit: float, dev: torch.device, info: DistInfo) -> bool:
+    """Would one more epoch of ``seconds`` end past ``time_limit`` after ``start``? The same answer on every process."""
+    late = time.perf_counter() - start + seconds > time_limit
+    return mean_over_ranks(float(late), dev, info) > 0

@@ -43,6 +43,22 @@ def test_resume_equals_an_uninterrupted_run(make_catalog, tmp_path):
     assert [r["epoch"] for r in logged] == [1, 2]
 
 
+def test_time_limit_stops_with_a_checkpoint_and_a_resume_needs_no_init_weights(make_catalog, tmp_path, monkeypatch):
+    catalog, run = make_catalog(6), tmp_path / "run"
+    cfg = tiny("model.init=imagenet", "train.epochs=3", "train.checkpoint_every=5")
+    first = run_pretraining(catalog, run, cfg, progress=False, time_limit=0)  # out of time after the first epoch
+    assert first.epochs_done == 1
+    assert torch.load(run / TRAIN_CHECKPOINT, weights_only=True)["epoch"] == 1  # saved though not a checkpoint epoch
+
+    def no_package(name):
+        raise AssertionError(f"a resume read the init weights of {name}")
+
+    monkeypatch.setattr("simclr_watches.weights._pretrained.package_file", no_package)
+    rest = run_pretraining(catalog, run, cfg, resume=True, progress=False)
+    assert rest.epochs_done == 3
+    assert read_header(run / ENCODER_FILE)["meta"]["config"]["model"]["init"] == "imagenet"
+
+
 def test_bad_inputs_are_clear_errors(tmp_path, make_catalog):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SimclrWatchesError, match="empty: no image files"):
