@@ -46,6 +46,7 @@ class EncoderMethod(Method):
         self.info = None  # the loaded model's ModelInfo (None for "random")
         self.stored: tuple[int, str] | None = None
         self.projection = None
+        self._catalog: dict[Path, np.ndarray] = {}  # embeddings at the model's catalog sides, when they differ
 
     def store_as_index(self, width: int, kind: str = "pca") -> None:
         """Scores as an index of ``build-index --pca WIDTH [--whiten]`` would (``width`` 0: no PCA).
@@ -61,8 +62,23 @@ class EncoderMethod(Method):
         """Query vectors in the gallery's space: projected by the last gallery's PCA, if any (as :meth:`Index.project`)."""
         return x if self.projection is None else self.projection.apply(x, unit)
 
+    def embed_catalog(self, paths: Sequence[Path]) -> np.ndarray:
+        """(N, D) unit vectors of ``paths`` as ``build-index`` embeds a catalog: at the model's catalog sides.
+
+        Queries (:meth:`embed`) are seen at the model's own size; a model whose catalog is seen
+        at that size alone embeds each file once for both.
+        """
+        _, pre = self.load()
+        if pre.catalog_sides == (pre.size,):
+            return self.embed(paths)
+        paths = [Path(p) for p in paths]
+        todo = list(dict.fromkeys(p for p in paths if p not in self._catalog))
+        if todo:
+            self._catalog.update(zip(todo, self._embed_at(todo, pre.catalog_sides)))
+        return np.stack([self._catalog[p] for p in paths]) if paths else np.zeros((0, 0), np.float32)
+
     def embed_gallery(self, paths: Sequence[Path]) -> np.ndarray:
-        vectors = self.embed(paths)
+        vectors = self.embed_catalog(paths)
         if self.stored is None:
             return vectors
         from simclr_watches.retrieval.projection import fit_pca, stored_rows
@@ -109,12 +125,17 @@ class EncoderMethod(Method):
         return CROP_MARGIN if self.crop else None
 
     def _embed_uncached(self, paths: Sequence[Path]) -> np.ndarray:
+        return self._embed_at(paths, ())
+
+    def _embed_at(self, paths: Sequence[Path], sides: Sequence[int]) -> np.ndarray:
+        """(N, D) unit vectors of ``paths`` at the model's size (``sides`` empty) or averaged over ``sides``."""
         from simclr_watches.data.mask import catalog_view
         from simclr_watches.retrieval.embed import embed_paths
 
         enc, pre = self.load()
         result = embed_paths(enc, pre, list(paths), batch_size=self.batch_size, device=self.device,
-                             progress=False, label=self.name, view=catalog_view(self.crop_margin), hash=False)
+                             progress=False, label=self.name, view=catalog_view(self.crop_margin), hash=False,
+                             sides=sides)
         if result.skipped:
             raise result.skipped[0]
         return result.vectors

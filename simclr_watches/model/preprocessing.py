@@ -29,6 +29,8 @@ SIZE_RANGE = (8, 1024)
 MEAN_RANGE = (-1e3, 1e3)
 STD_RANGE = (1e-4, 1e3)  # on the [0, 1] scale: nonzero, and normalised pixels stay finite in float32
 CHANNELS = 3
+OPTIONAL_SIDES = ("catalog_sizes", "region_size")  # absent from a description: unset, i.e. ``size``
+MAX_CATALOG_SIZES = 4  # a catalog photo is embedded at most this many times
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,13 @@ class Preprocessing:
 
     The image is scaled to fit a ``size`` x ``size`` square, padded on
     ``pad_value`` (white: the catalog's background), then normalised per channel.
+
+    A model may see the watch at other sides than a whole photo: ``catalog_sizes`` are the
+    sides at which a catalog photo is embedded (``build-index``, ``add``, ``--update``), its
+    unit vectors averaged into one (a multi-scale description; empty: ``size`` alone), and
+    ``region_size`` the side of a query's regions around the watch (the learnt box's squares,
+    the windows; 0: ``size``). The whole query photo, in which the box is found, is always
+    seen at ``size`` (docs/MODEL_CARD.md: why the default describes its catalog at 160 and 288 px).
 
     Raises:
         FieldError: on construction, a value of the wrong type or outside ``SIZE_RANGE``,
@@ -49,12 +58,35 @@ class Preprocessing:
     mean: tuple[float, float, float] = LITE_MEAN
     std: tuple[float, float, float] = LITE_STD
     pad_value: int = 255
+    catalog_sizes: tuple[int, ...] = ()
+    region_size: int = 0
 
     def __post_init__(self) -> None:
         validate.int_in(self.size, "size", *SIZE_RANGE)
+        if not (validate.is_int(self.region_size) and self.region_size == 0):  # 0: unset
+            validate.int_in(self.region_size, "region_size", *SIZE_RANGE)
+        sides = self.catalog_sizes
+        if not isinstance(sides, (list, tuple)) or len(sides) > MAX_CATALOG_SIZES:
+            raise validate.FieldError("catalog_sizes", f"expected a list of at most {MAX_CATALOG_SIZES} sizes, "
+                                      f"got {validate.describe(sides)}")
+        for i, side in enumerate(sides):
+            validate.int_in(side, f"catalog_sizes[{i}]", *SIZE_RANGE)
+        if len(set(sides)) != len(sides):
+            raise validate.FieldError("catalog_sizes", f"a size is listed twice: {list(sides)}")
+        object.__setattr__(self, "catalog_sizes", tuple(sides))
         object.__setattr__(self, "mean", validate.reals_in(self.mean, "mean", CHANNELS, *MEAN_RANGE))
         object.__setattr__(self, "std", validate.reals_in(self.std, "std", CHANNELS, *STD_RANGE))
         validate.int_in(self.pad_value, "pad_value", 0, 255)
+
+    @property
+    def catalog_sides(self) -> tuple[int, ...]:
+        """The sides at which a catalog photo is embedded (its unit vectors averaged)."""
+        return self.catalog_sizes or (self.size,)
+
+    @property
+    def region_side(self) -> int:
+        """The side at which a query's regions around the watch are embedded."""
+        return self.region_size or self.size
 
     def square(self, img: Image.Image, size: int | None = None) -> Image.Image:
         """Fits ``img`` (RGB) into a padded square of side ``size`` (default ``self.size``)."""
@@ -79,8 +111,10 @@ class Preprocessing:
         return self.normalize(self.to_uint8(img)[None])[0]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON fields; ``catalog_sizes`` and ``region_size`` only when set (older files have neither)."""
         d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
+                if k not in OPTIONAL_SIDES or v}
 
     @classmethod
     def parse(cls, d: Any) -> "Preprocessing":
@@ -90,7 +124,8 @@ class Preprocessing:
             FieldError: not an object, a missing field, or a value :class:`Preprocessing` refuses.
         """
         d = validate.obj(d, "")
-        return cls(**{key: validate.member(d, key) for key in ("size", "mean", "std", "pad_value")})
+        fields = {key: validate.member(d, key) for key in ("size", "mean", "std", "pad_value")}
+        return cls(**fields, **{key: d[key] for key in OPTIONAL_SIDES if key in d})
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "") -> "Preprocessing":

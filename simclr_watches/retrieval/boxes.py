@@ -217,9 +217,10 @@ class BoxScorer:
         whole, boxes, _ = self.locate(prepared)
         w, h = prepared.photo.size
         grown = [r for b in boxes for r in box_regions(tuple(b), self.cfg, w, h)]
-        crops = [self.pre.to_uint8(prepared.photo.crop(b)) for b in grown]
+        side = self.pre.region_side
+        crops = [self.pre.to_uint8(prepared.photo.crop(b), side) for b in grown]
         if self.cfg.flip:
-            crops += [self.pre.to_uint8(ImageOps.mirror(prepared.photo.crop(b))) for b in grown]
+            crops += [self.pre.to_uint8(ImageOps.mirror(prepared.photo.crop(b)), side) for b in grown]
         vectors = embed_tensors(self.encoder, self.pre, torch.stack(crops), self.device)
         if self.cfg.flip:
             vectors = vectors[: len(grown)] + vectors[len(grown):]

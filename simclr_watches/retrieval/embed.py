@@ -18,6 +18,7 @@ from simclr_watches.core.device import resolve_device
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.model import Encoder, Preprocessing
 from simclr_watches.core.progress import progress_bar
+from simclr_watches.retrieval.projection import unit_rows
 
 # Turns a decoded photo into the picture the encoder should see (e.g. a crop around the watch).
 PhotoView = Callable[[Photo], Image.Image]
@@ -49,20 +50,27 @@ class Embedded:
     skipped: list[ImageReadError]
 
 
-def _prepare(path: Path, pre: Preprocessing, view: PhotoView | None,
-             hash: bool = True) -> tuple[EmbeddedItem, torch.Tensor] | ImageReadError:
-    """The file decoded, viewed (e.g. cropped) and fitted as encoder input, or why it is unusable."""
+def _prepare(path: Path, pre: Preprocessing, view: PhotoView | None, hash: bool = True,
+             sides: Sequence[int] = ()) -> tuple[EmbeddedItem, list[torch.Tensor]] | ImageReadError:
+    """The file decoded, viewed (e.g. cropped) and fitted as encoder input at each side, or why it is unusable."""
     photo = try_load_image(path, hash=hash)
     if isinstance(photo, ImageReadError):
         return photo
-    tensor = fit_photo(photo, pre, view)
-    return tensor if isinstance(tensor, ImageReadError) else (EmbeddedItem(path, photo.sha256, photo.nbytes), tensor)
+    tensors = []
+    for side in sides or (pre.size,):
+        tensor = fit_photo(photo, pre, view, side)
+        if isinstance(tensor, ImageReadError):
+            return tensor
+        tensors.append(tensor)
+    return EmbeddedItem(path, photo.sha256, photo.nbytes), tensors
 
 
-def fit_photo(photo: Photo, pre: Preprocessing, view: PhotoView | None = None) -> torch.Tensor | ImageReadError:
-    """A decoded photo viewed (e.g. cropped) and fitted as encoder input, (3, S, S) uint8, or why it is unusable."""
+def fit_photo(photo: Photo, pre: Preprocessing, view: PhotoView | None = None,
+              side: int | None = None) -> torch.Tensor | ImageReadError:
+    """A decoded photo viewed (e.g. cropped) and fitted as encoder input, (3, S, S) uint8 (S = ``side`` or
+    ``pre.size``), or why it is unusable."""
     try:
-        return pre.to_uint8(view(photo) if view else photo.rgb)
+        return pre.to_uint8(view(photo) if view else photo.rgb, side)
     except PILLOW_ERRORS as e:  # the image's content defeated the crop or the resize
         return ImageReadError(photo.path, f"cannot prepare the decoded image ({e or type(e).__name__})")
 
@@ -127,6 +135,7 @@ def embed_paths(
     progress: bool = True,
     label: str = "embedding",
     hash: bool = True,
+    sides: Sequence[int] = (),
 ) -> Embedded:
     """Embeds image files in batches; unreadable files are skipped, not fatal.
 
@@ -135,6 +144,9 @@ def embed_paths(
     Args:
         view: what the encoder sees of each decoded photo (e.g. a crop); default the whole image.
         hash: record each file's sha256 in ``items`` (an index needs it, queries do not).
+        sides: embed each photo at each of these sides and average its unit vectors (then
+            normalise): a multi-scale description, as a catalog's ``pre.catalog_sides``;
+            empty: ``pre.size`` alone.
     """
     if batch_size < 1:
         raise SimclrWatchesError(f"batch size must be >= 1, got {batch_size}")
@@ -145,13 +157,15 @@ def embed_paths(
     skipped: list[ImageReadError] = []
     workers = max(1, min(4, os.cpu_count() or 1))
     with progress_bar(label, total=len(paths), enabled=progress) as advance:
-        prepared = prefetched(lambda p: _prepare(p, pre, view, hash), paths, workers=workers, ahead=2 * batch_size)
+        prepared = prefetched(lambda p: _prepare(p, pre, view, hash, sides), paths, workers=workers, ahead=2 * batch_size)
         for batch in _batched(prepared, batch_size):
             good = [r for r in batch if not isinstance(r, ImageReadError)]
             skipped.extend(r for r in batch if isinstance(r, ImageReadError))
             if good:
                 items.extend(item for item, _ in good)
-                vectors.append(embed_tensors(encoder, pre, torch.stack([t for _, t in good]), device))
+                scales = [embed_tensors(encoder, pre, torch.stack([t[k] for _, t in good]), device)
+                          for k in range(len(good[0][1]))]
+                vectors.append(scales[0] if len(scales) == 1 else unit_rows(np.mean(scales, axis=0)))
             advance(len(batch))
     dim = encoder.dim
     return Embedded(items, np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32), skipped)

@@ -1165,7 +1165,7 @@ def build_index(
         raise SimclrWatchesError(f"{catalog}: no image files (jpg, jpeg, png, webp, bmp, tif, tiff) found")
     encoder, model = load_model(checkpoint)
     emb = embed_paths(encoder, model.preprocessing, paths, batch_size=batch_size, device=device, progress=progress,
-                      view=catalog_view(CROP_MARGIN if crop else None))
+                      view=catalog_view(CROP_MARGIN if crop else None), sides=model.preprocessing.catalog_sides)
     skipped = [(str(e.path), e.reason) for e in emb.skipped]
     if not emb.items:
         raise NoReadableImagesError(catalog, emb.skipped)

@@ -193,7 +193,7 @@ def build_sharded(catalog: Path | str, out_dir: Path | str, info: DistInfo, *, c
             else:
                 emb = embed_paths(encoder, model.preprocessing, paths[bounds[info.rank][0] : bounds[info.rank][1]],
                                   batch_size=batch_size, device=dev, progress=progress and info.main,
-                                  view=catalog_view(CROP_MARGIN if crop else None))
+                                  view=catalog_view(CROP_MARGIN if crop else None), sides=model.preprocessing.catalog_sides)
                 write_shard(work, info.rank, info.world, mine, emb)
                 note = f"shard {info.rank + 1}/{info.world}: embedded {len(emb.items)} images ({found})"
         except (SimclrWatchesError, OSError) as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,6 +24,7 @@ from simclr_watches.weights.checkpoint import ModelInfo, load_encoder_file
 
 ENSEMBLE_FORMAT = "simclr-watches-ensemble/1"  # part of an ensemble's sha256: bump if its formula changes
 DESCRIPTOR_FORMAT = "simclr-watches-descriptor/1"  # part of a described ensemble's sha256: bump if gem_descriptor changes
+SIDES_FORMAT = "simclr-watches-sides/1"  # part of the sha256 of an ensemble with its own catalog / region sizes
 ENSEMBLE_SEP = "+"  # load_model("A+B"): an ensemble of A and B without a registry entry
 
 Registry = dict[str, WeightsEntry]
@@ -45,7 +47,8 @@ def load_model(spec: str | Path | None = None) -> tuple[Encoder | EnsembleEncode
     registry = load_registry()
     entry = registry.get(spec)
     if entry is not None and entry.members:
-        return _load_ensemble(entry.name, entry.members, registry, entry.descriptor)
+        return _load_ensemble(entry.name, entry.members, registry, entry.descriptor,
+                              (entry.catalog_sizes, entry.region_size))
     if entry is None and ENSEMBLE_SEP in spec:
         return _load_ensemble(None, spec.split(ENSEMBLE_SEP), registry)
     return _load_single(spec, registry)
@@ -74,13 +77,15 @@ def _load_single(spec: str, registry: Registry) -> tuple[Encoder, ModelInfo]:
 
 
 def _load_ensemble(name: str | None, members: Sequence[str], registry: Registry,
-                   descriptor: dict | None = None) -> tuple[EnsembleEncoder, ModelInfo]:
+                   descriptor: dict | None = None,
+                   sides: tuple[tuple[int, ...], int] = ((), 0)) -> tuple[EnsembleEncoder, ModelInfo]:
     """The members (files or registered names), loaded and verified, as one encoder.
 
     With a ``descriptor`` (``member``, ``stage``, ``power``, ``weight``: a registry entry's), a
     :class:`~simclr_watches.model.descriptor.DescribedEnsemble`. Its sha256 is derived from the
     members' (in order) and the descriptor's settings, so an index built with it is
-    refused once any member's weights or the descriptor change. The input is the first member's. Without
+    refused once any member's weights or the descriptor change. The input is the first member's,
+    with ``sides`` = ``(catalog_sizes, region_size)`` (a registry entry's; part of the sha256 when set). Without
     a registry ``name``, the id joins the members' ids (absolute paths for files), so it
     loads again from any working directory.
 
@@ -114,6 +119,12 @@ def _load_ensemble(name: str | None, members: Sequence[str], registry: Registry,
         enc = DescribedEnsemble(encoders, **d).eval()
         meta["descriptor"] = {**d, "dim": enc.dim - sum(e.dim for e in encoders)}
         key += f":{DESCRIPTOR_FORMAT}:{json.dumps(d, sort_keys=True)}"
+    if sides[0] or sides[1]:
+        try:
+            pre = replace(pre, catalog_sizes=tuple(sides[0]), region_size=sides[1])
+        except ValueError as e:  # FieldError: a size out of range
+            raise CheckpointError(f"{name}: {e}") from None
+        key += f":{SIDES_FORMAT}:{','.join(map(str, pre.catalog_sizes))}/{pre.region_size}"
     digest = hashlib.sha256(key.encode()).hexdigest()
     meta["shared_stages"] = enc.shared
     return enc, ModelInfo(name, digest, enc.arch, enc.dim, pre, meta)

@@ -1,6 +1,8 @@
+import pytest
 import torch
 from PIL import Image
 
+from simclr_watches.core.errors import CheckpointError
 from simclr_watches.model import Preprocessing, default_preprocessing
 
 
@@ -18,3 +20,29 @@ def test_preprocessing_pads_to_square_on_white():
 def test_preprocessing_round_trips_through_dict():
     pre = default_preprocessing("resnet18", size=128)
     assert Preprocessing.from_dict(pre.to_dict()) == pre
+
+
+def test_catalog_and_region_sides_default_to_the_model_size_and_travel_only_when_set():
+    pre = Preprocessing(size=32)
+    assert (pre.catalog_sides, pre.region_side) == ((32,), 32)
+    assert "catalog_sizes" not in pre.to_dict() and "region_size" not in pre.to_dict()  # older descriptions stay as they were
+    ms = Preprocessing(size=32, catalog_sizes=[32, 48], region_size=40)
+    assert (ms.catalog_sides, ms.region_side) == ((32, 48), 40)
+    assert ms.to_dict()["catalog_sizes"] == [32, 48]
+    assert Preprocessing.from_dict(ms.to_dict()) == ms
+    assert Preprocessing.from_dict(pre.to_dict()) == pre
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("catalog_sizes", [100_000], r"preprocessing.catalog_sizes\[0\]: expected an integer in \[8, 1024\], got 100000"),
+    ("catalog_sizes", [160, "288"], r"preprocessing.catalog_sizes\[1\]: expected an integer"),
+    ("catalog_sizes", 288, r"preprocessing.catalog_sizes: expected a list of at most 4 sizes"),
+    ("catalog_sizes", [64] * 5, r"preprocessing.catalog_sizes: expected a list of at most 4 sizes"),
+    ("catalog_sizes", [64, 64], r"preprocessing.catalog_sizes: a size is listed twice"),
+    ("region_size", 4, r"preprocessing.region_size: expected an integer in \[8, 1024\], got 4"),
+    ("region_size", True, r"preprocessing.region_size: expected an integer"),
+])
+def test_a_description_with_a_bad_side_is_refused_naming_the_field(field, value, message):
+    d = {**Preprocessing(size=32).to_dict(), field: value}
+    with pytest.raises(CheckpointError, match=message):
+        Preprocessing.from_dict(d)

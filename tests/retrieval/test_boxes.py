@@ -101,3 +101,16 @@ def test_square_regions_search_finds_the_watch(default_index, tmp_path, one_thre
     x0, y0, x1, y1 = result.box
     cx, cy = (truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2
     assert x0 <= cx <= x1 and y0 <= cy <= y1  # a square around the watch's centre
+
+
+def test_the_default_model_sees_the_box_regions_at_its_region_size(default_index, tmp_path, one_thread, monkeypatch):
+    import simclr_watches.retrieval.boxes as boxes_mod
+
+    seen, real = [], boxes_mod.embed_tensors
+    monkeypatch.setattr(boxes_mod, "embed_tensors", lambda enc, pre, x, dev: seen.append(tuple(x.shape)) or real(enc, pre, x, dev))
+    _photo(7, tmp_path / "q.jpg")
+    searcher = Searcher(default_index, device="cpu")
+    assert searcher.search_one(tmp_path / "q.jpg", top_k=1).hits
+    pre = searcher.index.preprocessing
+    assert (pre.size, pre.region_side, pre.catalog_sides) == (160, 224, (160, 288))  # what the index records of the default
+    assert seen == [(len(BoxSearchConfig().squares), 3, 224, 224)]  # one batch: the squares around the box

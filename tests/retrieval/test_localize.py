@@ -71,3 +71,14 @@ def test_cli_box_of_a_one_pixel_query_is_the_whole_image(make_catalog, small_che
     proc = run_cli("search", tmp_path / "dot.png", "--index", tmp_path / "idx", "--json", "-k", 1)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["box"] == [0, 0, 1, 1]
+
+
+def test_windows_are_seen_at_the_models_region_size_and_the_whole_photo_at_its_size():
+    from simclr_watches.model import Preprocessing
+    from simclr_watches.retrieval.localize import window_crops
+
+    img = draw_watch(0).resize((200, 150))
+    boxes, whole, crops = window_crops(img, Preprocessing(size=64, region_size=80))
+    assert whole.shape == (3, 64, 64) and crops.shape == (len(boxes) - 1, 3, 80, 80) and len(boxes) > 1
+    _, _, small = window_crops(img, Preprocessing(size=64, region_size=80), LocalizeConfig(size=48))
+    assert small.shape[-2:] == (48, 48)  # a layout's own window size still wins

@@ -313,3 +313,36 @@ def test_a_change_opens_the_index_once_under_the_lock_and_once_to_vouch_for_what
     opened.clear()
     report = compact(idx)
     assert report.compacted and len(opened) == 2
+
+
+def test_a_model_that_describes_its_catalog_at_several_sizes_embeds_every_catalog_photo_so(make_catalog, tmp_path, one_thread):
+    import torch
+
+    from simclr_watches.data.mask import CROP_MARGIN, catalog_view
+    from simclr_watches.model import Preprocessing
+    from simclr_watches.retrieval.embed import embed_paths
+    from simclr_watches.retrieval.index import load_embeddings
+    from simclr_watches.weights import init_encoder, load_model, save_encoder
+
+    torch.manual_seed(0)
+    sided = Preprocessing(size=64, catalog_sizes=(64, 96), region_size=80)
+    ckpt = save_encoder(tmp_path / "sided.safetensors", init_encoder("resnet18", "random"), sided)
+    catalog, idx = make_catalog(4), tmp_path / "idx"
+    build_index(catalog, idx, checkpoint=str(ckpt), progress=False, n_trees=3, pca=0)
+    encoder, info = load_model(str(ckpt))
+    assert info.preprocessing == sided and load_index(idx).preprocessing == sided  # the sidecar records both sides
+
+    def at(size, paths):
+        return embed_paths(encoder, Preprocessing(size=size), paths, progress=False, view=catalog_view(CROP_MARGIN),
+                           hash=False).vectors
+
+    def both(paths):  # the mean of the unit vectors at 64 and 96 px, made unit
+        v = at(64, paths) + at(96, paths)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    files = sorted(catalog.iterdir())
+    np.testing.assert_allclose(load_embeddings(idx), both(files), atol=2e-3)  # float16 rows
+    assert np.abs(load_embeddings(idx) - at(64, files)).max() > 0.02  # not the query size alone
+    draw_watch(9).save(tmp_path / "new.png")
+    add_items(idx, [tmp_path / "new.png"], model=(encoder, info))  # `add` embeds as build-index did
+    np.testing.assert_allclose(load_embeddings(idx)[-1:], both([tmp_path / "new.png"]), atol=2e-3)

@@ -1,6 +1,7 @@
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -153,13 +154,17 @@ def test_default_model_is_the_shipped_checkpoint_ensembled_with_its_init(tmp_pat
     _, shipped_info = load_model(shipped)
     assert info.id == DEFAULT_MODEL and init == IMAGENET_LITE0
     # Plus the ImageNet member's block-4 descriptor (112 channels), recorded in what an index sidecar keeps.
-    assert info.dim == 2 * 1280 + 112 and info.preprocessing == shipped_info.preprocessing
+    assert info.dim == 2 * 1280 + 112
+    # The first member's input for the whole photo; the catalog at 160 + 288 px, a query's regions at 224 px.
+    assert info.preprocessing == replace(shipped_info.preprocessing, catalog_sizes=(160, 288), region_size=224)
     assert info.to_dict()["descriptor"] == {"member": 1, "stage": 6, "power": 3.0, "weight": 0.9, "dim": 112}
     # The SimCLR run froze the stem and blocks 0-2, so the ImageNet member reuses their output.
     assert enc.shared == shipped_info.meta["config"]["model"]["frozen_stages"] == 4
     # The old default stays loadable (indexes built with it), as the plain ensemble of the same members.
     old, old_info = load_model("watches-lite0-v1-ens")
     assert old_info.dim == 2 * 1280 and "descriptor" not in old_info.to_dict() and old_info.sha256 != info.sha256
+    _, attr_info = load_model("watches-lite0-v1-ens-attr")  # the former default, at 160 px throughout: another model
+    assert attr_info.preprocessing == shipped_info.preprocessing and attr_info.sha256 != info.sha256
 
 
 def test_ensemble_entries_are_checked_when_the_registry_is_read(tmp_path):
@@ -173,6 +178,7 @@ def test_ensemble_entries_are_checked_when_the_registry_is_read(tmp_path):
         '[e]\nmembers = ["a", "a"]\ndescriptor = { member = 1 }\n': "descriptor needs exactly member, stage, power, weight",
         '[g]\ndescriptor = { member = 1, stage = 6, power = 3.0, weight = 0.5 }\n' + file_entry[3:]:
             "only an ensemble .members. can have a descriptor",
+        '[g]\ncatalog_sizes = [288]\n' + file_entry[3:]: "only an ensemble .members. sets catalog_sizes or region_size",
     }
     for text, message in cases.items():
         (tmp_path / "w.toml").write_text(file_entry + text)
@@ -187,10 +193,10 @@ def ensemble_registry(use_registry, tmp_path, monkeypatch):
     """``use(files, members)``: a registry of artifact entries for ``files`` plus the ensemble ``pair`` of ``members``."""
     monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path / "cache"))
 
-    def use(files: dict[str, Path], members: tuple[str, ...]) -> None:
+    def use(files: dict[str, Path], members: tuple[str, ...], **sides: int) -> None:
         entries = {n: {"arch": "resnet18", "sha256": sha256_file(p), "size": p.stat().st_size, "artifact": p.name}
                    for n, p in files.items()}
-        use_registry({**entries, "pair": {"members": list(members)}}, tmp_path)
+        use_registry({**entries, "pair": {"members": list(members), **sides}}, tmp_path)
 
     return use
 
@@ -218,11 +224,19 @@ def test_ensemble_entry_loads_its_members_as_one_encoder(tmp_path, ensemble_regi
     # The digest follows the members: another order (or other weights) is another model.
     ensemble_registry(files, ("b", "a"))
     assert load_model("pair")[1].sha256 != info.sha256
+    # ... and so do the sides at which it sees the catalog and a query's regions.
+    ensemble_registry(files, ("a", "b"), catalog_sizes=[64, 96], region_size=80)
+    _, sided = load_model("pair")
+    assert sided.preprocessing == replace(info.preprocessing, catalog_sizes=(64, 96), region_size=80)
+    assert sided.preprocessing.catalog_sides == (64, 96) and sided.sha256 != info.sha256
+    ensemble_registry(files, ("a", "b"), region_size=4)  # checked as a checkpoint's would be, in one line
+    with pytest.raises(CheckpointError, match=r"pair: preprocessing.region_size: expected an integer in \[8, 1024\]|pair: region_size"):
+        load_model("pair")
     rows = {m["name"]: m for m in list_models()}
     assert rows["pair"]["status"] == "ready" and rows["pair"]["size"] == rows["a"]["size"] + rows["b"]["size"]
-    with pytest.raises(CheckpointError, match="pair: an ensemble of b, a, with no file of its own"):
+    with pytest.raises(CheckpointError, match="pair: an ensemble of a, b, with no file of its own"):
         download("pair", progress=False)
-    with pytest.raises(CheckpointError, match="pair: an ensemble of b, a, with no file of its own"):
+    with pytest.raises(CheckpointError, match="pair: an ensemble of a, b, with no file of its own"):
         download("pair", url="http://127.0.0.1:9/pair.safetensors", sha256="0" * 64, progress=False)
     assert not (tmp_path / "cache").exists()  # nothing was fetched or saved under the ensemble's name
 
