@@ -13,7 +13,7 @@ from simclr_watches.evaluation.method import Method
 BUILTIN_METHODS = ("hist", "phash", "thumb", "imagenet", "random")
 # Options of the +box suffix (``+box-flip-two``): what each changes in BoxSearchConfig.
 BOX_OPTIONS = {"only": {"whole": False}, "flip": {"flip": True}, "two": {"boxes": 2},
-               "grown": {"squares": (), "top_m": 1}}
+               "grown": {"squares": (), "top_m": 1}, "three": {"squares": (1.0, 1.3, 1.7)}}
 
 
 def _box_suffix(name: str) -> tuple[str, dict] | None:
@@ -55,7 +55,8 @@ def make_method(name: str, *, seed: int = 0, batch_size: int = 32, device: str =
             + ``"+loc"`` searches its queries window by window (both: ``imagenet+crop+loc``),
             + ``"+box"`` by the learnt box as ``search --locate box`` does (``-only``: without the
             whole view, ``-flip``: with mirror images, ``-two``: around a second box too, ``-grown``:
-            the box grown by 10 % instead of three squares around it; e.g. ``watches-lite0-v1-ens+crop+box-flip``);
+            the box grown by 10 % instead of the squares around it, ``-three``: three squares (1, 1.3, 1.7 x
+            the box) instead of two; e.g. ``watches-lite0-v1-ens+crop+box-flip``);
             + ``"+pcaW"``, ``"+cpcaW"``, ``"+whiteW"`` or ``"+f16"`` (before ``+loc`` or ``+box``) scores its
             gallery as an index stores it: projected to W dimensions by a PCA (centred,
             whitened) fitted on the gallery (a gallery of W items or fewer: not projected, as

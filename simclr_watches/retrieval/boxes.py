@@ -7,8 +7,9 @@ query photo:
 1. its whole view (cropped as the catalog was) goes through the encoder once, which gives
    its embedding and, through the box head on the encoder's own maps, the watch's box
    (:class:`simclr_watches.detect.infer.BoxFinder`);
-2. squares centred on the box (1, 1.3 and 1.7 times its longer side; or the box grown by
-   ``margin``) are cut from the photo at full resolution and embedded in one batch (with their
+2. squares centred on the box (1 and 1.3 times its longer side; or the box grown by
+   ``margin``) are cut from the photo at full resolution and embedded in one batch, at the
+   model's region size (``Preprocessing.region_side``; with their
    mirror images, when ``flip``; around the ``boxes`` best heatmap peaks, when more than one);
 3. with a descriptor block in the model, a query that is no catalog-style packshot drops it
    (:mod:`simclr_watches.retrieval.query_descriptor`);
@@ -36,7 +37,7 @@ from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.embed import embed_tensors, prefetched, ready_encoder
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.projection import unit_rows
-from simclr_watches.retrieval.query_descriptor import Project, descriptor_layout, query_vectors
+from simclr_watches.retrieval.query_descriptor import BACKDROP_BORDER_SHARE, Project, descriptor_layout, query_vectors
 from simclr_watches.retrieval.scoring import DECODE_AHEAD, Candidates, LocalizedQuery, RegionScores, score_regions
 
 
@@ -63,7 +64,7 @@ class BoxSearchConfig:
     boxes: int = 1
     flip: bool = False
     margin: float = 0.1
-    squares: tuple[float, ...] = (1.0, 1.3, 1.7)
+    squares: tuple[float, ...] = (1.0, 1.3)
     top_m: int = 3
     candidates: int = 50
 
@@ -213,8 +214,25 @@ class BoxScorer:
         pixels = np.array([[bx0 + x0, by0 + y0, bx1 + x0, by1 + y0] for bx0, by0, bx1, by1 in pixels], dtype=int)
         return emb[0].cpu().numpy(), pixels, heat[0].cpu().numpy()
 
+    def as_catalog(self, prepared: _Prepared, whole: np.ndarray) -> np.ndarray:
+        """A catalog-style photo's whole view described as a catalog photo is: at each catalog side, averaged.
+
+        ``whole`` is its embedding at the model's size (the box pass); a model that sees its
+        catalog at that size alone gets it back as it is.
+        """
+        sides = self.pre.catalog_sides
+        if sides == (self.pre.size,):
+            return whole
+        crop = prepared.photo.crop(prepared.whole_box)
+        vectors = [whole] if self.pre.size in sides else []
+        others = [self.pre.to_uint8(crop, side)[None] for side in sides if side != self.pre.size]
+        vectors += [embed_tensors(self.encoder, self.pre, x, self.device)[0] for x in others]
+        return unit_rows(np.mean(vectors, axis=0)[None])[0]
+
     def _score(self, prepared: _Prepared) -> BoxQuery:
         whole, boxes, _ = self.locate(prepared)
+        if prepared.backdrop >= BACKDROP_BORDER_SHARE:  # a packshot: compared with the catalog as the catalog is
+            whole = self.as_catalog(prepared, whole)
         w, h = prepared.photo.size
         grown = [r for b in boxes for r in box_regions(tuple(b), self.cfg, w, h)]
         side = self.pre.region_side

@@ -18,6 +18,7 @@ from simclr_watches.retrieval.boxes import BoxSearchConfig
     ("+box-flip-two", BoxSearchConfig(flip=True, boxes=2)),
     ("+box-two-only-flip", BoxSearchConfig(flip=True, boxes=2, whole=False)),
     ("+box-grown", BoxSearchConfig(squares=(), top_m=1)),
+    ("+box-three", BoxSearchConfig(squares=(1.0, 1.3, 1.7))),  # the default before the model's 224 px regions
 ])
 def test_box_suffixes_configure_the_box_search(suffix, cfg):
     m = make_method(f"imagenet+crop{suffix}")

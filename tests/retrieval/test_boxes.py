@@ -114,3 +114,15 @@ def test_the_default_model_sees_the_box_regions_at_its_region_size(default_index
     pre = searcher.index.preprocessing
     assert (pre.size, pre.region_side, pre.catalog_sides) == (160, 224, (160, 288))  # what the index records of the default
     assert seen == [(len(BoxSearchConfig().squares), 3, 224, 224)]  # one batch: the squares around the box
+
+
+def test_a_packshot_query_is_described_as_the_catalog_is(default_index, tmp_path, one_thread, monkeypatch):
+    import simclr_watches.retrieval.boxes as boxes_mod
+
+    seen, real = [], boxes_mod.embed_tensors
+    monkeypatch.setattr(boxes_mod, "embed_tensors", lambda enc, pre, x, dev: seen.append(tuple(x.shape)) or real(enc, pre, x, dev))
+    rng = np.random.default_rng(5)  # the first watch of the indexed catalog, on white: a catalog-style query
+    render_watch(sample_attributes(rng), size=160, seed=0).save(tmp_path / "packshot.png")
+    hits = Searcher(default_index, device="cpu").search_one(tmp_path / "packshot.png", top_k=1).hits
+    assert hits[0].score == pytest.approx(1.0, abs=2e-3)  # its stored vector, found again: 160 + 288 px averaged
+    assert (1, 3, 288, 288) in seen and (2, 3, 224, 224) in seen

@@ -1,0 +1,101 @@
+"""At which sides to describe the catalog and a query's regions: real and simulated photos, one table.
+
+The default search finds the watch with the learnt box on the whole photo (at the model's 160 px),
+then scores squares around the box against the catalog. This script fixes those boxes (found once,
+by the default box pass) and varies only the sides: the catalog embedded at one side or averaged
+over two (``catalog_sizes``), the squares at one side (``region_size``), two squares (1, 1.3 x the
+box) or three (+ 1.7). Scores are exact (no PCA, no forest) with the plain ensemble
+``watches-lite0-v1-ens`` (photo queries are scored without the descriptor block anyway), fused
+as search fuses them: max(whole view, mean of the squares).
+
+Tasks: watches-dev ``catalog-photo`` (158 real on-wrist photos against the 793 packshots) and
+``photo`` medium and hard (374 simulated photos each against all 954 images), as ``evaluate``.
+
+Usage:
+    python benchmarks/catalog_scales.py ../shared/data/watches-dev [--catalog 160,224,288] [--regions 160,224]
+        [--out runs/catalog-scales]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from simclr_watches.data.mask import CROP_MARGIN, catalog_view
+from simclr_watches.evaluation.method_names import make_method
+from simclr_watches.evaluation.metrics import score_rankings, summarize
+from simclr_watches.evaluation.protocols import build_tasks
+from simclr_watches.retrieval.boxes import BoxSearchConfig, box_regions
+from simclr_watches.retrieval.embed import embed_paths, embed_tensors
+from simclr_watches.retrieval.projection import unit_rows
+
+SQUARES = {"2 squares": (1.0, 1.3), "3 squares": (1.0, 1.3, 1.7)}
+
+
+def regions(scorer, paths, sides):
+    """Per query: the whole view at the model's size, and the 3 squares around its box at each side."""
+    whole, squares = [], {s: [] for s in sides}
+    cfg = BoxSearchConfig(squares=SQUARES["3 squares"])
+    for p in paths:
+        prep = scorer._prepare(p)
+        v, boxes, _ = scorer.locate(prep)
+        whole.append(v)
+        w, h = prep.photo.size
+        crops = [prep.photo.crop(r) for r in box_regions(tuple(boxes[0]), cfg, w, h)]
+        for s in sides:
+            squares[s].append(embed_tensors(scorer.encoder, scorer.pre, torch.stack([scorer.pre.to_uint8(c, s) for c in crops]),
+                                            scorer.device))
+    return np.stack(whole), {s: np.stack(v) for s, v in squares.items()}
+
+
+def fused(whole, squares, gallery, n):
+    """max(whole view, mean of the first n squares) against every gallery row."""
+    return np.maximum(whole @ gallery.T, np.einsum("qrd,gd->qg", squares[:, :n], gallery) / n)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path, help="watches-dev: its manifest.csv and images/")
+    ap.add_argument("--catalog", default="160,224,288", help="catalog sides to embed at (pairs of them are averaged too)")
+    ap.add_argument("--regions", default="160,224", help="sides of the squares around the box")
+    ap.add_argument("--out", type=Path, default=Path("runs/catalog-scales"), help="simulated photos go here")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    cat_sides = [int(v) for v in args.catalog.split(",")]
+    reg_sides = [int(v) for v in args.regions.split(",")]
+    tasks = build_tasks("catalog-photo", args.data / "manifest.csv") + \
+        build_tasks("photo", args.data / "images", severities=("medium", "hard"), cache_dir=args.out)
+    method = make_method("watches-lite0-v1-ens+crop+box")
+    scorer = method.scorer(method.embed_gallery(tasks[0].gallery[:2]))
+    enc, pre = method.inner.load()
+    t0 = time.perf_counter()
+    results, galleries = {}, {}
+    with torch.inference_mode():
+        for t in tasks:
+            if tuple(t.gallery) not in galleries:  # the photo severities share one gallery
+                gal = {s: embed_paths(enc, pre, t.gallery, progress=False, view=catalog_view(CROP_MARGIN), hash=False,
+                                      sides=(s,)).vectors for s in cat_sides}
+                for a, b in itertools.combinations(cat_sides, 2):
+                    gal[f"{a}+{b}"] = unit_rows(gal[a] + gal[b])  # what catalog_sizes = [a, b] stores
+                galleries[tuple(t.gallery)] = gal
+            gal = galleries[tuple(t.gallery)]
+            whole, squares = regions(scorer, t.queries, reg_sides)
+            for (g, rows), r, (sq, n) in itertools.product(gal.items(), reg_sides, [(k, len(v)) for k, v in SQUARES.items()]):
+                m = summarize(score_rankings(fused(whole, squares[r], rows, n), t.relevant, t.ignore))
+                results.setdefault((str(g), r, sq), {})[t.name] = m
+    print(f"({time.perf_counter() - t0:.0f} s) catalog side(s) | squares' side | squares | "
+          + " | ".join(f"{t.name} R@1 / R@10" for t in tasks))
+    print("| catalog | regions | squares | " + " | ".join(t.name for t in tasks) + " |")
+    print("|---|---|---|" + "---|" * len(tasks))
+    for (g, r, sq), by_task in results.items():
+        cells = " | ".join(f"{by_task[t.name]['R@1']:.3f} / {by_task[t.name]['R@10']:.3f}" for t in tasks)
+        print(f"| {g} | {r} | {sq} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
