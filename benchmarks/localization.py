@@ -18,7 +18,7 @@ median of the per-query ratios is the figure to trust on a shared machine.
 
 Usage:
     python benchmarks/localization.py ../shared/data/watches-dev/manifest.csv [--model NAME] [--latency-queries 30]
-        [--skip-compare] [--skip-modes] [--threads N] [--alone] [--baseline DIR] [--rounds 3]
+        [--skip-compare] [--skip-modes] [--threads N] [--alone [--squares 1,1.3,1.7]] [--baseline DIR] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ LAYOUTS = {
     "whole + 0.6/0.4 windows at 160 px, stride 0.6": LocalizeConfig(scales=(0.6, 0.4), stride=0.6, size=160),
 }
 BOXES = {
-    "learnt box, 3 squares + whole (default)": BoxSearchConfig(),
+    "learnt box, 2 squares + whole (default)": BoxSearchConfig(),
     "learnt box grown 10 % + whole": BoxSearchConfig(squares=(), top_m=1),
-    "learnt box, 3 squares + mirrors + whole": BoxSearchConfig(flip=True),
+    "learnt box, 2 squares + mirrors + whole": BoxSearchConfig(flip=True),
 }
 
 
@@ -116,10 +116,12 @@ def latency(manifest: Path, model: str, n: int) -> None:
                   f"{statistics.median(t) / base:.2f} |")
 
 
-def worker(index: Path) -> None:
-    """``--worker``: a warm default search over ``index``; answers each photo path read on stdin with
-    its wall ms and the process's CPU ms (all threads: the work done, which a busy machine inflates less)."""
-    searcher = Searcher(index, device="cpu")
+def worker(index: Path, squares: str = "") -> None:
+    """``--worker``: a warm default search over ``index`` (with ``squares``, e.g. ``1,1.3,1.7``, around the box);
+    answers each photo path read on stdin with its wall ms and the process's CPU ms (all threads: the work
+    done, which a busy machine inflates less)."""
+    cfg = BoxSearchConfig(squares=tuple(float(v) for v in squares.split(","))) if squares else BoxSearchConfig()
+    searcher = Searcher(index, device="cpu", localize=cfg)
     for line in sys.stdin:
         q = Path(line.strip())
         t0, c0 = time.perf_counter(), time.process_time()
@@ -127,10 +129,11 @@ def worker(index: Path) -> None:
         print(f"{(time.perf_counter() - t0) * 1000:.3f} {(time.process_time() - c0) * 1000:.3f}", flush=True)
 
 
-def _start_worker(checkout: Path, manifest: Path, index: Path, threads: int) -> subprocess.Popen:
+def _start_worker(checkout: Path, manifest: Path, index: Path, threads: int, squares: str = "") -> subprocess.Popen:
     """A ``--worker`` process running ``checkout``'s code over ``index``."""
     return subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), str(manifest), "--worker", str(index), "--threads", str(threads)],
+        [sys.executable, str(Path(__file__).resolve()), str(manifest), "--worker", str(index), "--threads", str(threads),
+         *(["--squares", squares] if squares else [])],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=checkout,
         env={**os.environ, "PYTHONPATH": str(checkout)})
 
@@ -150,7 +153,7 @@ def _p90(values: list[float]) -> float:
     return sorted(values)[int(0.9 * (len(values) - 1))]
 
 
-def alone(manifest: Path, model: str, n: int, rounds: int, threads: int) -> None:
+def alone(manifest: Path, model: str, n: int, rounds: int, threads: int, squares: str = "") -> None:
     """The default search alone in a warm process, ``rounds`` processes one after the other."""
     task = catalog_photo_task(manifest)
     queries = task.queries[:n]
@@ -164,7 +167,7 @@ def alone(manifest: Path, model: str, n: int, rounds: int, threads: int) -> None
         write_gallery_index(index, task.gallery, model)
         for r in range(rounds):
             load = os.getloadavg()[0]
-            proc = _start_worker(REPO, manifest, index, threads)
+            proc = _start_worker(REPO, manifest, index, threads, squares)
             _ask(proc, queries[0])  # warm-up
             times = [_ask(proc, q) for q in queries]
             proc.stdin.close()
@@ -220,18 +223,19 @@ def main() -> None:
     ap.add_argument("--alone", action="store_true", help="part 2b: the default search alone in its process")
     ap.add_argument("--baseline", type=Path, help="part 3: another checkout whose default search to time against")
     ap.add_argument("--rounds", type=int, default=3, help="part 2b: worker processes; part 3: passes over the photos")
+    ap.add_argument("--squares", default="", help="part 2b: the squares around the box, e.g. 1,1.3,1.7 (default: search's)")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
-        return worker(args.worker)
+        return worker(args.worker, args.squares)
     if not args.skip_compare:
         compare(args.manifest, args.model)
     if not args.skip_modes:
         latency(args.manifest, args.model, args.latency_queries)
     if args.alone:
-        alone(args.manifest, args.model, args.latency_queries, args.rounds, args.threads)
+        alone(args.manifest, args.model, args.latency_queries, args.rounds, args.threads, args.squares)
     if args.baseline:
         ab(args.manifest, args.model, args.baseline, args.latency_queries, args.rounds, args.threads)
 
