@@ -34,7 +34,7 @@ from simclr_watches.data.mask import crop_and_backdrop
 from simclr_watches.detect.composites import box_from_square
 from simclr_watches.detect.infer import BoxFinder, backbone_record
 from simclr_watches.model import Preprocessing
-from simclr_watches.retrieval.embed import embed_tensors, prefetched, ready_encoder
+from simclr_watches.retrieval.embed import as_catalog, embed_tensors, prefetched, ready_encoder
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.projection import unit_rows
 from simclr_watches.retrieval.query_descriptor import BACKDROP_BORDER_SHARE, Project, descriptor_layout, query_vectors
@@ -214,25 +214,10 @@ class BoxScorer:
         pixels = np.array([[bx0 + x0, by0 + y0, bx1 + x0, by1 + y0] for bx0, by0, bx1, by1 in pixels], dtype=int)
         return emb[0].cpu().numpy(), pixels, heat[0].cpu().numpy()
 
-    def as_catalog(self, prepared: _Prepared, whole: np.ndarray) -> np.ndarray:
-        """A catalog-style photo's whole view described as a catalog photo is: at each catalog side, averaged.
-
-        ``whole`` is its embedding at the model's size (the box pass); a model that sees its
-        catalog at that size alone gets it back as it is.
-        """
-        sides = self.pre.catalog_sides
-        if sides == (self.pre.size,):
-            return whole
-        crop = prepared.photo.crop(prepared.whole_box)
-        vectors = [whole] if self.pre.size in sides else []
-        others = [self.pre.to_uint8(crop, side)[None] for side in sides if side != self.pre.size]
-        vectors += [embed_tensors(self.encoder, self.pre, x, self.device)[0] for x in others]
-        return unit_rows(np.mean(vectors, axis=0)[None])[0]
-
     def _score(self, prepared: _Prepared) -> BoxQuery:
         whole, boxes, _ = self.locate(prepared)
         if prepared.backdrop >= BACKDROP_BORDER_SHARE:  # a packshot: compared with the catalog as the catalog is
-            whole = self.as_catalog(prepared, whole)
+            whole = as_catalog(self.encoder, self.pre, prepared.photo.crop(prepared.whole_box), whole, self.device)
         w, h = prepared.photo.size
         grown = [r for b in boxes for r in box_regions(tuple(b), self.cfg, w, h)]
         side = self.pre.region_side

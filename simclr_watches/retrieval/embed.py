@@ -75,6 +75,25 @@ def fit_photo(photo: Photo, pre: Preprocessing, view: PhotoView | None = None,
         return ImageReadError(photo.path, f"cannot prepare the decoded image ({e or type(e).__name__})")
 
 
+def as_catalog(encoder: Encoder, pre: Preprocessing, view: Image.Image, vector: np.ndarray,
+               device: torch.device) -> np.ndarray:
+    """A catalog-style query described as catalog photos are: its view at each of ``pre.catalog_sides``, averaged.
+
+    Args:
+        view: the query as the encoder sees it (cropped as the catalog was), RGB.
+        vector: (D,) its unit embedding at ``pre.size`` (already computed by the caller).
+
+    Returns:
+        (D,) unit vector; ``vector`` itself when the catalog is seen at ``pre.size`` alone.
+    """
+    sides = pre.catalog_sides
+    if sides == (pre.size,):
+        return vector
+    vectors = [vector] if pre.size in sides else []
+    vectors += [embed_tensors(encoder, pre, pre.to_uint8(view, side)[None], device)[0] for side in sides if side != pre.size]
+    return unit_rows(np.mean(vectors, axis=0)[None])[0]
+
+
 def prefetched(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 1, ahead: int = 1) -> Iterator[R]:
     """Yields ``fn(item)`` for each item, in order, while up to ``ahead`` later items are computed in worker threads.
 

@@ -13,16 +13,16 @@ import torch
 from PIL import Image
 
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
-from simclr_watches.data.images import Photo
+from simclr_watches.data.images import PILLOW_ERRORS, Photo, try_load_image
 from simclr_watches.data.mask import crop_and_backdrop
 from simclr_watches.core.device import resolve_device, torch_threads
 from simclr_watches.model import EnsembleEncoder, fold_batchnorm
 from simclr_watches.retrieval.boxes import BoxScorer, BoxSearchConfig, box_or_windows
-from simclr_watches.retrieval.embed import PhotoView, embed_paths, embed_tensors, fit_photo
+from simclr_watches.retrieval.embed import PhotoView, as_catalog, embed_paths, embed_tensors, fit_photo
 from simclr_watches.retrieval.index import SIDECAR_FILE, Index, load_index
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.projection import unit_rows
-from simclr_watches.retrieval.query_descriptor import descriptor_layout, query_vectors
+from simclr_watches.retrieval.query_descriptor import BACKDROP_BORDER_SHARE, descriptor_layout, query_vectors
 from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedQuery, LocalizedScorer
 
 # How search finds the watch in a query photo (`search --locate`): the learnt box or multi-scale windows.
@@ -230,6 +230,7 @@ class Searcher:
             if isinstance(tensor, ImageReadError):
                 raise tensor
             vector = embed_tensors(self.encoder, snap.preprocessing, tensor[None], self.device)
+            vector = self._as_catalog(snap, photo, vector, backdrops[photo.path])
             [vector] = query_vectors(vector, backdrops[photo.path], descriptor_layout(self.encoder), snap.project)
             return self._whole_result(snap, label, vector, top_k)
         return self._localized_result(snap, label, self._scorer(snap).score_photo(photo), top_k)
@@ -274,11 +275,28 @@ class Searcher:
                           hash=False)
         errors = {e.path: e for e in emb.skipped}
         layout = descriptor_layout(self.encoder)
-        # One row per readable query, in input order, projected; a photo in a scene without the descriptor block.
-        vectors = iter(query_vectors(v[None], backdrops[item.path], layout, snap.project)[0]
+        # One row per readable query, in input order, projected; a photo in a scene without the descriptor block,
+        # a packshot described as the catalog was.
+        vectors = iter(query_vectors(self._as_catalog(snap, item.path, v[None], backdrops[item.path]),
+                                     backdrops[item.path], layout, snap.project)[0]
                        for item, v in zip(emb.items, emb.vectors))
         return [errors[path] if path in errors else self._whole_result(snap, label, next(vectors), top_k)
                 for label, path in queries]
+
+    def _as_catalog(self, snap: Index, photo: Photo | Path, vector: np.ndarray, backdrop: float) -> np.ndarray:
+        """(1, D): a catalog-style query (white backdrop) described as the index's catalog photos were, at each of
+        its catalog sides (``vector``: at the model's size), as the box search does; any other query as it is."""
+        pre = snap.preprocessing
+        if backdrop < BACKDROP_BORDER_SHARE or pre.catalog_sides == (pre.size,):
+            return vector
+        if not isinstance(photo, Photo):
+            photo = try_load_image(photo, hash=False)
+            if isinstance(photo, ImageReadError):  # gone since it was embedded: as it is
+                return vector
+        try:
+            return as_catalog(self.encoder, pre, _view(snap, {})(photo), vector[0], self.device)[None]
+        except PILLOW_ERRORS:  # the content defeated a resize it passed at the model's size: as it is
+            return vector
 
     @staticmethod
     def _whole_result(snap: Index, label: str, vector: np.ndarray, top_k: int) -> QueryResult:

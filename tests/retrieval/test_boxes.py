@@ -118,9 +118,11 @@ def test_the_default_model_sees_the_box_regions_at_its_region_size(default_index
 
 def test_a_packshot_query_is_described_as_the_catalog_is(default_index, tmp_path, one_thread, monkeypatch):
     import simclr_watches.retrieval.boxes as boxes_mod
+    import simclr_watches.retrieval.embed as embed_mod
 
-    seen, real = [], boxes_mod.embed_tensors
-    monkeypatch.setattr(boxes_mod, "embed_tensors", lambda enc, pre, x, dev: seen.append(tuple(x.shape)) or real(enc, pre, x, dev))
+    seen, real = [], embed_mod.embed_tensors
+    for mod in (boxes_mod, embed_mod):
+        monkeypatch.setattr(mod, "embed_tensors", lambda enc, pre, x, dev: seen.append(tuple(x.shape)) or real(enc, pre, x, dev))
     rng = np.random.default_rng(5)  # the first watch of the indexed catalog, on white: a catalog-style query
     render_watch(sample_attributes(rng), size=160, seed=0).save(tmp_path / "packshot.png")
     hits = Searcher(default_index, device="cpu").search_one(tmp_path / "packshot.png", top_k=1).hits

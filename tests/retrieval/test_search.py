@@ -87,12 +87,14 @@ def test_search_one_answers_one_photo_or_raises(index_dir, tmp_path, localize):
 
 
 @pytest.mark.slow
-def test_default_model_scores_a_scene_by_the_plain_ensemble_and_a_packshot_with_its_descriptor(make_catalog, tmp_path):
-    """The default's descriptor block is used for a packshot query only (retrieval/query_descriptor.py), PCA or not.
+def test_the_descriptor_model_scores_a_scene_by_the_plain_ensemble_and_a_packshot_with_its_descriptor(make_catalog, tmp_path):
+    """The descriptor block is used for a packshot query only (retrieval/query_descriptor.py), PCA or not.
 
     A photo in a scene ranks, and scores, the items by the plain ensemble's cosine (the old
     default's ranking): on the full rows, and on rows projected by a PCA that keeps the
     catalog's vectors (5 distinct watches in 8 files, a 6-d PCA: the span of the rows is kept).
+    The model with the block and one catalog size (``watches-lite0-v1-ens-attr``), where those
+    cosines are exact; the default's two catalog sizes: ``test_a_packshot_query_...`` below.
     """
     import shutil
 
@@ -107,8 +109,9 @@ def test_default_model_scores_a_scene_by_the_plain_ensemble_and_a_packshot_with_
     catalog = make_catalog(5)
     for src in sorted(catalog.iterdir())[:3]:
         shutil.copy(src, catalog / f"copy-{src.name}")
-    build_index(catalog, tmp_path / "full", progress=False, n_trees=5, pca=0)  # the default model
-    build_index(catalog, tmp_path / "pca", progress=False, n_trees=5, pca=6)
+    model = "watches-lite0-v1-ens-attr"
+    build_index(catalog, tmp_path / "full", checkpoint=model, progress=False, n_trees=5, pca=0)
+    build_index(catalog, tmp_path / "pca", checkpoint=model, progress=False, n_trees=5, pca=6)
     packshot = catalog / "w004.png"  # not copied: it alone is itself
     scene = Image.fromarray(np.random.default_rng(0).integers(0, 160, (200, 200, 3), dtype=np.uint8))
     scene.paste(Image.open(packshot).convert("RGB").resize((100, 100)), (50, 50))  # no white backdrop
@@ -133,3 +136,15 @@ def test_default_model_scores_a_scene_by_the_plain_ensemble_and_a_packshot_with_
     [shot, photo] = s.search([packshot, tmp_path / "scene.png"], top_k=8)
     assert shot.hits[0].path == str(packshot.resolve()) and shot.hits[0].score > 0.99
     assert len(photo.hits) == 8 and all(-1.0 <= h.score <= 1.01 for h in photo.hits)
+
+
+@pytest.mark.slow
+def test_a_packshot_query_is_described_as_the_default_describes_its_catalog_with_or_without_the_box(make_catalog, tmp_path):
+    from simclr_watches.retrieval.boxes import BoxSearchConfig
+
+    catalog = make_catalog(4)
+    build_index(catalog, tmp_path / "idx", progress=False, n_trees=5)  # the default: catalog at 160 + 288 px
+    packshot = catalog / "w002.png"
+    for localize in (None, BoxSearchConfig()):
+        [shot] = Searcher(tmp_path / "idx", device="cpu", localize=localize).search([packshot], top_k=2)
+        assert shot.hits[0].path == str(packshot.resolve()) and shot.hits[0].score > 0.995  # its own stored vector
