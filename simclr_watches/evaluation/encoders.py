@@ -74,7 +74,7 @@ class EncoderMethod(Method):
         paths = [Path(p) for p in paths]
         todo = list(dict.fromkeys(p for p in paths if p not in self._catalog))
         if todo:
-            self._catalog.update(zip(todo, self._embed_at(todo, pre.catalog_sides)))
+            self._catalog.update(zip(todo, self._embed_at(todo, catalog=True)))
         return np.stack([self._catalog[p] for p in paths]) if paths else np.zeros((0, 0), np.float32)
 
     def embed_gallery(self, paths: Sequence[Path]) -> np.ndarray:
@@ -125,17 +125,17 @@ class EncoderMethod(Method):
         return CROP_MARGIN if self.crop else None
 
     def _embed_uncached(self, paths: Sequence[Path]) -> np.ndarray:
-        return self._embed_at(paths, ())
+        return self._embed_at(paths, catalog=False)
 
-    def _embed_at(self, paths: Sequence[Path], sides: Sequence[int]) -> np.ndarray:
-        """(N, D) unit vectors of ``paths`` at the model's size (``sides`` empty) or averaged over ``sides``."""
+    def _embed_at(self, paths: Sequence[Path], catalog: bool) -> np.ndarray:
+        """(N, D) unit vectors of ``paths``: as queries, at the model's size, or as the catalog (:func:`embed_catalog`)."""
         from simclr_watches.data.mask import catalog_view
-        from simclr_watches.retrieval.embed import embed_paths
+        from simclr_watches.retrieval.embed import embed_catalog, embed_paths
 
         enc, pre = self.load()
-        result = embed_paths(enc, pre, list(paths), batch_size=self.batch_size, device=self.device,
-                             progress=False, label=self.name, view=catalog_view(self.crop_margin), hash=False,
-                             sides=sides)
+        kwargs = dict(batch_size=self.batch_size, device=self.device, progress=False, label=self.name, hash=False)
+        result = (embed_catalog(enc, pre, list(paths), self.crop_margin, **kwargs) if catalog
+                  else embed_paths(enc, pre, list(paths), view=catalog_view(self.crop_margin), **kwargs))
         if result.skipped:
             raise result.skipped[0]
         return result.vectors

@@ -37,7 +37,7 @@ from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.embed import as_catalog, embed_tensors, prefetched, ready_encoder
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.projection import unit_rows
-from simclr_watches.retrieval.query_descriptor import BACKDROP_BORDER_SHARE, Project, descriptor_layout, query_vectors
+from simclr_watches.retrieval.query_descriptor import Project, descriptor_layout, is_packshot, query_vectors
 from simclr_watches.retrieval.scoring import DECODE_AHEAD, Candidates, LocalizedQuery, RegionScores, score_regions
 
 
@@ -216,7 +216,7 @@ class BoxScorer:
 
     def _score(self, prepared: _Prepared) -> BoxQuery:
         whole, boxes, _ = self.locate(prepared)
-        if prepared.backdrop >= BACKDROP_BORDER_SHARE:  # a packshot: compared with the catalog as the catalog is
+        if is_packshot(prepared.backdrop):  # a packshot: compared with the catalog as the catalog is
             whole = as_catalog(self.encoder, self.pre, prepared.photo.crop(prepared.whole_box), whole, self.device)
         w, h = prepared.photo.size
         grown = [r for b in boxes for r in box_regions(tuple(b), self.cfg, w, h)]

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from simclr_watches.data.images import PILLOW_ERRORS, Photo, try_load_image
+from simclr_watches.data.mask import catalog_view
 from simclr_watches.core.device import resolve_device
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.model import Encoder, Preprocessing
@@ -73,6 +74,16 @@ def fit_photo(photo: Photo, pre: Preprocessing, view: PhotoView | None = None,
         return pre.to_uint8(view(photo) if view else photo.rgb, side)
     except PILLOW_ERRORS as e:  # the image's content defeated the crop or the resize
         return ImageReadError(photo.path, f"cannot prepare the decoded image ({e or type(e).__name__})")
+
+
+def embed_catalog(encoder: Encoder, pre: Preprocessing, paths: Sequence[Path], margin: float | None,
+                  **kwargs) -> Embedded:
+    """Catalog photos embedded as every index embeds them (``build-index``, shards, ``add``, evaluate's gallery).
+
+    Each photo is cut around the watch with ``margin`` (None: whole, :func:`simclr_watches.data.mask.catalog_view`)
+    and embedded at each of ``pre.catalog_sides``, its unit vectors averaged; ``kwargs`` go to :func:`embed_paths`.
+    """
+    return embed_paths(encoder, pre, paths, view=catalog_view(margin), sides=pre.catalog_sides, **kwargs)
 
 
 def as_catalog(encoder: Encoder, pre: Preprocessing, view: Image.Image, vector: np.ndarray,

@@ -1152,8 +1152,8 @@ def build_index(
         NoReadableImagesError: no image in the catalog could be read (with why, for each).
     """
     from simclr_watches.data.images import scan_images
-    from simclr_watches.retrieval.embed import embed_paths
-    from simclr_watches.data.mask import CROP_MARGIN, catalog_view
+    from simclr_watches.retrieval.embed import embed_catalog
+    from simclr_watches.data.mask import CROP_MARGIN
     from simclr_watches.weights import load_model
 
     out_dir = Path(out_dir)
@@ -1164,8 +1164,8 @@ def build_index(
     if not paths:
         raise SimclrWatchesError(f"{catalog}: no image files (jpg, jpeg, png, webp, bmp, tif, tiff) found")
     encoder, model = load_model(checkpoint)
-    emb = embed_paths(encoder, model.preprocessing, paths, batch_size=batch_size, device=device, progress=progress,
-                      view=catalog_view(CROP_MARGIN if crop else None), sides=model.preprocessing.catalog_sides)
+    emb = embed_catalog(encoder, model.preprocessing, paths, CROP_MARGIN if crop else None, batch_size=batch_size,
+                        device=device, progress=progress)
     skipped = [(str(e.path), e.reason) for e in emb.skipped]
     if not emb.items:
         raise NoReadableImagesError(catalog, emb.skipped)

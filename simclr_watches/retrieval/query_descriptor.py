@@ -68,6 +68,15 @@ def ensemble_only(vectors: np.ndarray, layout: DescriptorLayout) -> np.ndarray:
     return out
 
 
+def is_packshot(backdrop_share: float) -> bool:
+    """Whether a query photo is catalog-style: at least ``BACKDROP_BORDER_SHARE`` of its border is white backdrop.
+
+    Such a query keeps the descriptor block (:func:`query_vectors`) and is described as the
+    catalog is (:func:`simclr_watches.retrieval.embed.as_catalog`).
+    """
+    return backdrop_share >= BACKDROP_BORDER_SHARE
+
+
 def query_vectors(vectors: np.ndarray, backdrop_share: float, layout: DescriptorLayout | None,
                   project: Project | None = None) -> np.ndarray:
     """A query's region vectors as scored, in the index's space: the descriptor block only for a catalog-style photo.
@@ -82,7 +91,7 @@ def query_vectors(vectors: np.ndarray, backdrop_share: float, layout: Descriptor
         (R, W) float32: unit rows (packshot, or a model without a block), or a photo's rows
         whose dot product with a stored row is the plain ensemble's cosine.
     """
-    if layout is None or backdrop_share >= BACKDROP_BORDER_SHARE:
+    if layout is None or is_packshot(backdrop_share):
         return vectors if project is None else project(vectors)
     plain = ensemble_only(vectors, layout)
     return plain if project is None else project(plain, unit=False)

@@ -22,7 +22,7 @@ from simclr_watches.retrieval.embed import PhotoView, as_catalog, embed_paths, e
 from simclr_watches.retrieval.index import SIDECAR_FILE, Index, load_index
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.projection import unit_rows
-from simclr_watches.retrieval.query_descriptor import BACKDROP_BORDER_SHARE, descriptor_layout, query_vectors
+from simclr_watches.retrieval.query_descriptor import descriptor_layout, is_packshot, query_vectors
 from simclr_watches.retrieval.scoring import AnnoyCandidates, LocalizedQuery, LocalizedScorer
 
 # How search finds the watch in a query photo (`search --locate`): the learnt box or multi-scale windows.
@@ -287,7 +287,7 @@ class Searcher:
         """(1, D): a catalog-style query (white backdrop) described as the index's catalog photos were, at each of
         its catalog sides (``vector``: at the model's size), as the box search does; any other query as it is."""
         pre = snap.preprocessing
-        if backdrop < BACKDROP_BORDER_SHARE or pre.catalog_sides == (pre.size,):
+        if not is_packshot(backdrop) or pre.catalog_sides == (pre.size,):
             return vector
         if not isinstance(photo, Photo):
             photo = try_load_image(photo, hash=False)

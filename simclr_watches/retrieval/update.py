@@ -197,11 +197,10 @@ def apply_change(index: Index, new_items: Sequence[dict[str, Any]], new_rows: np
 
 def _embed(index: Index, encoder: Any, paths: Sequence[Path], batch_size: int, device: str, progress: bool):
     """Embeds files as the index's catalog was: its preprocessing (at its catalog sides) and its crop."""
-    from simclr_watches.data.mask import catalog_view
-    from simclr_watches.retrieval.embed import embed_paths
+    from simclr_watches.retrieval.embed import embed_catalog
 
-    return embed_paths(encoder, index.preprocessing, list(paths), batch_size=batch_size, device=device,
-                       progress=progress, view=catalog_view(index.crop_margin), sides=index.preprocessing.catalog_sides)
+    return embed_catalog(encoder, index.preprocessing, list(paths), index.crop_margin, batch_size=batch_size,
+                         device=device, progress=progress)
 
 
 def _digests(paths: Sequence[Path]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
