@@ -146,7 +146,7 @@ class LocalizedGallery:
     """The gallery side of a localised method, as ``build-index`` would make it.
 
     Attributes:
-        vectors: (G, D) unit embeddings of the gallery's whole (cropped) images.
+        vectors: (G, D) float16 unit embeddings of the gallery's whole (cropped) images, as an index stores them.
         forest: an Annoy forest over ``vectors`` with build-index's trees.
     """
 
@@ -183,7 +183,7 @@ class LocalizedMethod(Method):
         from simclr_watches.retrieval.index import build_forest, forest_width
         from simclr_watches.retrieval.projection import stored_rows
 
-        vectors = stored_rows(self.inner.embed_gallery(paths)).astype(np.float32)  # as build-index stores them
+        vectors = stored_rows(self.inner.embed_gallery(paths))  # float16, as build-index stores them
         width = forest_width(vectors.shape[1], projected=self.inner.projection is not None)
         return LocalizedGallery(vectors, build_forest(vectors, width=width))
 

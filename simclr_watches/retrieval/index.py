@@ -21,6 +21,7 @@ manifest and maps the files; their O(N) checks run once per file (:mod:`.verifie
 from __future__ import annotations
 
 import contextlib
+import functools
 import datetime as dt
 import json
 import os
@@ -109,6 +110,10 @@ DEFAULT_WIDTH = 512  # build-index --pca: stored width (docs/BENCHMARKS.md, "Com
 # a 512-d forest, with the same recall@10 (docs/BENCHMARKS.md, "A million watches").
 FOREST_WIDTH = 64
 QUERY_CANDIDATES = 256  # at least this many forest items are scored exactly per Index.query
+# A forest of at most EXACT_ITEMS items is not searched: every row is a candidate, scored exactly.
+# At a few thousand items that costs a query about a millisecond, and the forest's leading axes can
+# miss a photo query's match (docs/BENCHMARKS.md, "Exact candidates for a small catalog").
+EXACT_ITEMS = 4096
 
 
 def forest_width(dim: int, projected: bool) -> int:
@@ -130,10 +135,15 @@ def forest_candidates(forest: AnnoyIndex, vectors: np.ndarray, n: int, hidden: f
     The forest holds the rows' first ``forest.f`` coordinates; each vector asks for ``len(hidden)``
     more items, then the ``hidden`` rows (removed items) are dropped. ``always``: rows outside the
     forest (items added since it was built), scored like the others. ``search_k`` -1: Annoy's
-    default (``n_trees * n`` nodes).
+    default (``n_trees * n`` nodes). A forest of at most :data:`EXACT_ITEMS` items is not
+    searched: all its rows but the hidden ones are candidates, so the search is exact.
     """
-    want = n + len(hidden)
-    found = {i for v in vectors for i in forest.get_nns_by_vector(v[: forest.f].tolist(), want, search_k=search_k)}
+    size = forest.get_n_items()
+    if size <= EXACT_ITEMS:
+        found = set(range(size))
+    else:
+        want = n + len(hidden)
+        found = {i for v in vectors for i in forest.get_nns_by_vector(v[: forest.f].tolist(), want, search_k=search_k)}
     return np.array(sorted((found - hidden) | {int(r) for r in always}), dtype=np.int64)
 
 
@@ -469,6 +479,13 @@ class Index:
             return None
         return self.items.row_of(item_id)
 
+    @functools.cached_property
+    def scoring_rows(self) -> np.ndarray | Rows:
+        """The rows a query scores: of an index of at most :data:`EXACT_ITEMS` rows, every row read
+        once as float32 and renormalised (what each query would otherwise convert again); else
+        :attr:`vectors`, of which a query reads only its candidates."""
+        return unit_rows(np.asarray(self.vectors)) if len(self) <= EXACT_ITEMS else self.vectors
+
     def project(self, vectors: np.ndarray, unit: bool = True) -> np.ndarray:
         """Model embeddings ((N, D) or (D,)) as this index's unit rows ((N, W) or (W,)): its PCA, if any.
 
@@ -493,8 +510,8 @@ class Index:
         The score is the dot product with the item's unit row: its cosine for a unit query (a
         photo query without its descriptor block scores the plain ensemble's cosine instead,
         :mod:`simclr_watches.retrieval.query_descriptor`). The forest proposes max(k,
-        QUERY_CANDIDATES) live items (:func:`forest_candidates`); they and the added rows are
-        scored exactly on the stored rows.
+        QUERY_CANDIDATES) live items (:func:`forest_candidates`; a small forest, all of them); they
+        and the added rows are scored exactly on the stored rows.
         """
         k = min(k, self.live_count)
         if k < 1:
@@ -505,7 +522,7 @@ class Index:
         search_k = min((n + len(hidden)) * self.meta["n_trees"] * 2, MAX_SEARCH_K)
         vector = np.asarray(vector, np.float32)
         rows = forest_candidates(self.ann, vector[None], n, hidden, self.live_added, search_k)
-        scores = unit_rows(np.asarray(self.vectors[rows], np.float32)) @ vector
+        scores = unit_rows(self.scoring_rows[rows]) @ vector
         best = np.argsort(-scores, kind="stable")[:k]  # stable: row order breaks ties
         return rows[best].tolist(), scores[best].tolist()
 

@@ -10,7 +10,8 @@ For each query photo, :class:`LocalizedScorer`:
    (a model with a descriptor block keeps it only for a catalog-style query,
    :mod:`simclr_watches.retrieval.query_descriptor`);
 3. asks the candidate source for the gallery items worth scoring: by default each
-   region's ``candidates`` nearest items in an Annoy forest, united (:class:`AnnoyCandidates`);
+   region's ``candidates`` nearest items in an Annoy forest, united (:class:`AnnoyCandidates`;
+   every item of a forest of at most ``EXACT_ITEMS``, :func:`~simclr_watches.retrieval.index.forest_candidates`);
 4. scores the candidates exactly on the gallery vectors and fuses each one's R
    similarities into one score (:func:`score_regions`, :func:`fuse_scores`).
 
@@ -46,7 +47,8 @@ DECODE_AHEAD = 2
 
 
 class AnnoyCandidates:
-    """Each region's ``per_region`` nearest gallery items in an Annoy forest, united, plus rows outside it.
+    """Each region's ``per_region`` nearest gallery items in an Annoy forest, united, plus rows outside it
+    (a forest of at most :data:`~simclr_watches.retrieval.index.EXACT_ITEMS` items: all of them).
 
     Annoy searches with its default ``search_k`` (``n_trees * n`` nodes for ``n`` items),
     the same for an index folder's forest (``search``) and an in-memory one (``evaluate``).
@@ -119,12 +121,15 @@ def score_regions(regions: np.ndarray, gallery: np.ndarray, candidates: Candidat
 
     Args:
         regions: (R, D) unit vectors of the query's regions, whole image first.
-        gallery: (G, D) unit vectors (may be a memory map: only candidate rows are read).
+        gallery: (G, D) unit vectors (may be a memory map: only candidate rows are read); float16
+            rows (an index's, unit to float16 precision) are renormalised, float32 rows taken as they are.
         candidates: which gallery rows to score (e.g. :class:`AnnoyCandidates`).
         top_m: window scores averaged per item (:func:`fuse_scores`).
     """
     ids = candidates(regions)
-    fused, best = fuse_scores(regions @ unit_rows(gallery[ids]).T, top_m)  # stored rows are unit to float16 precision
+    rows = gallery if len(ids) == len(gallery) else gallery[ids]  # every row: scored without a copy
+    rows = rows if rows.dtype == np.float32 else unit_rows(rows)
+    fused, best = fuse_scores(regions @ rows.T, top_m)
     return RegionScores(ids, fused, best)
 
 

@@ -308,9 +308,9 @@ class Searcher:
         cfg = self.localize
         candidates = AnnoyCandidates(snap.ann, cfg.candidates, hidden=snap.hidden_in_forest, always=snap.live_added)
         if self.finder is not None:
-            return BoxScorer(self.finder, snap.preprocessing, snap.vectors, candidates, cfg, snap.crop_margin,
+            return BoxScorer(self.finder, snap.preprocessing, snap.scoring_rows, candidates, cfg, snap.crop_margin,
                              self.device, project=snap.project)
-        return LocalizedScorer(self.encoder, snap.preprocessing, snap.vectors, candidates, cfg, snap.crop_margin,
+        return LocalizedScorer(self.encoder, snap.preprocessing, snap.scoring_rows, candidates, cfg, snap.crop_margin,
                                self.device, batch_size, project=snap.project)
 
     def _search_localized(self, snap: Index, queries: list[tuple[str, Path]], top_k: int, batch_size: int,

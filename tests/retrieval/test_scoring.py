@@ -15,10 +15,11 @@ from simclr_watches.data import images
 from simclr_watches.data.images import load_image
 from simclr_watches.data.mask import crop_box
 from simclr_watches.evaluation.encoders import EncoderMethod, LocalizedMethod
-from simclr_watches.retrieval import scoring
+from simclr_watches.retrieval import index as index_mod, scoring
 from simclr_watches.retrieval.embed import embed_tensors
 from simclr_watches.retrieval.index import build_forest, build_index, load_index
 from simclr_watches.retrieval.localize import LocalizeConfig, embed_regions, window_crops
+from simclr_watches.retrieval.projection import unit_rows
 from simclr_watches.retrieval.scoring import AnnoyCandidates, fuse_scores, score_regions
 from simclr_watches.retrieval.search import Searcher
 from simclr_watches.weights import load_encoder_file
@@ -67,7 +68,30 @@ def test_only_candidates_are_scored_the_rest_rank_last():
     assert np.isneginf(dense[[0, 3]]).all()  # item 0 matches the whole image (0.6) but was no candidate
 
 
-def test_annoy_candidates_unite_each_regions_nearest_items():
+@pytest.fixture
+def searched_forest(monkeypatch):
+    """Forests are searched whatever their size (the tests of the forest path use small ones)."""
+    monkeypatch.setattr(index_mod, "EXACT_ITEMS", 0)
+
+
+def test_every_item_of_a_small_forest_is_a_candidate_but_the_hidden_ones():
+    gallery = np.eye(6, dtype=np.float32)
+    cands = AnnoyCandidates(build_forest(gallery, 3), per_region=1, hidden=frozenset({2}), always=np.array([6]))
+    region = np.array([[0, 0, 0, 0, 1, 0]], np.float32)
+    assert cands(region).tolist() == [0, 1, 3, 4, 5, 6]  # one region, one per region: the forest is not asked
+
+
+def test_a_forest_above_the_exact_size_is_searched(monkeypatch):
+    gallery = np.eye(6, dtype=np.float32)
+    forest = build_forest(gallery, 3)
+    region = np.array([[0, 0, 0, 0, 1, 0]], np.float32)
+    monkeypatch.setattr(index_mod, "EXACT_ITEMS", 6)
+    assert AnnoyCandidates(forest, per_region=1)(region).tolist() == list(range(6))
+    monkeypatch.setattr(index_mod, "EXACT_ITEMS", 5)
+    assert AnnoyCandidates(forest, per_region=1)(region).tolist() == [4]
+
+
+def test_annoy_candidates_unite_each_regions_nearest_items(searched_forest):
     gallery = np.eye(6, dtype=np.float32)
     cands = AnnoyCandidates(build_forest(gallery, 3), per_region=1)
     regions = np.array([[0, 0, 0, 0, 1, 0], [0.9, 0.1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0]], np.float32)
@@ -81,7 +105,7 @@ def test_the_in_memory_forest_is_the_one_build_index_writes(index_dir, tmp_path)
     assert (tmp_path / "again.ann").read_bytes() == (index_dir / index.meta["files"]["forest"]).read_bytes()
 
 
-def test_evaluate_scores_what_search_finds(index_dir, small_checkpoint, scenes, tmp_path):
+def test_evaluate_scores_what_search_finds(index_dir, small_checkpoint, scenes, tmp_path, searched_forest):
     """evaluate's +loc and search share one path, Annoy candidates included: same items, same scores."""
     cfg = LocalizeConfig(candidates=1)  # few candidates: items outside them must be missing from both
     catalog = [Path(p) for p in load_index(index_dir).paths]
@@ -95,6 +119,27 @@ def test_evaluate_scores_what_search_finds(index_dir, small_checkpoint, scenes, 
         assert {catalog[g] for g in np.flatnonzero(np.isfinite(row))} == set(found)
         for g in np.flatnonzero(np.isfinite(row)):
             assert row[g] == pytest.approx(found[catalog[g]], abs=1e-5)
+
+
+def test_a_small_catalog_is_searched_exactly(index_dir, small_checkpoint, scenes):
+    """Below EXACT_ITEMS every item is scored, whatever the candidates per region: the same scores as evaluate's."""
+    cfg = LocalizeConfig(candidates=1)
+    index = load_index(index_dir)
+    assert index.scoring_rows.dtype == np.float32
+    assert np.allclose(index.scoring_rows, unit_rows(np.asarray(index.vectors, np.float32)))
+    catalog = [Path(p) for p in index.paths]
+    results = Searcher(index_dir, device="cpu", localize=cfg).search(scenes, top_k=len(catalog))
+    method = LocalizedMethod(EncoderMethod("small", str(small_checkpoint), crop=True), cfg)
+    scores = method.score_queries(scenes, method.embed_gallery(catalog))
+    assert np.isfinite(scores).all()
+    for res, row in zip(results, scores):
+        assert len(res.hits) == len(catalog)
+        assert [h.score for h in res.hits] == pytest.approx(np.sort(row)[::-1].tolist(), abs=1e-5)
+
+
+def test_a_large_index_scores_its_stored_rows(index_dir, searched_forest):
+    index = load_index(index_dir)
+    assert index.scoring_rows is index.vectors  # read row by row, candidates only
 
 
 def _old_localized_search(index_dir: Path, checkpoint: Path, query: Path, cfg: LocalizeConfig, top_k: int):
