@@ -3,8 +3,9 @@
 The default search finds the watch with the learnt box on the whole photo (at the model's 160 px),
 then scores squares around the box against the catalog. This script fixes those boxes (found once,
 by the default box pass) and varies only the sides: the catalog embedded at one side or averaged
-over two (``catalog_sizes``), the squares at one side (``region_size``), two squares (1, 1.3 x the
-box) or three (+ 1.7). Scores are exact (no PCA, no forest) with the plain ensemble
+over two (``catalog_sizes``), the squares at one side (``region_sizes``), two squares (1, 1.3 x the
+box) or three (+ 1.7); and, with ``--mixed``, two squares each at its own side (``region_sizes``
+of two: the box's square at the first side, the wider one at the second). Scores are exact (no PCA, no forest) with the plain ensemble
 ``watches-lite0-v1-ens`` (photo queries are scored without the descriptor block anyway), fused
 as search fuses them: max(whole view, mean of the squares).
 
@@ -13,7 +14,7 @@ Tasks: watches-dev ``catalog-photo`` (158 real on-wrist photos against the 793 p
 
 Usage:
     python benchmarks/catalog_scales.py ../shared/data/watches-dev [--catalog 160,224,288] [--regions 160,224]
-        [--out runs/catalog-scales]
+        [--mixed] [--out runs/catalog-scales]
 """
 
 from __future__ import annotations
@@ -58,11 +59,17 @@ def fused(whole, squares, gallery, n):
     return np.maximum(whole @ gallery.T, np.einsum("qrd,gd->qg", squares[:, :n], gallery) / n)
 
 
+def mixed(squares, first, second):
+    """(Q, 2, D): each query's box square (1 x) seen at side ``first``, its 1.3 square at ``second``."""
+    return np.stack([squares[first][:, 0], squares[second][:, 1]], axis=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path, help="watches-dev: its manifest.csv and images/")
     ap.add_argument("--catalog", default="160,224,288", help="catalog sides to embed at (pairs of them are averaged too)")
     ap.add_argument("--regions", default="160,224", help="sides of the squares around the box")
+    ap.add_argument("--mixed", action="store_true", help="also the two squares at two sides of --regions, both orders")
     ap.add_argument("--out", type=Path, default=Path("runs/catalog-scales"), help="simulated photos go here")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -88,6 +95,10 @@ def main() -> None:
             for (g, rows), r, (sq, n) in itertools.product(gal.items(), reg_sides, [(k, len(v)) for k, v in SQUARES.items()]):
                 m = summarize(score_rankings(fused(whole, squares[r], rows, n), t.relevant, t.ignore))
                 results.setdefault((str(g), r, sq), {})[t.name] = m
+            pairs = itertools.permutations(reg_sides, 2) if args.mixed else ()
+            for (g, rows), (a, b) in itertools.product(gal.items(), list(pairs)):
+                m = summarize(score_rankings(fused(whole, mixed(squares, a, b), rows, 2), t.relevant, t.ignore))
+                results.setdefault((str(g), f"{a} + {b}", "2 squares"), {})[t.name] = m
     print(f"({time.perf_counter() - t0:.0f} s) catalog side(s) | squares' side | squares | "
           + " | ".join(f"{t.name} R@1 / R@10" for t in tasks))
     print("| catalog | regions | squares | " + " | ".join(t.name for t in tasks) + " |")

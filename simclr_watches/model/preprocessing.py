@@ -29,8 +29,8 @@ SIZE_RANGE = (8, 1024)
 MEAN_RANGE = (-1e3, 1e3)
 STD_RANGE = (1e-4, 1e3)  # on the [0, 1] scale: nonzero, and normalised pixels stay finite in float32
 CHANNELS = 3
-OPTIONAL_SIDES = ("catalog_sizes", "region_size")  # absent from a description: unset, i.e. ``size``
-MAX_CATALOG_SIZES = 4  # a catalog photo is embedded at most this many times
+OPTIONAL_SIDES = ("catalog_sizes", "region_sizes")  # absent from a description: unset, i.e. ``size``
+MAX_SIDES = 4  # a catalog photo is embedded at most this many times; a query's regions take at most this many sides
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,11 @@ class Preprocessing:
     A model may see the watch at other sides than a whole photo: ``catalog_sizes`` are the
     sides at which a catalog photo is embedded (``build-index``, ``add``, ``--update``), its
     unit vectors averaged into one (a multi-scale description; empty: ``size`` alone), and
-    ``region_size`` the side of a query's regions around the watch (the learnt box's squares,
-    the windows; 0: ``size``). The whole query photo, in which the box is found, is always
-    seen at ``size`` (docs/MODEL_CARD.md: why the default describes its catalog at 160 and 288 px).
+    ``region_sizes`` the sides of a query's regions around the watch: the learnt box's i-th
+    square at ``region_sizes[i]`` (the last one repeating), the windows at the first; empty:
+    ``size``. The whole query photo, in which the box is found, is always seen at ``size``
+    (docs/MODEL_CARD.md: why the default describes its catalog at 160 and 288 px). A description
+    written before ``region_sizes`` may hold ``region_size``, one side (0: unset).
 
     Raises:
         FieldError: on construction, a value of the wrong type or outside ``SIZE_RANGE``,
@@ -59,21 +61,12 @@ class Preprocessing:
     std: tuple[float, float, float] = LITE_STD
     pad_value: int = 255
     catalog_sizes: tuple[int, ...] = ()
-    region_size: int = 0
+    region_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         validate.int_in(self.size, "size", *SIZE_RANGE)
-        if not (validate.is_int(self.region_size) and self.region_size == 0):  # 0: unset
-            validate.int_in(self.region_size, "region_size", *SIZE_RANGE)
-        sides = self.catalog_sizes
-        if not isinstance(sides, (list, tuple)) or len(sides) > MAX_CATALOG_SIZES:
-            raise validate.FieldError("catalog_sizes", f"expected a list of at most {MAX_CATALOG_SIZES} sizes, "
-                                      f"got {validate.describe(sides)}")
-        for i, side in enumerate(sides):
-            validate.int_in(side, f"catalog_sizes[{i}]", *SIZE_RANGE)
-        if len(set(sides)) != len(sides):
-            raise validate.FieldError("catalog_sizes", f"a size is listed twice: {list(sides)}")
-        object.__setattr__(self, "catalog_sizes", tuple(sides))
+        object.__setattr__(self, "catalog_sizes", _sides(self.catalog_sizes, "catalog_sizes", distinct=True))
+        object.__setattr__(self, "region_sizes", _sides(self.region_sizes, "region_sizes", distinct=False))
         object.__setattr__(self, "mean", validate.reals_in(self.mean, "mean", CHANNELS, *MEAN_RANGE))
         object.__setattr__(self, "std", validate.reals_in(self.std, "std", CHANNELS, *STD_RANGE))
         validate.int_in(self.pad_value, "pad_value", 0, 255)
@@ -83,10 +76,10 @@ class Preprocessing:
         """The sides at which a catalog photo is embedded (its unit vectors averaged)."""
         return self.catalog_sizes or (self.size,)
 
-    @property
-    def region_side(self) -> int:
-        """The side at which a query's regions around the watch are embedded."""
-        return self.region_size or self.size
+    def region_side(self, i: int = 0) -> int:
+        """The side at which a query's ``i``-th region around the watch (the box's i-th square) is embedded."""
+        sides = self.region_sizes or (self.size,)
+        return sides[min(i, len(sides) - 1)]
 
     def square(self, img: Image.Image, size: int | None = None) -> Image.Image:
         """Fits ``img`` (RGB) into a padded square of side ``size`` (default ``self.size``)."""
@@ -111,7 +104,7 @@ class Preprocessing:
         return self.normalize(self.to_uint8(img)[None])[0]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON fields; ``catalog_sizes`` and ``region_size`` only when set (older files have neither)."""
+        """JSON fields; ``catalog_sizes`` and ``region_sizes`` only when set (older files have neither)."""
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
                 if k not in OPTIONAL_SIDES or v}
@@ -125,7 +118,15 @@ class Preprocessing:
         """
         d = validate.obj(d, "")
         fields = {key: validate.member(d, key) for key in ("size", "mean", "std", "pad_value")}
-        return cls(**fields, **{key: d[key] for key in OPTIONAL_SIDES if key in d})
+        fields.update({key: d[key] for key in OPTIONAL_SIDES if key in d})
+        if "region_size" in d:  # written before region_sizes: one side, 0 unset
+            if "region_sizes" in d:
+                raise validate.FieldError("region_size", "expected region_sizes or region_size, not both")
+            legacy = d["region_size"]
+            if not (validate.is_int(legacy) and legacy == 0):
+                validate.int_in(legacy, "region_size", *SIZE_RANGE)
+                fields["region_sizes"] = (legacy,)
+        return cls(**fields)
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "") -> "Preprocessing":
@@ -139,6 +140,21 @@ class Preprocessing:
                 return cls.parse(d)
         except validate.FieldError as e:
             raise CheckpointError(f"{source}: {e}" if source else str(e)) from None
+
+
+def _sides(sides: Any, name: str, distinct: bool) -> tuple[int, ...]:
+    """``sides`` as a tuple of at most ``MAX_SIDES`` sides in ``SIZE_RANGE`` (``distinct``: none twice).
+
+    Raises:
+        FieldError: naming ``name`` (and the entry) and the problem.
+    """
+    if not isinstance(sides, (list, tuple)) or len(sides) > MAX_SIDES:
+        raise validate.FieldError(name, f"expected a list of at most {MAX_SIDES} sizes, got {validate.describe(sides)}")
+    for i, side in enumerate(sides):
+        validate.int_in(side, f"{name}[{i}]", *SIZE_RANGE)
+    if distinct and len(set(sides)) != len(sides):
+        raise validate.FieldError(name, f"a size is listed twice: {list(sides)}")
+    return tuple(sides)
 
 
 def default_preprocessing(arch: str, size: int = 224) -> Preprocessing:

@@ -8,8 +8,8 @@ query photo:
    its embedding and, through the box head on the encoder's own maps, the watch's box
    (:class:`simclr_watches.detect.infer.BoxFinder`);
 2. squares centred on the box (1 and 1.3 times its longer side; or the box grown by
-   ``margin``) are cut from the photo at full resolution and embedded in one batch, at the
-   model's region size (``Preprocessing.region_side``; with their
+   ``margin``) are cut from the photo at full resolution and embedded, the i-th square at the
+   model's i-th region size (``Preprocessing.region_side``; one batch per size; with their
    mirror images, when ``flip``; around the ``boxes`` best heatmap peaks, when more than one);
 3. with a descriptor block in the model, a query that is no catalog-style packshot drops it
    (:mod:`simclr_watches.retrieval.query_descriptor`);
@@ -219,12 +219,13 @@ class BoxScorer:
         if is_packshot(prepared.backdrop):  # a packshot: compared with the catalog as the catalog is
             whole = as_catalog(self.encoder, self.pre, prepared.photo.crop(prepared.whole_box), whole, self.device)
         w, h = prepared.photo.size
-        grown = [r for b in boxes for r in box_regions(tuple(b), self.cfg, w, h)]
-        side = self.pre.region_side
-        crops = [self.pre.to_uint8(prepared.photo.crop(b), side) for b in grown]
+        per_box = [box_regions(tuple(b), self.cfg, w, h) for b in boxes]
+        grown = [r for regions in per_box for r in regions]
+        sides = [self.pre.region_side(i) for regions in per_box for i in range(len(regions))]
+        views = [prepared.photo.crop(b) for b in grown]
         if self.cfg.flip:
-            crops += [self.pre.to_uint8(ImageOps.mirror(prepared.photo.crop(b)), side) for b in grown]
-        vectors = embed_tensors(self.encoder, self.pre, torch.stack(crops), self.device)
+            views, sides = views + [ImageOps.mirror(v) for v in views], sides + sides
+        vectors = self._embed(views, sides)
         if self.cfg.flip:
             vectors = vectors[: len(grown)] + vectors[len(grown):]
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -239,6 +240,15 @@ class BoxScorer:
         sims = vectors @ unit_rows(self.gallery[ids]).T  # stored rows are unit to float16 precision
         fused = np.sort(sims, axis=0)[-min(self.cfg.top_m, len(sims)):].mean(axis=0)
         return BoxQuery(np.array(grown, dtype=int), RegionScores(ids, fused, sims.argmax(axis=0)))
+
+    def _embed(self, views: list[Image.Image], sides: list[int]) -> np.ndarray:
+        """(len(views), D) unit vectors of each view at its side: one encoder batch per side."""
+        out = np.zeros((len(views), self.encoder.dim), np.float32)
+        for side in sorted(set(sides)):
+            rows = [i for i, s in enumerate(sides) if s == side]
+            batch = torch.stack([self.pre.to_uint8(views[i], side) for i in rows])
+            out[rows] = embed_tensors(self.encoder, self.pre, batch, self.device)
+        return out
 
     def score_files(self, paths: Iterable[Path]) -> Iterator[BoxQuery | ImageReadError]:
         """Scores each file in order; an unusable file yields the ImageReadError saying why.

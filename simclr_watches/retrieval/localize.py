@@ -112,12 +112,12 @@ def window_crops(img: Image.Image, pre: Preprocessing, cfg: LocalizeConfig = Loc
     Returns:
         boxes: (R, 4) region 0 then the windows of :func:`window_boxes`.
         whole: (3, S, S) uint8 region 0, S = ``pre.size``.
-        crops: (R - 1, 3, s, s) uint8 windows, s = ``cfg.size or pre.region_side``.
+        crops: (R - 1, 3, s, s) uint8 windows, s = ``cfg.size or pre.region_side()``.
     """
     boxes = window_boxes(*img.size, cfg)
     if whole_box is not None:
         boxes[0] = whole_box
-    size = cfg.size or pre.region_side
+    size = cfg.size or pre.region_side()
     crops = [pre.to_uint8(img.crop(tuple(int(v) for v in b)), size) for b in boxes[1:]]
     return boxes, pre.to_uint8(img.crop(tuple(int(v) for v in boxes[0]))), torch.stack(crops) if crops else torch.zeros((0, 3, size, size), dtype=torch.uint8)
 

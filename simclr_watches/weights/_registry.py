@@ -19,7 +19,7 @@ IMAGENET_LITE0 = "efficientnet_lite0-imagenet"
 KINDS = ("encoder", "box")
 DESCRIPTOR_KEYS = ("member", "stage", "power", "weight")  # an ensemble's descriptor block (model/descriptor.py)  # what a registry entry's file is: an encoder, or a box head on an encoder's maps
 # The shipped SimCLR checkpoint with its ImageNet init, plus the ImageNet member's texture-and-colour block (docs/MODEL_CARD.md).
-DEFAULT_MODEL = "watches-lite0-v1-ens-attr-ms"
+DEFAULT_MODEL = "watches-lite0-v1-ens-attr-ms2"
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class WeightsEntry:
     see :class:`simclr_watches.model.ensemble.EnsembleEncoder`), which has no file of its own;
     an ensemble's optional ``descriptor`` (``member``, ``stage``, ``power``, ``weight``) adds a
     weighted mid-level block (:class:`simclr_watches.model.descriptor.DescribedEnsemble`), and
-    its optional ``catalog_sizes`` and ``region_size`` (pixels) are the sides at which it embeds
-    catalog photos (averaged over several) and a query's regions around the watch
+    its optional ``catalog_sizes`` and ``region_sizes`` (pixels) are the sides at which it embeds
+    catalog photos (averaged over several) and a query's regions around the watch (one per square)
     (:class:`simclr_watches.model.preprocessing.Preprocessing`; unset: the first member's size).
     ``kind`` is ``"encoder"`` (the default) or ``"box"``: a box head
     (:mod:`simclr_watches.weights.box`), which is no encoder and no ensemble member.
@@ -50,7 +50,7 @@ class WeightsEntry:
     kind: str = "encoder"
     descriptor: dict | None = None
     catalog_sizes: tuple[int, ...] = ()
-    region_size: int = 0
+    region_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", tuple(self.members))
@@ -66,8 +66,9 @@ class WeightsEntry:
         elif not (self.arch and self.sha256 and self.size):
             raise ValueError(f"{self.name}: a weights entry needs arch, sha256 and size")
         object.__setattr__(self, "catalog_sizes", tuple(self.catalog_sizes))
-        if (self.catalog_sizes or self.region_size) and not self.members:
-            raise ValueError(f"{self.name}: only an ensemble (members) sets catalog_sizes or region_size; "
+        object.__setattr__(self, "region_sizes", tuple(self.region_sizes))
+        if (self.catalog_sizes or self.region_sizes) and not self.members:
+            raise ValueError(f"{self.name}: only an ensemble (members) sets catalog_sizes or region_sizes; "
                              "a file's header has its own")
         if self.descriptor is not None:
             if not self.members:

@@ -48,7 +48,7 @@ def load_model(spec: str | Path | None = None) -> tuple[Encoder | EnsembleEncode
     entry = registry.get(spec)
     if entry is not None and entry.members:
         return _load_ensemble(entry.name, entry.members, registry, entry.descriptor,
-                              (entry.catalog_sizes, entry.region_size))
+                              (entry.catalog_sizes, entry.region_sizes))
     if entry is None and ENSEMBLE_SEP in spec:
         return _load_ensemble(None, spec.split(ENSEMBLE_SEP), registry)
     return _load_single(spec, registry)
@@ -78,14 +78,14 @@ def _load_single(spec: str, registry: Registry) -> tuple[Encoder, ModelInfo]:
 
 def _load_ensemble(name: str | None, members: Sequence[str], registry: Registry,
                    descriptor: dict | None = None,
-                   sides: tuple[tuple[int, ...], int] = ((), 0)) -> tuple[EnsembleEncoder, ModelInfo]:
+                   sides: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())) -> tuple[EnsembleEncoder, ModelInfo]:
     """The members (files or registered names), loaded and verified, as one encoder.
 
     With a ``descriptor`` (``member``, ``stage``, ``power``, ``weight``: a registry entry's), a
     :class:`~simclr_watches.model.descriptor.DescribedEnsemble`. Its sha256 is derived from the
     members' (in order) and the descriptor's settings, so an index built with it is
     refused once any member's weights or the descriptor change. The input is the first member's,
-    with ``sides`` = ``(catalog_sizes, region_size)`` (a registry entry's; part of the sha256 when set). Without
+    with ``sides`` = ``(catalog_sizes, region_sizes)`` (a registry entry's; part of the sha256 when set). Without
     a registry ``name``, the id joins the members' ids (absolute paths for files), so it
     loads again from any working directory.
 
@@ -121,10 +121,11 @@ def _load_ensemble(name: str | None, members: Sequence[str], registry: Registry,
         key += f":{DESCRIPTOR_FORMAT}:{json.dumps(d, sort_keys=True)}"
     if sides[0] or sides[1]:
         try:
-            pre = replace(pre, catalog_sizes=tuple(sides[0]), region_size=sides[1])
+            pre = replace(pre, catalog_sizes=tuple(sides[0]), region_sizes=tuple(sides[1]))
         except ValueError as e:  # FieldError: a size out of range
             raise CheckpointError(f"{name}: {e}") from None
-        key += f":{SIDES_FORMAT}:{','.join(map(str, pre.catalog_sizes))}/{pre.region_size}"
+        regions = ','.join(map(str, pre.region_sizes)) or "0"  # one side: the key it had as region_size
+        key += f":{SIDES_FORMAT}:{','.join(map(str, pre.catalog_sizes))}/{regions}"
     digest = hashlib.sha256(key.encode()).hexdigest()
     meta["shared_stages"] = enc.shared
     return enc, ModelInfo(name, digest, enc.arch, enc.dim, pre, meta)

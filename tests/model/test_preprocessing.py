@@ -24,13 +24,22 @@ def test_preprocessing_round_trips_through_dict():
 
 def test_catalog_and_region_sides_default_to_the_model_size_and_travel_only_when_set():
     pre = Preprocessing(size=32)
-    assert (pre.catalog_sides, pre.region_side) == ((32,), 32)
-    assert "catalog_sizes" not in pre.to_dict() and "region_size" not in pre.to_dict()  # older descriptions stay as they were
-    ms = Preprocessing(size=32, catalog_sizes=[32, 48], region_size=40)
-    assert (ms.catalog_sides, ms.region_side) == ((32, 48), 40)
-    assert ms.to_dict()["catalog_sizes"] == [32, 48]
+    assert (pre.catalog_sides, pre.region_side(), pre.region_side(3)) == ((32,), 32, 32)
+    assert "catalog_sizes" not in pre.to_dict() and "region_sizes" not in pre.to_dict()  # older descriptions stay as they were
+    ms = Preprocessing(size=32, catalog_sizes=[32, 48], region_sizes=[40, 24])
+    assert ms.catalog_sides == (32, 48)
+    assert [ms.region_side(i) for i in range(4)] == [40, 24, 24, 24]  # the box's i-th square; the last size repeats
+    assert ms.to_dict()["catalog_sizes"] == [32, 48] and ms.to_dict()["region_sizes"] == [40, 24]
     assert Preprocessing.from_dict(ms.to_dict()) == ms
     assert Preprocessing.from_dict(pre.to_dict()) == pre
+
+
+def test_a_description_written_with_one_region_size_still_reads():
+    old = {**Preprocessing(size=32, catalog_sizes=[32, 48]).to_dict(), "region_size": 40}
+    assert Preprocessing.from_dict(old) == Preprocessing(size=32, catalog_sizes=[32, 48], region_sizes=[40])
+    assert Preprocessing.from_dict({**old, "region_size": 0}).region_sizes == ()  # 0: unset
+    with pytest.raises(CheckpointError, match="preprocessing.region_size: expected region_sizes or region_size, not both"):
+        Preprocessing.from_dict({**old, "region_sizes": [40]})
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -41,6 +50,9 @@ def test_catalog_and_region_sides_default_to_the_model_size_and_travel_only_when
     ("catalog_sizes", [64, 64], r"preprocessing.catalog_sizes: a size is listed twice"),
     ("region_size", 4, r"preprocessing.region_size: expected an integer in \[8, 1024\], got 4"),
     ("region_size", True, r"preprocessing.region_size: expected an integer"),
+    ("region_sizes", [224, 4], r"preprocessing.region_sizes\[1\]: expected an integer in \[8, 1024\], got 4"),
+    ("region_sizes", 224, r"preprocessing.region_sizes: expected a list of at most 4 sizes"),
+    ("region_sizes", [64] * 5, r"preprocessing.region_sizes: expected a list of at most 4 sizes"),
 ])
 def test_a_description_with_a_bad_side_is_refused_naming_the_field(field, value, message):
     d = {**Preprocessing(size=32).to_dict(), field: value}

@@ -112,8 +112,20 @@ def test_the_default_model_sees_the_box_regions_at_its_region_size(default_index
     searcher = Searcher(default_index, device="cpu")
     assert searcher.search_one(tmp_path / "q.jpg", top_k=1).hits
     pre = searcher.index.preprocessing
-    assert (pre.size, pre.region_side, pre.catalog_sides) == (160, 224, (160, 288))  # what the index records of the default
-    assert seen == [(len(BoxSearchConfig().squares), 3, 224, 224)]  # one batch: the squares around the box
+    assert (pre.size, pre.region_sizes, pre.catalog_sides) == (160, (224, 160), (160, 288))  # what the index records
+    assert BoxSearchConfig().squares == (1.0, 1.3)
+    assert seen == [(1, 3, 160, 160), (1, 3, 224, 224)]  # a batch per side: the 1.3 square at 160 px, the box's at 224
+
+
+def test_each_square_is_seen_at_its_region_size_the_last_size_repeating(default_index, tmp_path, one_thread, monkeypatch):
+    import simclr_watches.retrieval.boxes as boxes_mod
+
+    seen, real = [], boxes_mod.embed_tensors
+    monkeypatch.setattr(boxes_mod, "embed_tensors", lambda enc, pre, x, dev: seen.append(tuple(x.shape)) or real(enc, pre, x, dev))
+    _photo(7, tmp_path / "q.jpg")
+    cfg = BoxSearchConfig(squares=(1.0, 1.3, 1.7), flip=True)
+    assert Searcher(default_index, device="cpu", localize=cfg).search_one(tmp_path / "q.jpg", top_k=3).hits
+    assert seen == [(4, 3, 160, 160), (2, 3, 224, 224)]  # 1.3 and 1.7 at 160 px, 1.0 at 224, each with its mirror image
 
 
 def test_a_packshot_query_is_described_as_the_catalog_is(default_index, tmp_path, one_thread, monkeypatch):
@@ -127,4 +139,4 @@ def test_a_packshot_query_is_described_as_the_catalog_is(default_index, tmp_path
     render_watch(sample_attributes(rng), size=160, seed=0).save(tmp_path / "packshot.png")
     hits = Searcher(default_index, device="cpu").search_one(tmp_path / "packshot.png", top_k=1).hits
     assert hits[0].score == pytest.approx(1.0, abs=2e-3)  # its stored vector, found again: 160 + 288 px averaged
-    assert (1, 3, 288, 288) in seen and (2, 3, 224, 224) in seen
+    assert seen == [(1, 3, 288, 288), (1, 3, 160, 160), (1, 3, 224, 224)]  # its whole view at 288 px, then the squares

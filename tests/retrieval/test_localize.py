@@ -78,7 +78,7 @@ def test_windows_are_seen_at_the_models_region_size_and_the_whole_photo_at_its_s
     from simclr_watches.retrieval.localize import window_crops
 
     img = draw_watch(0).resize((200, 150))
-    boxes, whole, crops = window_crops(img, Preprocessing(size=64, region_size=80))
+    boxes, whole, crops = window_crops(img, Preprocessing(size=64, region_sizes=(80,)))
     assert whole.shape == (3, 64, 64) and crops.shape == (len(boxes) - 1, 3, 80, 80) and len(boxes) > 1
-    _, _, small = window_crops(img, Preprocessing(size=64, region_size=80), LocalizeConfig(size=48))
+    _, _, small = window_crops(img, Preprocessing(size=64, region_sizes=(80,)), LocalizeConfig(size=48))
     assert small.shape[-2:] == (48, 48)  # a layout's own window size still wins

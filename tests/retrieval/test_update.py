@@ -325,7 +325,7 @@ def test_a_model_that_describes_its_catalog_at_several_sizes_embeds_every_catalo
     from simclr_watches.weights import init_encoder, load_model, save_encoder
 
     torch.manual_seed(0)
-    sided = Preprocessing(size=64, catalog_sizes=(64, 96), region_size=80)
+    sided = Preprocessing(size=64, catalog_sizes=(64, 96), region_sizes=(80,))
     ckpt = save_encoder(tmp_path / "sided.safetensors", init_encoder("resnet18", "random"), sided)
     catalog, idx = make_catalog(4), tmp_path / "idx"
     build_index(catalog, idx, checkpoint=str(ckpt), progress=False, n_trees=3, pca=0)

@@ -155,8 +155,8 @@ def test_default_model_is_the_shipped_checkpoint_ensembled_with_its_init(tmp_pat
     assert info.id == DEFAULT_MODEL and init == IMAGENET_LITE0
     # Plus the ImageNet member's block-4 descriptor (112 channels), recorded in what an index sidecar keeps.
     assert info.dim == 2 * 1280 + 112
-    # The first member's input for the whole photo; the catalog at 160 + 288 px, a query's regions at 224 px.
-    assert info.preprocessing == replace(shipped_info.preprocessing, catalog_sizes=(160, 288), region_size=224)
+    # The first member's input for the whole photo; the catalog at 160 + 288 px, the box's square at 224 px, the wider at 160.
+    assert info.preprocessing == replace(shipped_info.preprocessing, catalog_sizes=(160, 288), region_sizes=(224, 160))
     assert info.to_dict()["descriptor"] == {"member": 1, "stage": 6, "power": 3.0, "weight": 0.9, "dim": 112}
     # The SimCLR run froze the stem and blocks 0-2, so the ImageNet member reuses their output.
     assert enc.shared == shipped_info.meta["config"]["model"]["frozen_stages"] == 4
@@ -165,6 +165,10 @@ def test_default_model_is_the_shipped_checkpoint_ensembled_with_its_init(tmp_pat
     assert old_info.dim == 2 * 1280 and "descriptor" not in old_info.to_dict() and old_info.sha256 != info.sha256
     _, attr_info = load_model("watches-lite0-v1-ens-attr")  # the former default, at 160 px throughout: another model
     assert attr_info.preprocessing == shipped_info.preprocessing and attr_info.sha256 != info.sha256
+    # The default before per-square sides: the same sha256 as when its sides were one region_size (its indexes load).
+    _, ms_info = load_model("watches-lite0-v1-ens-attr-ms")
+    assert ms_info.preprocessing.region_sizes == (224,)
+    assert ms_info.sha256 == "1c71a5c4660d0fb9a0ae352f46dd286e5899b5fc18f03c90074af430488567d6" != info.sha256
 
 
 def test_ensemble_entries_are_checked_when_the_registry_is_read(tmp_path):
@@ -178,7 +182,7 @@ def test_ensemble_entries_are_checked_when_the_registry_is_read(tmp_path):
         '[e]\nmembers = ["a", "a"]\ndescriptor = { member = 1 }\n': "descriptor needs exactly member, stage, power, weight",
         '[g]\ndescriptor = { member = 1, stage = 6, power = 3.0, weight = 0.5 }\n' + file_entry[3:]:
             "only an ensemble .members. can have a descriptor",
-        '[g]\ncatalog_sizes = [288]\n' + file_entry[3:]: "only an ensemble .members. sets catalog_sizes or region_size",
+        '[g]\ncatalog_sizes = [288]\n' + file_entry[3:]: "only an ensemble .members. sets catalog_sizes or region_sizes",
     }
     for text, message in cases.items():
         (tmp_path / "w.toml").write_text(file_entry + text)
@@ -225,12 +229,12 @@ def test_ensemble_entry_loads_its_members_as_one_encoder(tmp_path, ensemble_regi
     ensemble_registry(files, ("b", "a"))
     assert load_model("pair")[1].sha256 != info.sha256
     # ... and so do the sides at which it sees the catalog and a query's regions.
-    ensemble_registry(files, ("a", "b"), catalog_sizes=[64, 96], region_size=80)
+    ensemble_registry(files, ("a", "b"), catalog_sizes=[64, 96], region_sizes=[80])
     _, sided = load_model("pair")
-    assert sided.preprocessing == replace(info.preprocessing, catalog_sizes=(64, 96), region_size=80)
+    assert sided.preprocessing == replace(info.preprocessing, catalog_sizes=(64, 96), region_sizes=(80,))
     assert sided.preprocessing.catalog_sides == (64, 96) and sided.sha256 != info.sha256
-    ensemble_registry(files, ("a", "b"), region_size=4)  # checked as a checkpoint's would be, in one line
-    with pytest.raises(CheckpointError, match=r"pair: preprocessing.region_size: expected an integer in \[8, 1024\]|pair: region_size"):
+    ensemble_registry(files, ("a", "b"), region_sizes=[4])  # checked as a checkpoint's would be, in one line
+    with pytest.raises(CheckpointError, match=r"pair: preprocessing.region_sizes\[0\]: expected an integer in \[8, 1024\]"):
         load_model("pair")
     rows = {m["name"]: m for m in list_models()}
     assert rows["pair"]["status"] == "ready" and rows["pair"]["size"] == rows["a"]["size"] + rows["b"]["size"]
