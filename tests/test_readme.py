@@ -50,4 +50,4 @@ def test_the_python_api_example_runs(tmp_path, make_catalog, small_checkpoint, m
 def test_the_python_api_example_runs_with_the_shipped_model(tmp_path, make_catalog, monkeypatch, capsys):
     out = _run_example(tmp_path, make_catalog, monkeypatch, capsys).splitlines()
     assert out[1].split()[3].endswith("w003.png"), out  # the photo shows catalog watch 3
-    assert out[-1] == "watches-lite0-v1-ens-attr-ms (1, 2672)"
+    assert out[-1] == "watches-lite0-v1-ens-attr-ms2 (1, 2672)"

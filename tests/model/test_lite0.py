@@ -143,7 +143,7 @@ def test_loading_the_default_model_imports_neither_timm_nor_torchvision(tmp_path
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
                           cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"id": "watches-lite0-v1-ens-attr-ms", "loaded": []}
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"id": "watches-lite0-v1-ens-attr-ms2", "loaded": []}
 
 
 def test_frozen_stages_stay_in_eval_mode_after_sync_batchnorm_conversion():

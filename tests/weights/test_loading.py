@@ -234,7 +234,7 @@ def test_ensemble_entry_loads_its_members_as_one_encoder(tmp_path, ensemble_regi
     assert sided.preprocessing == replace(info.preprocessing, catalog_sizes=(64, 96), region_sizes=(80,))
     assert sided.preprocessing.catalog_sides == (64, 96) and sided.sha256 != info.sha256
     ensemble_registry(files, ("a", "b"), region_sizes=[4])  # checked as a checkpoint's would be, in one line
-    with pytest.raises(CheckpointError, match=r"pair: preprocessing.region_sizes\[0\]: expected an integer in \[8, 1024\]"):
+    with pytest.raises(CheckpointError, match=r"pair: region_sizes\[0\]: expected an integer in \[8, 1024\], got 4"):
         load_model("pair")
     rows = {m["name"]: m for m in list_models()}
     assert rows["pair"]["status"] == "ready" and rows["pair"]["size"] == rows["a"]["size"] + rows["b"]["size"]
