@@ -52,6 +52,8 @@ def process_group(info: DistInfo, device: torch.device) -> Iterator[None]:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield
+        if start:  # no rank tears the group down while a peer still talks to it (gloo then aborts the process)
+            dist.barrier()
     finally:
         if start:
             dist.destroy_process_group()
