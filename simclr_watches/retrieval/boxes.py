@@ -36,7 +36,7 @@ from simclr_watches.detect.infer import BoxFinder, backbone_record
 from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.embed import as_catalog, embed_tensors, prefetched, ready_encoder
 from simclr_watches.retrieval.localize import LocalizeConfig
-from simclr_watches.retrieval.projection import unit_rows
+from simclr_watches.retrieval.projection import candidate_rows
 from simclr_watches.retrieval.query_descriptor import Project, descriptor_layout, is_packshot, query_vectors
 from simclr_watches.retrieval.scoring import DECODE_AHEAD, Candidates, LocalizedQuery, RegionScores, score_regions
 
@@ -237,7 +237,7 @@ class BoxScorer:
             return BoxQuery(rows, scores, first_box=1)
         # The box regions alone: the mean of each item's top_m region scores.
         ids = self.candidates(vectors)
-        sims = vectors @ unit_rows(self.gallery[ids]).T  # stored rows are unit to float16 precision
+        sims = vectors @ candidate_rows(self.gallery, ids).T
         fused = np.sort(sims, axis=0)[-min(self.cfg.top_m, len(sims)):].mean(axis=0)
         return BoxQuery(np.array(grown, dtype=int), RegionScores(ids, fused, sims.argmax(axis=0)))
 

@@ -21,8 +21,8 @@ manifest and maps the files; their O(N) checks run once per file (:mod:`.verifie
 from __future__ import annotations
 
 import contextlib
-import functools
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -42,7 +42,7 @@ from simclr_watches.core.clock import utc_now
 from simclr_watches.retrieval import store, verified
 from simclr_watches.retrieval.columns import COLUMN_ROLES, MAX_PATH_BYTES, Columns, Items
 from simclr_watches.retrieval.embed import EmbeddedItem
-from simclr_watches.retrieval.projection import Projection, fit_pca, stored_rows, unit_rows
+from simclr_watches.retrieval.projection import Projection, candidate_rows, fit_pca, stored_rows, unit_rows
 from simclr_watches.core.errors import IndexFormatError, NoReadableImagesError, SimclrWatchesError, one_line
 from simclr_watches.core.files import open_in_folder, read_fd_limited
 from simclr_watches.model import Preprocessing
@@ -112,7 +112,7 @@ FOREST_WIDTH = 64
 QUERY_CANDIDATES = 256  # at least this many forest items are scored exactly per Index.query
 # A forest of at most EXACT_ITEMS items is not searched: every row is a candidate, scored exactly.
 # At a few thousand items that costs a query about a millisecond, and the forest's leading axes can
-# miss a photo query's match (docs/BENCHMARKS.md, "Exact candidates for a small catalog").
+# miss a photo query's match (docs/BENCHMARKS.md, "Per-square sides and exact candidates").
 EXACT_ITEMS = 4096
 
 
@@ -522,7 +522,7 @@ class Index:
         search_k = min((n + len(hidden)) * self.meta["n_trees"] * 2, MAX_SEARCH_K)
         vector = np.asarray(vector, np.float32)
         rows = forest_candidates(self.ann, vector[None], n, hidden, self.live_added, search_k)
-        scores = unit_rows(self.scoring_rows[rows]) @ vector
+        scores = candidate_rows(self.scoring_rows, rows) @ vector
         best = np.argsort(-scores, kind="stable")[:k]  # stable: row order breaks ties
         return rows[best].tolist(), scores[best].tolist()
 

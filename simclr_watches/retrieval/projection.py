@@ -35,6 +35,17 @@ def stored_rows(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.float32).astype(STORED_DTYPE)
 
 
+def candidate_rows(gallery: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(C, D) float32 unit rows ``ids`` (ascending, unique) of a gallery, to score queries against.
+
+    Float16 rows (an index's, unit to float16 precision) are read and renormalised; float32 rows
+    (an index's copy made once, ``Index.scoring_rows``) are taken as they are, not copied when
+    ``ids`` holds every row.
+    """
+    rows = gallery if len(ids) == len(gallery) else gallery[ids]
+    return rows if rows.dtype == np.float32 else unit_rows(rows)
+
+
 @dataclass(frozen=True)
 class Projection:
     """``y = unit((x - mean) @ matrix.T)``: D-d embeddings to W-d unit vectors.

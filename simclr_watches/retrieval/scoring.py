@@ -36,7 +36,7 @@ from simclr_watches.model import Preprocessing
 from simclr_watches.retrieval.embed import prefetched, ready_encoder
 from simclr_watches.retrieval.index import forest_candidates
 from simclr_watches.retrieval.localize import LocalizeConfig, embed_regions, window_crops
-from simclr_watches.retrieval.projection import unit_rows
+from simclr_watches.retrieval.projection import candidate_rows
 from simclr_watches.retrieval.query_descriptor import Project, descriptor_layout, query_vectors
 
 # Given a query's (R, D) region vectors, the gallery rows worth scoring exactly: (C,) ascending int64 ids.
@@ -127,9 +127,7 @@ def score_regions(regions: np.ndarray, gallery: np.ndarray, candidates: Candidat
         top_m: window scores averaged per item (:func:`fuse_scores`).
     """
     ids = candidates(regions)
-    rows = gallery if len(ids) == len(gallery) else gallery[ids]  # every row: scored without a copy
-    rows = rows if rows.dtype == np.float32 else unit_rows(rows)
-    fused, best = fuse_scores(regions @ rows.T, top_m)
+    fused, best = fuse_scores(regions @ candidate_rows(gallery, ids).T, top_m)
     return RegionScores(ids, fused, best)
 
 

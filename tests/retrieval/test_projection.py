@@ -8,7 +8,7 @@ import pytest
 from simclr_watches.core.errors import SimclrWatchesError
 from simclr_watches.evaluation.method_names import make_method
 from simclr_watches.retrieval.index import build_index, fit_projection, load_index
-from simclr_watches.retrieval.projection import Projection, fit_pca, stored_rows, unit_rows
+from simclr_watches.retrieval.projection import Projection, candidate_rows, fit_pca, stored_rows, unit_rows
 from simclr_watches.retrieval.search import Searcher
 from simclr_watches.retrieval.update import add_items, compact, remove_items
 
@@ -144,3 +144,13 @@ def test_a_projection_without_renormalising_keeps_the_projected_length():
     raw = p.apply(x, unit=False)
     assert np.allclose(raw, x @ p.matrix.T, atol=1e-6) and np.allclose(unit_rows(raw), p.apply(x), atol=1e-6)
     assert np.allclose(p.apply(x[0], unit=False), raw[0], atol=1e-6)
+
+
+def test_candidate_rows_renormalise_stored_rows_and_take_a_float32_copy_as_it_is():
+    rows = stored_rows(_unit(np.random.default_rng(1), 6, 8))
+    picked = candidate_rows(rows, np.array([1, 4]))
+    assert picked.dtype == np.float32 and np.allclose(np.linalg.norm(picked, axis=1), 1, atol=1e-6)
+    assert np.allclose(picked, unit_rows(rows[[1, 4]]))
+    copy = unit_rows(rows)
+    assert candidate_rows(copy, np.arange(6)) is copy  # every row of the float32 copy: no copy again
+    assert np.array_equal(candidate_rows(copy, np.array([2])), copy[[2]])
