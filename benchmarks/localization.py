@@ -38,7 +38,7 @@ from simclr_watches.evaluation.encoders import BoxMethod, LocalizedMethod
 from simclr_watches.evaluation.method_names import make_method
 from simclr_watches.evaluation.protocols import catalog_photo_task
 from simclr_watches.evaluation.runner import run_task
-from simclr_watches.retrieval.index import write_index
+from simclr_watches.retrieval.index import DEFAULT_WIDTH, fit_projection, write_index
 from simclr_watches.retrieval.boxes import BoxSearchConfig
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.data.mask import CROP_MARGIN
@@ -78,15 +78,16 @@ def compare(manifest: Path, model: str) -> None:
 
 
 def write_gallery_index(out: Path, gallery: list[Path], model: str) -> None:
-    """A cropped index of ``gallery`` (as ``build-index`` writes it) in ``out``."""
+    """A cropped index of ``gallery`` as ``build-index`` writes it by default (its PCA width) in ``out``."""
     from simclr_watches.retrieval.embed import EmbeddedItem
     from simclr_watches.core.files import sha256_file
 
     _, info = load_model(model)
-    vectors = make_method(f"{model}+crop").embed(gallery)
+    vectors = make_method(f"{model}+crop").embed_catalog(gallery)  # at the catalog sides, as build-index
     items = [EmbeddedItem(p, sha256_file(p), p.stat().st_size) for p in gallery]
-    write_index(out, vectors, items, info, info.preprocessing,
-                extra={"catalog_view": {"crop": "foreground", "margin": CROP_MARGIN}})
+    projection = fit_projection(vectors, DEFAULT_WIDTH if len(items) > DEFAULT_WIDTH else 0, whiten=False)
+    write_index(out, vectors if projection is None else projection.apply(vectors), items, info, info.preprocessing,
+                projection=projection, extra={"catalog_view": {"crop": "foreground", "margin": CROP_MARGIN}})
 
 
 def latency(manifest: Path, model: str, n: int) -> None:
