@@ -7,6 +7,7 @@ and search.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,7 +31,49 @@ MEAN_RANGE = (-1e3, 1e3)
 STD_RANGE = (1e-4, 1e3)  # on the [0, 1] scale: nonzero, and normalised pixels stay finite in float32
 CHANNELS = 3
 OPTIONAL_SIDES = ("catalog_sizes", "region_sizes")  # absent from a description: unset, i.e. ``size``
+SQUARE_RANGE = (0.5, 4.0)  # a catalog box view's square, in units of the box's longer side
 MAX_SIDES = 4  # a catalog photo is embedded at most this many times; a query's regions take at most this many sides
+
+
+@dataclass(frozen=True)
+class CatalogBox:
+    """A catalog photo's view around its learnt box, averaged with its whole views.
+
+    The box head ``head`` (a registered name, verified by its sha256 when loaded) finds the
+    watch in the catalog photo's cropped view at the model's ``size``, as it does in a query's
+    whole view; the square of ``square`` times the box's longer side, centred on it and clipped
+    to the view, is embedded at ``size`` px. The catalog then holds the view of the watch the
+    query's squares around its box show (docs/MODEL_CARD.md), and a packshot decorated with
+    splashes or text rows is seen without them.
+
+    Raises:
+        FieldError: on construction, a head name that is not a plain name, or a value outside
+            ``SQUARE_RANGE`` or ``SIZE_RANGE``.
+    """
+
+    head: str
+    square: float
+    size: int
+
+    def __post_init__(self) -> None:
+        validate.text(self.head, "head", 128)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.head):
+            raise validate.FieldError("head", f"expected a registered box head's name, got {self.head!r}")
+        object.__setattr__(self, "square", validate.real_in(self.square, "square", *SQUARE_RANGE))
+        validate.int_in(self.size, "size", *SIZE_RANGE)
+
+    @classmethod
+    def parse(cls, d: Any) -> "CatalogBox":
+        """The CatalogBox of a description (``asdict``'s output).
+
+        Raises:
+            FieldError: not an object, a field missing or unknown, or a value refused.
+        """
+        d = validate.obj(d, "")
+        unknown = sorted(set(d) - {"head", "square", "size"})
+        if unknown:
+            raise validate.FieldError(unknown[0], "unknown field")
+        return cls(**{key: validate.member(d, key) for key in ("head", "square", "size")})
 
 
 @dataclass(frozen=True)
@@ -47,7 +90,8 @@ class Preprocessing:
     square at ``region_sizes[i]`` (the last one repeating), the windows at the first; empty:
     ``size``. The whole query photo, in which the box is found, is always seen at ``size``
     (docs/MODEL_CARD.md: why the default describes its catalog at 160 and 288 px). A description
-    written before ``region_sizes`` may hold ``region_size``, one side (0: unset).
+    written before ``region_sizes`` may hold ``region_size``, one side (0: unset). ``catalog_box``
+    adds a view of each catalog photo around its learnt box to that average (:class:`CatalogBox`).
 
     Raises:
         FieldError: on construction, a value of the wrong type or outside ``SIZE_RANGE``,
@@ -62,9 +106,12 @@ class Preprocessing:
     pad_value: int = 255
     catalog_sizes: tuple[int, ...] = ()
     region_sizes: tuple[int, ...] = ()
+    catalog_box: CatalogBox | None = None
 
     def __post_init__(self) -> None:
         validate.int_in(self.size, "size", *SIZE_RANGE)
+        if self.catalog_box is not None and not isinstance(self.catalog_box, CatalogBox):
+            raise validate.FieldError("catalog_box", f"expected a CatalogBox, got {validate.describe(self.catalog_box)}")
         object.__setattr__(self, "catalog_sizes", _sides(self.catalog_sizes, "catalog_sizes", distinct=True))
         object.__setattr__(self, "region_sizes", _sides(self.region_sizes, "region_sizes", distinct=False))
         object.__setattr__(self, "mean", validate.reals_in(self.mean, "mean", CHANNELS, *MEAN_RANGE))
@@ -104,10 +151,10 @@ class Preprocessing:
         return self.normalize(self.to_uint8(img)[None])[0]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON fields; ``catalog_sizes`` and ``region_sizes`` only when set (older files have neither)."""
+        """JSON fields; ``catalog_sizes``, ``region_sizes`` and ``catalog_box`` only when set (older files have none)."""
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
-                if k not in OPTIONAL_SIDES or v}
+                if k not in (*OPTIONAL_SIDES, "catalog_box") or v}
 
     @classmethod
     def parse(cls, d: Any) -> "Preprocessing":
@@ -119,6 +166,9 @@ class Preprocessing:
         d = validate.obj(d, "")
         fields = {key: validate.member(d, key) for key in ("size", "mean", "std", "pad_value")}
         fields.update({key: d[key] for key in OPTIONAL_SIDES if key in d})
+        if "catalog_box" in d:
+            with validate.under("catalog_box"):
+                fields["catalog_box"] = CatalogBox.parse(d["catalog_box"])
         if "region_size" in d:  # written before region_sizes: one side, 0 unset
             if "region_sizes" in d:
                 raise validate.FieldError("region_size", "expected region_sizes or region_size, not both")

@@ -33,7 +33,9 @@ class WeightsEntry:
     weighted mid-level block (:class:`simclr_watches.model.descriptor.DescribedEnsemble`), and
     its optional ``catalog_sizes`` and ``region_sizes`` (pixels) are the sides at which it embeds
     catalog photos (averaged over several) and a query's regions around the watch (one per square)
-    (:class:`simclr_watches.model.preprocessing.Preprocessing`; unset: the first member's size).
+    (:class:`simclr_watches.model.preprocessing.Preprocessing`; unset: the first member's size);
+    its optional ``catalog_box`` (``head``, ``square``, ``size``) adds a catalog photo's view
+    around its learnt box to that average (:class:`simclr_watches.model.preprocessing.CatalogBox`).
     ``kind`` is ``"encoder"`` (the default) or ``"box"``: a box head
     (:mod:`simclr_watches.weights.box`), which is no encoder and no ensemble member.
     """
@@ -51,6 +53,7 @@ class WeightsEntry:
     descriptor: dict | None = None
     catalog_sizes: tuple[int, ...] = ()
     region_sizes: tuple[int, ...] = ()
+    catalog_box: dict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", tuple(self.members))
@@ -70,6 +73,9 @@ class WeightsEntry:
         if (self.catalog_sizes or self.region_sizes) and not self.members:
             raise ValueError(f"{self.name}: only an ensemble (members) sets catalog_sizes or region_sizes; "
                              "a file's header has its own")
+        if self.catalog_box is not None and not (self.members and isinstance(self.catalog_box, dict)
+                                                 and sorted(self.catalog_box) == ["head", "size", "square"]):
+            raise ValueError(f"{self.name}: only an ensemble (members) has a catalog_box, of exactly head, square and size")
         if self.descriptor is not None:
             if not self.members:
                 raise ValueError(f"{self.name}: only an ensemble (members) can have a descriptor")

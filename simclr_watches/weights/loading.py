@@ -17,6 +17,7 @@ from simclr_watches.core.errors import CheckpointError, FileReadError
 from simclr_watches.core.files import sha256_file
 from simclr_watches.model import Encoder, EnsembleEncoder, default_preprocessing
 from simclr_watches.model.descriptor import DescribedEnsemble
+from simclr_watches.model.preprocessing import CatalogBox
 from simclr_watches.weights._hub import local_copy
 from simclr_watches.weights._pretrained import imagenet_lite0_state_dict, package_file
 from simclr_watches.weights._registry import DEFAULT_MODEL, WeightsEntry, load_registry
@@ -25,6 +26,7 @@ from simclr_watches.weights.checkpoint import ModelInfo, load_encoder_file
 ENSEMBLE_FORMAT = "simclr-watches-ensemble/1"  # part of an ensemble's sha256: bump if its formula changes
 DESCRIPTOR_FORMAT = "simclr-watches-descriptor/1"  # part of a described ensemble's sha256: bump if gem_descriptor changes
 SIDES_FORMAT = "simclr-watches-sides/1"  # part of the sha256 of an ensemble with its own catalog / region sizes
+CATALOG_BOX_FORMAT = "simclr-watches-catalog-box/1"  # part of the sha256 of an ensemble with a catalog box view
 ENSEMBLE_SEP = "+"  # load_model("A+B"): an ensemble of A and B without a registry entry
 
 Registry = dict[str, WeightsEntry]
@@ -48,7 +50,7 @@ def load_model(spec: str | Path | None = None) -> tuple[Encoder | EnsembleEncode
     entry = registry.get(spec)
     if entry is not None and entry.members:
         return _load_ensemble(entry.name, entry.members, registry, entry.descriptor,
-                              (entry.catalog_sizes, entry.region_sizes))
+                              (entry.catalog_sizes, entry.region_sizes), entry.catalog_box)
     if entry is None and ENSEMBLE_SEP in spec:
         return _load_ensemble(None, spec.split(ENSEMBLE_SEP), registry)
     return _load_single(spec, registry)
@@ -78,14 +80,16 @@ def _load_single(spec: str, registry: Registry) -> tuple[Encoder, ModelInfo]:
 
 def _load_ensemble(name: str | None, members: Sequence[str], registry: Registry,
                    descriptor: dict | None = None,
-                   sides: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())) -> tuple[EnsembleEncoder, ModelInfo]:
+                   sides: tuple[tuple[int, ...], tuple[int, ...]] = ((), ()),
+                   catalog_box: dict | None = None) -> tuple[EnsembleEncoder, ModelInfo]:
     """The members (files or registered names), loaded and verified, as one encoder.
 
     With a ``descriptor`` (``member``, ``stage``, ``power``, ``weight``: a registry entry's), a
     :class:`~simclr_watches.model.descriptor.DescribedEnsemble`. Its sha256 is derived from the
     members' (in order) and the descriptor's settings, so an index built with it is
     refused once any member's weights or the descriptor change. The input is the first member's,
-    with ``sides`` = ``(catalog_sizes, region_sizes)`` (a registry entry's; part of the sha256 when set). Without
+    with ``sides`` = ``(catalog_sizes, region_sizes)`` and ``catalog_box`` (a registry entry's; part of the
+    sha256 when set, ``catalog_box`` with its box head's sha256: an index's catalog depends on it). Without
     a registry ``name``, the id joins the members' ids (absolute paths for files), so it
     loads again from any working directory.
 
@@ -126,6 +130,16 @@ def _load_ensemble(name: str | None, members: Sequence[str], registry: Registry,
             raise CheckpointError(f"{name}: {e}") from None
         regions = ','.join(map(str, pre.region_sizes)) or "0"  # one side: the key it had as region_size
         key += f":{SIDES_FORMAT}:{','.join(map(str, pre.catalog_sizes))}/{regions}"
+    if catalog_box is not None:
+        head = registry.get(str(catalog_box.get("head")))
+        if head is None or head.kind != "box":
+            raise CheckpointError(f"{name}: catalog_box head {catalog_box.get('head')!r} is no registered box head")
+        try:
+            pre = replace(pre, catalog_box=CatalogBox(**catalog_box))
+        except ValueError as e:  # FieldError
+            raise CheckpointError(f"{name}: catalog_box.{e}") from None
+        box = pre.catalog_box
+        key += f":{CATALOG_BOX_FORMAT}:{box.head}:{head.sha256}:{box.square}@{box.size}"
     digest = hashlib.sha256(key.encode()).hexdigest()
     meta["shared_stages"] = enc.shared
     return enc, ModelInfo(name, digest, enc.arch, enc.dim, pre, meta)

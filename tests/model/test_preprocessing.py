@@ -1,9 +1,12 @@
+import json
+
 import pytest
 import torch
 from PIL import Image
 
 from simclr_watches.core.errors import CheckpointError
 from simclr_watches.model import Preprocessing, default_preprocessing
+from simclr_watches.model.preprocessing import CatalogBox
 
 
 def test_preprocessing_pads_to_square_on_white():
@@ -40,6 +43,31 @@ def test_a_description_written_with_one_region_size_still_reads():
     assert Preprocessing.from_dict({**old, "region_size": 0}).region_sizes == ()  # 0: unset
     with pytest.raises(CheckpointError, match="preprocessing.region_size: expected region_sizes or region_size, not both"):
         Preprocessing.from_dict({**old, "region_sizes": [40]})
+
+
+def test_a_catalog_box_travels_in_the_description_only_when_set():
+    box = CatalogBox("watches-lite0-v1-box", 1.3, 224)
+    pre = Preprocessing(size=32, catalog_sizes=[32, 48], catalog_box=box)
+    assert pre.to_dict()["catalog_box"] == {"head": "watches-lite0-v1-box", "square": 1.3, "size": 224}
+    assert Preprocessing.from_dict(json.loads(json.dumps(pre.to_dict()))) == pre
+    assert "catalog_box" not in Preprocessing(size=32).to_dict()  # older descriptions (and their sha256) stay as they were
+
+
+BOX = {"head": "watches-lite0-v1-box", "square": 1.3, "size": 224}
+
+
+@pytest.mark.parametrize("box, message", [
+    ({**BOX, "square": 9}, r"preprocessing.catalog_box.square: expected a number in \[0.5, 4\], got 9"),
+    ({**BOX, "size": 4}, r"preprocessing.catalog_box.size: expected an integer in \[8, 1024\], got 4"),
+    ({**BOX, "head": "../x.safetensors"}, r"preprocessing.catalog_box.head: expected a registered box head's name"),
+    ({**BOX, "head": ""}, r"preprocessing.catalog_box.head: expected a non-empty string"),
+    ({"head": BOX["head"], "square": 1.3}, r"preprocessing.catalog_box.size: missing"),
+    ({**BOX, "extra": 1}, r"preprocessing.catalog_box.extra: unknown field"),
+    ([1.3, 224], r"preprocessing.catalog_box: expected an object"),
+])
+def test_a_bad_catalog_box_is_refused_naming_the_field(box, message):
+    with pytest.raises(CheckpointError, match=message):
+        Preprocessing.from_dict({**Preprocessing(size=32).to_dict(), "catalog_box": box})
 
 
 @pytest.mark.parametrize("field, value, message", [
