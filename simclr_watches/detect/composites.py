@@ -241,3 +241,11 @@ def box_from_square(box: np.ndarray | tuple[float, ...], w: int, h: int) -> tupl
     x0, x1 = int(np.clip(np.floor(px[0]), 0, w - 1)), int(np.clip(np.ceil(px[2]), 1, w))
     y0, y1 = int(np.clip(np.floor(px[1]), 0, h - 1)), int(np.clip(np.ceil(px[3]), 1, h))
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def square(box: tuple[int, int, int, int], side: float, w: int, h: int) -> tuple[int, int, int, int]:
+    """The square centred on ``box`` of ``side`` times its longer side, clipped to a (w, h) picture (at least 1 px)."""
+    x0, y0, x1, y1 = box
+    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, side * max(x1 - x0, y1 - y0) / 2
+    sx0, sy0 = int(max(0, cx - half)), int(max(0, cy - half))
+    return sx0, sy0, max(sx0 + 1, int(min(w, cx + half))), max(sy0 + 1, int(min(h, cy + half)))

@@ -130,11 +130,12 @@ class EncoderMethod(Method):
     def _embed_at(self, paths: Sequence[Path], catalog: bool) -> np.ndarray:
         """(N, D) unit vectors of ``paths``: as queries, at the model's size, or as the catalog (:func:`embed_catalog`)."""
         from simclr_watches.data.mask import catalog_view
-        from simclr_watches.retrieval.embed import embed_catalog, embed_paths
+        from simclr_watches.retrieval.catalog import embed_catalog
+        from simclr_watches.retrieval.embed import embed_paths
 
         enc, pre = self.load()
         kwargs = dict(batch_size=self.batch_size, device=self.device, progress=False, label=self.name, hash=False)
-        result = (embed_catalog(enc, pre, list(paths), self.crop_margin, **kwargs) if catalog
+        result = (embed_catalog(enc, pre, list(paths), self.crop_margin, self.info, **kwargs) if catalog
                   else embed_paths(enc, pre, list(paths), view=catalog_view(self.crop_margin), **kwargs))
         if result.skipped:
             raise result.skipped[0]
@@ -240,10 +241,12 @@ class BoxMethod(LocalizedMethod):
         """
         from simclr_watches.core.device import resolve_device
         from simclr_watches.retrieval.boxes import BoxScorer, load_finder
+        from simclr_watches.retrieval.catalog import catalog_box_view, catalog_finder
         from simclr_watches.retrieval.scoring import AnnoyCandidates
 
         enc, pre = self.inner.load()
         device = resolve_device(self.inner.device)
         return BoxScorer(load_finder(self.cfg, enc, self.inner.info, device), pre, gallery.vectors,
                          AnnoyCandidates(gallery.forest, self.cfg.candidates), self.cfg, self.inner.crop_margin, device,
-                         project=self.inner.project)
+                         project=self.inner.project,
+                         catalog_box=catalog_box_view(catalog_finder(enc, self.inner.info, device), pre, device))

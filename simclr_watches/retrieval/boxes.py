@@ -31,10 +31,10 @@ from PIL import Image, ImageOps
 from simclr_watches.core.errors import ImageReadError
 from simclr_watches.data.images import Photo, try_load_image
 from simclr_watches.data.mask import crop_and_backdrop
-from simclr_watches.detect.composites import box_from_square
+from simclr_watches.detect.composites import box_from_square, square
 from simclr_watches.detect.infer import BoxFinder, backbone_record
 from simclr_watches.model import Preprocessing
-from simclr_watches.retrieval.embed import as_catalog, embed_tensors, prefetched, ready_encoder
+from simclr_watches.retrieval.embed import ExtraView, as_catalog, embed_tensors, prefetched, ready_encoder
 from simclr_watches.retrieval.localize import LocalizeConfig
 from simclr_watches.retrieval.projection import candidate_rows
 from simclr_watches.retrieval.query_descriptor import Project, descriptor_layout, is_packshot, query_vectors
@@ -121,14 +121,6 @@ def grow(box: tuple[int, int, int, int], margin: float, w: int, h: int) -> tuple
     return max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
 
 
-def square(box: tuple[int, int, int, int], side: float, w: int, h: int) -> tuple[int, int, int, int]:
-    """The square centred on ``box`` of ``side`` times its longer side, clipped to a (w, h) picture (at least 1 px)."""
-    x0, y0, x1, y1 = box
-    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, side * max(x1 - x0, y1 - y0) / 2
-    sx0, sy0 = int(max(0, cx - half)), int(max(0, cy - half))
-    return sx0, sy0, max(sx0 + 1, int(min(w, cx + half))), max(sy0 + 1, int(min(h, cy + half)))
-
-
 def box_regions(box: tuple[int, int, int, int], cfg: BoxSearchConfig, w: int, h: int) -> list[tuple[int, int, int, int]]:
     """The regions embedded for one learnt box: the grown box, or the squares of ``cfg.squares``."""
     if cfg.squares:
@@ -175,13 +167,15 @@ class BoxScorer:
         device: where the encoder runs.
         project: maps embeddings into the gallery's space (an index's PCA,
             :data:`~simclr_watches.retrieval.query_descriptor.Project`); None: as they are.
+        catalog_box: the catalog's view around the learnt box (:func:`~simclr_watches.retrieval.catalog.catalog_box_view`), for a packshot
+            query described as the catalog is; None: the model has none.
     """
 
     def __init__(self, finder: BoxFinder, pre: Preprocessing, gallery: np.ndarray, candidates: Candidates,
                  cfg: BoxSearchConfig, margin: float | None, device: torch.device,
-                 project: Project | None = None):
+                 project: Project | None = None, catalog_box: ExtraView | None = None):
         self.finder, self.pre, self.gallery, self.candidates = finder, pre, gallery, candidates
-        self.project = project
+        self.project, self.catalog_box = project, catalog_box
         self.cfg, self.margin, self.device = cfg, margin, device
         self.encoder = ready_encoder(finder.encoder, device)
         self.layout = descriptor_layout(self.encoder)
@@ -217,7 +211,8 @@ class BoxScorer:
     def _score(self, prepared: _Prepared) -> BoxQuery:
         whole, boxes, _ = self.locate(prepared)
         if is_packshot(prepared.backdrop):  # a packshot: compared with the catalog as the catalog is
-            whole = as_catalog(self.encoder, self.pre, prepared.photo.crop(prepared.whole_box), whole, self.device)
+            whole = as_catalog(self.encoder, self.pre, prepared.photo.crop(prepared.whole_box), whole, self.device,
+                               self.catalog_box)
         w, h = prepared.photo.size
         per_box = [box_regions(tuple(b), self.cfg, w, h) for b in boxes]
         grown = [r for regions in per_box for r in regions]

@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 
 from simclr_watches.data.images import PILLOW_ERRORS, Photo, try_load_image
-from simclr_watches.data.mask import catalog_view
 from simclr_watches.core.device import resolve_device
 from simclr_watches.core.errors import ImageReadError, SimclrWatchesError
 from simclr_watches.model import Encoder, Preprocessing
@@ -23,6 +22,11 @@ from simclr_watches.retrieval.projection import unit_rows
 
 # Turns a decoded photo into the picture the encoder should see (e.g. a crop around the watch).
 PhotoView = Callable[[Photo], Image.Image]
+# One more view of a batch of photos, from what the encoder saw of each (RGB, at most KEPT_VIEW px a side)
+# and their (B, 3, S, S) uint8 inputs at the model's size: (B, D) unit vectors, averaged in
+# (e.g. :func:`simclr_watches.retrieval.catalog.catalog_box_view`).
+ExtraView = Callable[[list[Image.Image], torch.Tensor], np.ndarray]
+KEPT_VIEW = 1024  # the longest side of a view kept for an ExtraView: bounds a batch's memory
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -51,19 +55,39 @@ class Embedded:
     skipped: list[ImageReadError]
 
 
+def kept_view(view: Image.Image) -> Image.Image:
+    """A copy of ``view`` at most ``KEPT_VIEW`` px a side, as an :data:`ExtraView` sees it."""
+    view = view.copy()
+    view.thumbnail((KEPT_VIEW, KEPT_VIEW), Image.Resampling.BICUBIC)
+    return view
+
+
+@dataclass
+class _Prepared:
+    item: EmbeddedItem
+    tensors: list[torch.Tensor]  # at each side, then at the model's size when ``kept``
+    kept: Image.Image | None  # the view, for an ExtraView
+
+
 def _prepare(path: Path, pre: Preprocessing, view: PhotoView | None, hash: bool = True,
-             sides: Sequence[int] = ()) -> tuple[EmbeddedItem, list[torch.Tensor]] | ImageReadError:
-    """The file decoded, viewed (e.g. cropped) and fitted as encoder input at each side, or why it is unusable."""
+             sides: Sequence[int] = (), keep: bool = False) -> _Prepared | ImageReadError:
+    """The file decoded, viewed (e.g. cropped) and fitted as encoder input at each side, or why it is unusable.
+
+    With ``keep``, the view itself too (at most ``KEPT_VIEW`` px a side) and, last, its input at ``pre.size``.
+    """
     photo = try_load_image(path, hash=hash)
     if isinstance(photo, ImageReadError):
         return photo
     tensors = []
-    for side in sides or (pre.size,):
-        tensor = fit_photo(photo, pre, view, side)
-        if isinstance(tensor, ImageReadError):
-            return tensor
-        tensors.append(tensor)
-    return EmbeddedItem(path, photo.sha256, photo.nbytes), tensors
+    try:
+        seen = view(photo) if view else photo.rgb
+        for side in (*(sides or (pre.size,)), *((pre.size,) if keep else ())):
+            tensors.append(pre.to_uint8(seen, side))
+        if keep:
+            seen = kept_view(seen)
+    except PILLOW_ERRORS as e:  # the image's content defeated the crop or the resize
+        return ImageReadError(photo.path, f"cannot prepare the decoded image ({e or type(e).__name__})")
+    return _Prepared(EmbeddedItem(path, photo.sha256, photo.nbytes), tensors, seen if keep else None)
 
 
 def fit_photo(photo: Photo, pre: Preprocessing, view: PhotoView | None = None,
@@ -76,19 +100,10 @@ def fit_photo(photo: Photo, pre: Preprocessing, view: PhotoView | None = None,
         return ImageReadError(photo.path, f"cannot prepare the decoded image ({e or type(e).__name__})")
 
 
-def embed_catalog(encoder: Encoder, pre: Preprocessing, paths: Sequence[Path], margin: float | None,
-                  **kwargs) -> Embedded:
-    """Catalog photos embedded as every index embeds them (``build-index``, shards, ``add``, evaluate's gallery).
-
-    Each photo is cut around the watch with ``margin`` (None: whole, :func:`simclr_watches.data.mask.catalog_view`)
-    and embedded at each of ``pre.catalog_sides``, its unit vectors averaged; ``kwargs`` go to :func:`embed_paths`.
-    """
-    return embed_paths(encoder, pre, paths, view=catalog_view(margin), sides=pre.catalog_sides, **kwargs)
-
-
 def as_catalog(encoder: Encoder, pre: Preprocessing, view: Image.Image, vector: np.ndarray,
-               device: torch.device) -> np.ndarray:
-    """A catalog-style query described as catalog photos are: its view at each of ``pre.catalog_sides``, averaged.
+               device: torch.device, box: ExtraView | None = None) -> np.ndarray:
+    """A catalog-style query described as catalog photos are: its view at each of ``pre.catalog_sides`` and, with
+    ``box``, around its learnt box (:func:`embed_catalog`), averaged.
 
     Args:
         view: the query as the encoder sees it (cropped as the catalog was), RGB.
@@ -98,10 +113,12 @@ def as_catalog(encoder: Encoder, pre: Preprocessing, view: Image.Image, vector: 
         (D,) unit vector; ``vector`` itself when the catalog is seen at ``pre.size`` alone.
     """
     sides = pre.catalog_sides
-    if sides == (pre.size,):
+    if sides == (pre.size,) and box is None:
         return vector
     vectors = [vector] if pre.size in sides else []
     vectors += [embed_tensors(encoder, pre, pre.to_uint8(view, side)[None], device)[0] for side in sides if side != pre.size]
+    if box is not None:
+        vectors.append(box([kept_view(view)], pre.to_uint8(view)[None])[0])
     return unit_rows(np.mean(vectors, axis=0)[None])[0]
 
 
@@ -166,6 +183,7 @@ def embed_paths(
     label: str = "embedding",
     hash: bool = True,
     sides: Sequence[int] = (),
+    extra: ExtraView | None = None,
 ) -> Embedded:
     """Embeds image files in batches; unreadable files are skipped, not fatal.
 
@@ -177,6 +195,7 @@ def embed_paths(
         sides: embed each photo at each of these sides and average its unit vectors (then
             normalise): a multi-scale description, as a catalog's ``pre.catalog_sides``;
             empty: ``pre.size`` alone.
+        extra: one more view of each photo, averaged in as the sides are.
     """
     if batch_size < 1:
         raise SimclrWatchesError(f"batch size must be >= 1, got {batch_size}")
@@ -187,14 +206,17 @@ def embed_paths(
     skipped: list[ImageReadError] = []
     workers = max(1, min(4, os.cpu_count() or 1))
     with progress_bar(label, total=len(paths), enabled=progress) as advance:
-        prepared = prefetched(lambda p: _prepare(p, pre, view, hash, sides), paths, workers=workers, ahead=2 * batch_size)
+        prepared = prefetched(lambda p: _prepare(p, pre, view, hash, sides, keep=extra is not None), paths,
+                              workers=workers, ahead=2 * batch_size)
+        n = len(sides or (pre.size,))
         for batch in _batched(prepared, batch_size):
             good = [r for r in batch if not isinstance(r, ImageReadError)]
             skipped.extend(r for r in batch if isinstance(r, ImageReadError))
             if good:
-                items.extend(item for item, _ in good)
-                scales = [embed_tensors(encoder, pre, torch.stack([t[k] for _, t in good]), device)
-                          for k in range(len(good[0][1]))]
+                items.extend(r.item for r in good)
+                scales = [embed_tensors(encoder, pre, torch.stack([r.tensors[k] for r in good]), device) for k in range(n)]
+                if extra is not None:
+                    scales.append(extra([r.kept for r in good], torch.stack([r.tensors[n] for r in good])))
                 vectors.append(scales[0] if len(scales) == 1 else unit_rows(np.mean(scales, axis=0)))
             advance(len(batch))
     dim = encoder.dim

@@ -1169,7 +1169,7 @@ def build_index(
         NoReadableImagesError: no image in the catalog could be read (with why, for each).
     """
     from simclr_watches.data.images import scan_images
-    from simclr_watches.retrieval.embed import embed_catalog
+    from simclr_watches.retrieval.catalog import embed_catalog
     from simclr_watches.data.mask import CROP_MARGIN
     from simclr_watches.weights import load_model
 
@@ -1181,7 +1181,7 @@ def build_index(
     if not paths:
         raise SimclrWatchesError(f"{catalog}: no image files (jpg, jpeg, png, webp, bmp, tif, tiff) found")
     encoder, model = load_model(checkpoint)
-    emb = embed_catalog(encoder, model.preprocessing, paths, CROP_MARGIN if crop else None, batch_size=batch_size,
+    emb = embed_catalog(encoder, model.preprocessing, paths, CROP_MARGIN if crop else None, model, batch_size=batch_size,
                         device=device, progress=progress)
     skipped = [(str(e.path), e.reason) for e in emb.skipped]
     if not emb.items:

@@ -18,6 +18,7 @@ from simclr_watches.data.mask import crop_and_backdrop
 from simclr_watches.core.device import resolve_device, torch_threads
 from simclr_watches.model import EnsembleEncoder, fold_batchnorm
 from simclr_watches.retrieval.boxes import BoxScorer, BoxSearchConfig, box_or_windows
+from simclr_watches.retrieval.catalog import catalog_box_view, catalog_finder
 from simclr_watches.retrieval.embed import PhotoView, as_catalog, embed_paths, embed_tensors, fit_photo
 from simclr_watches.retrieval.index import SIDECAR_FILE, Index, load_index
 from simclr_watches.retrieval.localize import LocalizeConfig
@@ -128,6 +129,9 @@ class Searcher:
         if isinstance(self.encoder, EnsembleEncoder) and self.device.type == "cpu":
             self.encoder.parallel, self.threads = True, 1
         self.localize, self.finder = localize, None
+        # A packshot query is described as the catalog is, around its learnt box too when the model's catalog is.
+        self.catalog_box = catalog_box_view(catalog_finder(self.encoder, self.model, self.device),
+                                            self.model.preprocessing, self.device)
         if isinstance(localize, BoxSearchConfig):  # windows instead when the shipped head does not fit this model
             self.localize, self.finder = box_or_windows(localize, self.encoder, self.model, self.device)
         self._refreshing = threading.Lock()
@@ -287,14 +291,14 @@ class Searcher:
         """(1, D): a catalog-style query (white backdrop) described as the index's catalog photos were, at each of
         its catalog sides (``vector``: at the model's size), as the box search does; any other query as it is."""
         pre = snap.preprocessing
-        if not is_packshot(backdrop) or pre.catalog_sides == (pre.size,):
+        if not is_packshot(backdrop) or (pre.catalog_sides == (pre.size,) and self.catalog_box is None):
             return vector
         if not isinstance(photo, Photo):
             photo = try_load_image(photo, hash=False)
             if isinstance(photo, ImageReadError):  # gone since it was embedded: as it is
                 return vector
         try:
-            return as_catalog(self.encoder, pre, _view(snap, {})(photo), vector[0], self.device)[None]
+            return as_catalog(self.encoder, pre, _view(snap, {})(photo), vector[0], self.device, self.catalog_box)[None]
         except PILLOW_ERRORS:  # the content defeated a resize it passed at the model's size: as it is
             return vector
 
@@ -309,7 +313,7 @@ class Searcher:
         candidates = AnnoyCandidates(snap.ann, cfg.candidates, hidden=snap.hidden_in_forest, always=snap.live_added)
         if self.finder is not None:
             return BoxScorer(self.finder, snap.preprocessing, snap.scoring_rows, candidates, cfg, snap.crop_margin,
-                             self.device, project=snap.project)
+                             self.device, project=snap.project, catalog_box=self.catalog_box)
         return LocalizedScorer(self.encoder, snap.preprocessing, snap.scoring_rows, candidates, cfg, snap.crop_margin,
                                self.device, batch_size, project=snap.project)
 

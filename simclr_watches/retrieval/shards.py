@@ -162,7 +162,7 @@ def build_sharded(catalog: Path | str, out_dir: Path | str, info: DistInfo, *, c
     from simclr_watches.core.device import resolve_device
     from simclr_watches.data.images import scan_images
     from simclr_watches.data.mask import CROP_MARGIN
-    from simclr_watches.retrieval.embed import embed_catalog
+    from simclr_watches.retrieval.catalog import embed_catalog
     from simclr_watches.retrieval.index import BuildReport, fit_projection, prepare_index_output, write_index
     from simclr_watches.weights import load_model
 
@@ -192,7 +192,7 @@ def build_sharded(catalog: Path | str, out_dir: Path | str, info: DistInfo, *, c
                 note = f"shard {info.rank + 1}/{info.world}: reused ({len(found.items)} images)"
             else:
                 emb = embed_catalog(encoder, model.preprocessing, paths[bounds[info.rank][0] : bounds[info.rank][1]],
-                                    CROP_MARGIN if crop else None, batch_size=batch_size, device=dev,
+                                    CROP_MARGIN if crop else None, model, batch_size=batch_size, device=dev,
                                     progress=progress and info.main)
                 write_shard(work, info.rank, info.world, mine, emb)
                 note = f"shard {info.rank + 1}/{info.world}: embedded {len(emb.items)} images ({found})"

@@ -195,11 +195,12 @@ def apply_change(index: Index, new_items: Sequence[dict[str, Any]], new_rows: np
     return compact, vouch_written(index.directory)
 
 
-def _embed(index: Index, encoder: Any, paths: Sequence[Path], batch_size: int, device: str, progress: bool):
-    """Embeds files as the index's catalog was: its preprocessing (at its catalog sides) and its crop."""
-    from simclr_watches.retrieval.embed import embed_catalog
+def _embed(index: Index, encoder: Any, model: Any, paths: Sequence[Path], batch_size: int, device: str,
+           progress: bool):
+    """Embeds files as the index's catalog was: its preprocessing (at its catalog sides, with its box view) and its crop."""
+    from simclr_watches.retrieval.catalog import embed_catalog
 
-    return embed_catalog(encoder, index.preprocessing, list(paths), index.crop_margin, batch_size=batch_size,
+    return embed_catalog(encoder, index.preprocessing, list(paths), index.crop_margin, model, batch_size=batch_size,
                          device=device, progress=progress)
 
 
@@ -277,7 +278,7 @@ def add_items(index_dir: Path | str, paths: Iterable[str | os.PathLike], *, batc
         else:
             given[sha] = path
             todo.append(path)
-    emb = run_model(_embed, index, encoder, todo, batch_size, device, progress)
+    emb = run_model(_embed, index, encoder, info, todo, batch_size, device, progress)
     report.embedded = len(emb.items)
     report.skipped += [(str(e.path), e.reason) for e in emb.skipped]
     with _locked(directory, index) as now:
@@ -429,7 +430,7 @@ def update_index(catalog: Path | str, index_dir: Path | str, *, batch_size: int 
     failed: dict[Path, str] = {}  # file -> why it could not be embedded
 
     def embed(now: Index, todo: Sequence[Path]) -> None:
-        emb = run_model(_embed, now, encoder, todo, batch_size, device, progress)
+        emb = run_model(_embed, now, encoder, info, todo, batch_size, device, progress)
         report.embedded += len(emb.items)
         embedded.update({Path(it.path): (it, v) for it, v in zip(emb.items, emb.vectors)})
         failed.update({Path(e.path): e.reason for e in emb.skipped})

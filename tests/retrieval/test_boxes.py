@@ -140,3 +140,44 @@ def test_a_packshot_query_is_described_as_the_catalog_is(default_index, tmp_path
     hits = Searcher(default_index, device="cpu").search_one(tmp_path / "packshot.png", top_k=1).hits
     assert hits[0].score == pytest.approx(1.0, abs=2e-3)  # its stored vector, found again: 160 + 288 px averaged
     assert seen == [(1, 3, 288, 288), (1, 3, 160, 160), (1, 3, 224, 224)]  # its whole view at 288 px, then the squares
+
+
+CBOX = "watches-lite0-v1-ens-attr-ms2-cbox"
+
+
+@pytest.fixture(scope="module")
+def cbox_index(tmp_path_factory):
+    """Three synthetic watches indexed with a model whose catalog is also seen around its learnt box."""
+    root = tmp_path_factory.mktemp("cboxcat")
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        render_watch(sample_attributes(rng), size=160, seed=i).save(root / f"w{i}.png")
+    (root / "w3.png").rename(root.parent / "later.png")  # added afterwards
+    build_index(root, root.parent / "cbox-idx", checkpoint=CBOX, progress=False, n_trees=5)
+    return root.parent / "cbox-idx"
+
+
+def test_a_catalog_box_view_is_averaged_into_the_catalog_and_into_a_packshot_query(cbox_index, tmp_path, one_thread,
+                                                                                 monkeypatch):
+    import simclr_watches.retrieval.boxes as boxes_mod
+    import simclr_watches.retrieval.catalog as catalog_mod
+    import simclr_watches.retrieval.embed as embed_mod
+    from simclr_watches.retrieval.index import load_index
+    from simclr_watches.retrieval.update import add_items
+
+    pre = load_index(cbox_index).preprocessing
+    assert (pre.catalog_box.square, pre.catalog_box.size) == (1.3, 224)  # what the index records
+    rng = np.random.default_rng(5)  # the first watch of the indexed catalog, on white: a catalog-style query
+    render_watch(sample_attributes(rng), size=160, seed=0).save(tmp_path / "packshot.png")
+    seen, real = [], embed_mod.embed_tensors
+    for mod in (boxes_mod, catalog_mod, embed_mod):
+        monkeypatch.setattr(mod, "embed_tensors", lambda enc, pre, x, dev: seen.append(tuple(x.shape)) or real(enc, pre, x, dev))
+    hits = Searcher(cbox_index, device="cpu").search_one(tmp_path / "packshot.png", top_k=1).hits
+    assert hits[0].path.endswith("w0.png")
+    assert hits[0].score == pytest.approx(1.0, abs=2e-3)  # its stored vector found again: 160 + 288 px + the box view
+    assert seen[:2] == [(1, 3, 288, 288), (1, 3, 224, 224)]  # as the catalog: 288 px, then the square around its box
+    # An item added later is embedded as the build embedded the others: with its box view.
+    report = add_items(cbox_index, [cbox_index.parent / "later.png"], device="cpu")
+    assert report.embedded == 1
+    hit = Searcher(cbox_index, device="cpu").search_one(cbox_index.parent / "later.png", top_k=1).hits[0]
+    assert hit.path.endswith("later.png") and hit.score == pytest.approx(1.0, abs=2e-3)

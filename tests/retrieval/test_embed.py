@@ -1,7 +1,8 @@
 import numpy as np
+from PIL import Image
 
 from simclr_watches.data.images import scan_images
-from simclr_watches.retrieval.embed import embed_paths
+from simclr_watches.retrieval.embed import KEPT_VIEW, embed_paths
 from simclr_watches.weights import load_encoder_file
 
 
@@ -21,6 +22,31 @@ def test_embeds_in_order_skips_bad_files_and_is_batch_independent(make_catalog, 
     sims = a.vectors @ a.vectors.T
     assert (sims[~np.eye(4, dtype=bool)] < 0.9999).all()
 
+
+
+def test_an_extra_view_is_averaged_in_as_a_side_is(make_catalog, small_checkpoint):
+    root = make_catalog(3)
+    Image.new("RGB", (1500, 1200), (30, 90, 200)).save(root / "w003.png")  # larger than the views an extra view keeps
+    enc, info = load_encoder_file(small_checkpoint)
+    pre, paths = info.preprocessing, scan_images(root)
+    seen = []
+    fixed = np.zeros(enc.dim, np.float32)
+    fixed[0] = 1.0
+
+    def extra(views, inputs):  # what it is handed: each photo's view (bounded) and its input at the model's size
+        seen.append(([v.size for v in views], tuple(inputs.shape)))
+        return np.tile(fixed, (len(views), 1))
+
+    plain = embed_paths(enc, pre, paths, batch_size=2, progress=False, sides=(64, 96))
+    both = embed_paths(enc, pre, paths, batch_size=2, progress=False, sides=(64, 96), extra=extra)
+    at64 = embed_paths(enc, pre, paths, batch_size=2, progress=False)
+    at96 = embed_paths(enc, pre, paths, batch_size=2, progress=False, sides=(96,))
+    expected = at64.vectors + at96.vectors + fixed
+    assert np.allclose(both.vectors, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
+    assert not np.allclose(both.vectors, plain.vectors, atol=1e-3)
+    assert [shape for _, shape in seen] == [(2, 3, 64, 64), (2, 3, 64, 64)]
+    assert seen[1][0][1] == (KEPT_VIEW, KEPT_VIEW * 1200 // 1500)  # the big photo's view, bounded
+    assert seen[0][0] == [(96, 96), (96, 96)]  # generated watches (96 px) are kept at their own size
 
 
 def test_ready_encoder_converts_once_then_leaves_the_encoder_alone(small_checkpoint):

@@ -122,7 +122,8 @@ def test_update_embeds_only_new_or_changed_files_and_drops_deleted_ones(built, m
     [outside] = add_items(idx, [new / "w007.png"]).added  # added from outside the catalog: --update keeps it
     embedded = []
     real = update_mod._embed
-    monkeypatch.setattr(update_mod, "_embed", lambda index, enc, paths, *a: embedded.extend(paths) or real(index, enc, paths, *a))
+    monkeypatch.setattr(update_mod, "_embed",
+                        lambda index, enc, model, paths, *a: embedded.extend(paths) or real(index, enc, model, paths, *a))
     draw_watch(20).save(catalog / "w001.png")  # changed
     (catalog / "w002.png").unlink()  # deleted
     shutil.copy(catalog / "w003.png", catalog / "moved.png")  # a copy: its vector is reused
@@ -259,14 +260,14 @@ def test_an_add_embeds_without_the_lock_and_commits_on_the_index_as_other_writer
     monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 5.0)  # a writer blocked by the embedding fails instead of waiting
     real, meanwhile, errors = update_mod._embed, [], []
 
-    def slow_embed(index, encoder, paths, *args):
+    def slow_embed(index, encoder, model, paths, *args):
         if len(paths) == 3:  # the first add's embedding: other writers run to their end meanwhile
             try:
                 meanwhile.append(remove_items(idx, [2]))
                 meanwhile.append(add_items(idx, [new / "w007.png"]))
             except Exception as e:  # noqa: BLE001 - reported below
                 errors.append(repr(e))
-        return real(index, encoder, paths, *args)
+        return real(index, encoder, model, paths, *args)
 
     monkeypatch.setattr(update_mod, "_embed", slow_embed)
     report = add_items(idx, [new])
@@ -286,10 +287,10 @@ def test_an_add_refuses_vectors_of_an_index_rebuilt_meanwhile(built, make_catalo
     catalog, idx, new = built
     real = update_mod._embed
 
-    def rebuild_then_embed(index, encoder, paths, *args):
+    def rebuild_then_embed(index, encoder, model, paths, *args):
         build_index(catalog, idx, checkpoint=index.meta["model"]["id"], progress=False, n_trees=3, crop=False,
                     force=True)
-        return real(index, encoder, paths, *args)
+        return real(index, encoder, model, paths, *args)
 
     monkeypatch.setattr(update_mod, "_embed", rebuild_then_embed)
     with pytest.raises(IndexFormatError, match="rebuilt with other settings while the photos were embedded"):

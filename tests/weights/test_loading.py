@@ -13,6 +13,10 @@ from helpers import assert_user_error, pickle_file, run_cli
 from simclr_watches.core.errors import CheckpointError
 from simclr_watches.core.files import sha256_file
 from simclr_watches.model import Preprocessing, default_preprocessing
+from simclr_watches.model.preprocessing import CatalogBox
+from simclr_watches.weights import _registry
+from simclr_watches.weights._registry import REGISTRY_PATH
+from simclr_watches.weights.box import DEFAULT_BOX
 from simclr_watches.weights import (
     ARTIFACTS_DIR,
     DEFAULT_MODEL,
@@ -183,6 +187,10 @@ def test_ensemble_entries_are_checked_when_the_registry_is_read(tmp_path):
         '[g]\ndescriptor = { member = 1, stage = 6, power = 3.0, weight = 0.5 }\n' + file_entry[3:]:
             "only an ensemble .members. can have a descriptor",
         '[g]\ncatalog_sizes = [288]\n' + file_entry[3:]: "only an ensemble .members. sets catalog_sizes or region_sizes",
+        '[g]\ncatalog_box = { head = "h", square = 1.3, size = 224 }\n' + file_entry[3:]:
+            "only an ensemble .members. has a catalog_box, of exactly head, square and size",
+        '[e]\nmembers = ["a", "a"]\ncatalog_box = { head = "h", size = 224 }\n':
+            "only an ensemble .members. has a catalog_box, of exactly head, square and size",
     }
     for text, message in cases.items():
         (tmp_path / "w.toml").write_text(file_entry + text)
@@ -190,6 +198,27 @@ def test_ensemble_entries_are_checked_when_the_registry_is_read(tmp_path):
             load_registry(tmp_path / "w.toml")
     (tmp_path / "w.toml").write_text(file_entry + '[e]\nmembers = ["a", "a"]\n')
     assert load_registry(tmp_path / "w.toml")["e"].members == ("a", "a")
+
+
+def test_a_catalog_box_model_records_its_box_head_in_its_sha256(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMCLR_WATCHES_HOME", str(tmp_path / "cache"))
+    name = "watches-lite0-v1-ens-attr-ms2-cbox"
+    _, info = load_model(name)
+    _, plain = load_model("watches-lite0-v1-ens-attr-ms2")
+    assert info.preprocessing == replace(plain.preprocessing, catalog_box=CatalogBox(DEFAULT_BOX, 1.3, 224))
+    assert info.sha256 != plain.sha256 and info.dim == plain.dim
+    # Another box head (its sha256) makes another catalog, so another model: an index built with one refuses the other.
+    text = REGISTRY_PATH.read_text(encoding="utf-8")
+    head_sha = load_registry()[DEFAULT_BOX].sha256
+    (tmp_path / "w.toml").write_text(text.replace(head_sha, "0" * 64), encoding="utf-8")
+    monkeypatch.setattr(_registry, "REGISTRY_PATH", tmp_path / "w.toml")
+    assert load_model(name)[1].sha256 != info.sha256
+    (tmp_path / "w.toml").write_text(text.replace('head = "watches-lite0-v1-box"', 'head = "watches-lite0-v1"'), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=f"{name}: catalog_box head 'watches-lite0-v1' is no registered box head"):
+        load_model(name)
+    (tmp_path / "w.toml").write_text(text.replace("square = 1.3", "square = 40.0"), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=rf"{name}: catalog_box.square: expected a number in \[0.5, 4\], got 40.0"):
+        load_model(name)
 
 
 @pytest.fixture
