@@ -44,7 +44,7 @@ class CatalogBox:
     whole view; the square of ``square`` times the box's longer side, centred on it and clipped
     to the view, is embedded at ``size`` px. The catalog then holds the view of the watch the
     query's squares around its box show (docs/MODEL_CARD.md), and a packshot decorated with
-    splashes or text rows is seen without them.
+    splashes or text rows may be seen without them.
 
     Raises:
         FieldError: on construction, a head name that is not a plain name, or a value outside

@@ -39,13 +39,18 @@ def _photo(seed: int, path) -> tuple[int, int, int, int]:
     return x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1
 
 
-@pytest.fixture(scope="module")
-def default_index(tmp_path_factory):
-    """A small catalog indexed with the default model (the box head reads its first member's maps)."""
-    root = tmp_path_factory.mktemp("boxcat")
+def _catalog(root):
+    """Four synthetic watches on white, w0.png to w3.png, in ``root``."""
     rng = np.random.default_rng(5)
     for i in range(4):
         render_watch(sample_attributes(rng), size=160, seed=i).save(root / f"w{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def default_index(tmp_path_factory):
+    """A small catalog indexed with the default model (the box head reads its first member's maps)."""
+    root = _catalog(tmp_path_factory.mktemp("boxcat"))
     build_index(root, root.parent / "idx", progress=False, n_trees=5)
     return root.parent / "idx"
 
@@ -148,10 +153,7 @@ CBOX = "watches-lite0-v1-ens-attr-ms2-cbox"
 @pytest.fixture(scope="module")
 def cbox_index(tmp_path_factory):
     """Three synthetic watches indexed with a model whose catalog is also seen around its learnt box."""
-    root = tmp_path_factory.mktemp("cboxcat")
-    rng = np.random.default_rng(5)
-    for i in range(4):
-        render_watch(sample_attributes(rng), size=160, seed=i).save(root / f"w{i}.png")
+    root = _catalog(tmp_path_factory.mktemp("cboxcat"))
     (root / "w3.png").rename(root.parent / "later.png")  # added afterwards
     build_index(root, root.parent / "cbox-idx", checkpoint=CBOX, progress=False, n_trees=5)
     return root.parent / "cbox-idx"

@@ -38,3 +38,19 @@ def test_a_catalog_box_needs_the_model_description(make_catalog, small_checkpoin
     pre = replace(info.preprocessing, catalog_box=CatalogBox("watches-lite0-v1-box", 1.3, 64))
     with pytest.raises(SimclrWatchesError, match="catalog box view needs its description"):
         embed_catalog(enc, pre, scan_images(make_catalog(1)), None, progress=False)
+
+
+def test_a_catalog_box_head_is_looked_up_in_the_registry_never_as_a_file(small_checkpoint, tmp_path, monkeypatch):
+    from simclr_watches.core.errors import CheckpointError
+    from simclr_watches.retrieval.catalog import catalog_finder
+    from simclr_watches.weights.box import DEFAULT_BOX
+
+    enc, info = load_encoder_file(small_checkpoint)
+    (tmp_path / "head.safetensors").write_bytes(b"not read")
+    monkeypatch.chdir(tmp_path)
+    described = replace(info, preprocessing=replace(info.preprocessing, catalog_box=CatalogBox("head.safetensors", 1.3, 64)))
+    with pytest.raises(CheckpointError, match="catalog_box head 'head.safetensors' is no registered box head"):
+        catalog_finder(enc, described, torch.device("cpu"))
+    described = replace(info, preprocessing=replace(info.preprocessing, catalog_box=CatalogBox(DEFAULT_BOX, 1.3, 64)))
+    with pytest.raises(CheckpointError, match="reads the maps of watches-lite0-v1"):  # registered, but not this encoder's
+        catalog_finder(enc, described, torch.device("cpu"))
