@@ -14,14 +14,13 @@ import torch
 from PIL import Image
 
 from simclr_watches.core.device import resolve_device
-from simclr_watches.core.errors import CheckpointError, SimclrWatchesError
+from simclr_watches.core.errors import SimclrWatchesError
 from simclr_watches.data.mask import catalog_view
 from simclr_watches.model import Encoder, Preprocessing
 from simclr_watches.detect.composites import box_from_square, square
 from simclr_watches.detect.infer import BoxFinder
 from simclr_watches.retrieval.embed import Embedded, ExtraView, embed_paths, embed_tensors
-from simclr_watches.weights import load_registry
-from simclr_watches.weights.box import load_box_head
+from simclr_watches.weights.box import load_catalog_box_head
 
 
 def embed_catalog(encoder: Encoder, pre: Preprocessing, paths: Sequence[Path], margin: float | None,
@@ -49,10 +48,12 @@ def embed_catalog(encoder: Encoder, pre: Preprocessing, paths: Sequence[Path], m
     return embed_paths(encoder, pre, paths, view=catalog_view(margin), sides=pre.catalog_sides, extra=box, **kwargs)
 
 
-def catalog_finder(encoder: torch.nn.Module, model_info, device: torch.device) -> BoxFinder | None:
+def catalog_finder(encoder: torch.nn.Module, model_info, device: torch.device,
+                   loaded: BoxFinder | None = None) -> BoxFinder | None:
     """The box head a model's catalog box view needs (``preprocessing.catalog_box.head``), on its encoder; None without one.
 
-    The head is looked up in the registry only (sha256-verified), never as a file named by a description.
+    The head is looked up in the registry only (sha256-verified), never as a file named by a description;
+    ``loaded``, a finder on the same encoder already holding that head (a search's), is taken as it is.
 
     Raises:
         CheckpointError: the head is not a registered box head, is missing, fails its sha256 check or reads
@@ -61,10 +62,9 @@ def catalog_finder(encoder: torch.nn.Module, model_info, device: torch.device) -
     box = model_info.preprocessing.catalog_box
     if box is None:
         return None
-    entry = load_registry().get(box.head)
-    if entry is None or entry.kind != "box":
-        raise CheckpointError(f"{model_info.id}: catalog_box head {box.head!r} is no registered box head")
-    head, info = load_box_head(entry.name)
+    if loaded is not None and loaded.info.id == box.head and loaded.encoder is encoder:
+        return loaded
+    head, info = load_catalog_box_head(box.head, model_info.id)
     return BoxFinder(encoder, model_info, head, info).to(device)
 
 

@@ -86,7 +86,7 @@ def _prepare(path: Path, pre: Preprocessing, view: PhotoView | None, hash: bool 
         if keep:
             seen = kept_view(seen)
     except PILLOW_ERRORS as e:  # the image's content defeated the crop or the resize
-        return ImageReadError(photo.path, f"cannot prepare the decoded image ({e or type(e).__name__})")
+        return _unpreparable(photo, e)
     return _Prepared(EmbeddedItem(path, photo.sha256, photo.nbytes), tensors, seen if keep else None)
 
 
@@ -97,7 +97,12 @@ def fit_photo(photo: Photo, pre: Preprocessing, view: PhotoView | None = None,
     try:
         return pre.to_uint8(view(photo) if view else photo.rgb, side)
     except PILLOW_ERRORS as e:  # the image's content defeated the crop or the resize
-        return ImageReadError(photo.path, f"cannot prepare the decoded image ({e or type(e).__name__})")
+        return _unpreparable(photo, e)
+
+
+def _unpreparable(photo: Photo, e: Exception) -> ImageReadError:
+    """Why a decoded photo could not be cropped or resized as encoder input."""
+    return ImageReadError(photo.path, f"cannot prepare the decoded image ({e or type(e).__name__})")
 
 
 def as_catalog(encoder: Encoder, pre: Preprocessing, view: Image.Image, vector: np.ndarray,

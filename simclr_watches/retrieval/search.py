@@ -129,11 +129,11 @@ class Searcher:
         if isinstance(self.encoder, EnsembleEncoder) and self.device.type == "cpu":
             self.encoder.parallel, self.threads = True, 1
         self.localize, self.finder = localize, None
-        # A packshot query is described as the catalog is, around its learnt box too when the model's catalog is.
-        self.catalog_box = catalog_box_view(catalog_finder(self.encoder, self.model, self.device),
-                                            self.model.preprocessing, self.device)
         if isinstance(localize, BoxSearchConfig):  # windows instead when the shipped head does not fit this model
             self.localize, self.finder = box_or_windows(localize, self.encoder, self.model, self.device)
+        # A packshot query is described as the catalog is, around its learnt box too when the model's catalog is.
+        self.catalog_box = catalog_box_view(catalog_finder(self.encoder, self.model, self.device, self.finder),
+                                            self.model.preprocessing, self.device)
         self._refreshing = threading.Lock()
 
     def refresh(self, opened: Index | None = None) -> bool:

@@ -83,6 +83,18 @@ class WeightsEntry:
                 raise ValueError(f"{self.name}: descriptor needs exactly {', '.join(DESCRIPTOR_KEYS)}")
 
 
+def catalog_box_head(registry: dict[str, WeightsEntry], head: object, owner: str) -> WeightsEntry:
+    """The registered box head a model's ``catalog_box`` names (``owner``: the model, for the message).
+
+    Raises:
+        CheckpointError: ``head`` is no registered box head (a description never names a file).
+    """
+    entry = registry.get(head) if isinstance(head, str) else None
+    if entry is None or entry.kind != "box":
+        raise CheckpointError(f"{owner}: catalog_box head {head!r} is no registered box head")
+    return entry
+
+
 def load_registry(path: Path | str | None = None) -> dict[str, WeightsEntry]:
     """Reads and checks the weights registry: one parse of the file per call.
 

@@ -24,7 +24,7 @@ from simclr_watches.core.errors import CheckpointError, one_line
 from simclr_watches.core.files import sha256_file
 from simclr_watches.core.outputs import OutputKind, json_format_owned
 from simclr_watches.detect.head import BoxHead
-from simclr_watches.weights._registry import load_registry
+from simclr_watches.weights._registry import catalog_box_head, load_registry
 from simclr_watches.weights.checkpoint import HEADER_KEY, _check_finite, _open, check_file_output, parse_description
 from simclr_watches.weights.loading import verified_file
 
@@ -140,6 +140,15 @@ def load_box_head(spec: str | Path | None = None) -> tuple[BoxHead, BoxHeadInfo]
         known = ", ".join(sorted(n for n, e in registry.items() if e.kind == "box")) or "none"
         raise CheckpointError(f"{spec}: neither a box head file nor a registered box head (known: {known})")
     return load_box_file(verified_file(entry), head_id=entry.name, sha256=entry.sha256)
+
+
+def load_catalog_box_head(head: str, owner: str) -> tuple[BoxHead, BoxHeadInfo]:
+    """The registered box head a model's ``catalog_box`` names (verified), never a file a description names.
+
+    Raises:
+        CheckpointError: naming ``owner``, no registered box head; or a missing or bad file.
+    """
+    return load_box_head(catalog_box_head(load_registry(), head, owner).name)
 
 
 def _is_box_file(path: Path) -> bool:

@@ -20,7 +20,7 @@ from simclr_watches.model.descriptor import DescribedEnsemble
 from simclr_watches.model.preprocessing import CatalogBox
 from simclr_watches.weights._hub import local_copy
 from simclr_watches.weights._pretrained import imagenet_lite0_state_dict, package_file
-from simclr_watches.weights._registry import DEFAULT_MODEL, WeightsEntry, load_registry
+from simclr_watches.weights._registry import DEFAULT_MODEL, WeightsEntry, catalog_box_head, load_registry
 from simclr_watches.weights.checkpoint import ModelInfo, load_encoder_file
 
 ENSEMBLE_FORMAT = "simclr-watches-ensemble/1"  # part of an ensemble's sha256: bump if its formula changes
@@ -131,9 +131,7 @@ def _load_ensemble(name: str | None, members: Sequence[str], registry: Registry,
         regions = ','.join(map(str, pre.region_sizes)) or "0"  # one side: the key it had as region_size
         key += f":{SIDES_FORMAT}:{','.join(map(str, pre.catalog_sizes))}/{regions}"
     if catalog_box is not None:
-        head = registry.get(str(catalog_box.get("head")))
-        if head is None or head.kind != "box":
-            raise CheckpointError(f"{name}: catalog_box head {catalog_box.get('head')!r} is no registered box head")
+        head = catalog_box_head(registry, catalog_box.get("head"), name)
         try:
             pre = replace(pre, catalog_box=CatalogBox(**catalog_box))
         except ValueError as e:  # FieldError

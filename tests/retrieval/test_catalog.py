@@ -54,3 +54,16 @@ def test_a_catalog_box_head_is_looked_up_in_the_registry_never_as_a_file(small_c
     described = replace(info, preprocessing=replace(info.preprocessing, catalog_box=CatalogBox(DEFAULT_BOX, 1.3, 64)))
     with pytest.raises(CheckpointError, match="reads the maps of watches-lite0-v1"):  # registered, but not this encoder's
         catalog_finder(enc, described, torch.device("cpu"))
+
+
+def test_a_search_s_finder_on_the_same_encoder_and_head_is_taken_as_it_is():
+    from types import SimpleNamespace
+
+    from simclr_watches.retrieval.catalog import catalog_finder
+
+    enc = object()
+    info = SimpleNamespace(id="m", preprocessing=Preprocessing(size=32, catalog_box=CatalogBox("h", 1.3, 64)))
+    loaded = SimpleNamespace(info=SimpleNamespace(id="h"), encoder=enc)
+    assert catalog_finder(enc, info, torch.device("cpu"), loaded) is loaded
+    assert catalog_finder(enc, SimpleNamespace(id="m", preprocessing=Preprocessing(size=32)), torch.device("cpu"),
+                          loaded) is None  # no catalog box: no finder
