@@ -5,7 +5,9 @@ then scores squares around the box against the catalog. This script fixes those 
 by the default box pass) and varies only the sides: the catalog embedded at one side or averaged
 over two (``catalog_sizes``), the squares at one side (``region_sizes``), two squares (1, 1.3 x the
 box) or three (+ 1.7); and, with ``--mixed``, two squares each at its own side (``region_sizes``
-of two: the box's square at the first side, the wider one at the second). Scores are exact (no PCA, no forest) with the plain ensemble
+of two: the box's square at the first side, the wider one at the second); with ``--box``, the catalog
+also averaged with squares around its own learnt box (found in its crop at 160 px, as ``catalog_box``
+does; each square at 224 px), e.g. ``160+288+box1.0``. Scores are exact (no PCA, no forest) with the plain ensemble
 ``watches-lite0-v1-ens`` (photo queries are scored without the descriptor block anyway), fused
 as search fuses them: max(whole view, mean of the squares).
 
@@ -14,7 +16,7 @@ Tasks: watches-dev ``catalog-photo`` (158 real on-wrist photos against the 793 p
 
 Usage:
     python benchmarks/catalog_scales.py ../shared/data/watches-dev [--catalog 160,224,288] [--regions 160,224]
-        [--mixed] [--out runs/catalog-scales]
+        [--mixed] [--box 1,1.3] [--out runs/catalog-scales]
 """
 
 from __future__ import annotations
@@ -22,17 +24,21 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from simclr_watches.data.mask import CROP_MARGIN, catalog_view
+from simclr_watches.data.images import try_load_image
+from simclr_watches.data.mask import CROP_MARGIN, catalog_view, crop_to_foreground
 from simclr_watches.evaluation.method_names import make_method
 from simclr_watches.evaluation.metrics import score_rankings, summarize
 from simclr_watches.evaluation.protocols import build_tasks
 from simclr_watches.retrieval.boxes import BoxSearchConfig, box_regions
-from simclr_watches.retrieval.embed import embed_paths, embed_tensors
+from simclr_watches.model.preprocessing import CatalogBox
+from simclr_watches.retrieval.catalog import catalog_box_view
+from simclr_watches.retrieval.embed import embed_paths, embed_tensors, kept_view
 from simclr_watches.retrieval.projection import unit_rows
 
 SQUARES = {"2 squares": (1.0, 1.3), "3 squares": (1.0, 1.3, 1.7)}
@@ -54,6 +60,19 @@ def regions(scorer, paths, sides):
     return np.stack(whole), {s: np.stack(v) for s, v in squares.items()}
 
 
+def catalog_boxes(scorer, paths, squares, side=224):
+    """{square: (N, D)}: each catalog photo's view around its learnt box, as ``catalog_box = {square, size = side}``
+    embeds it (:func:`~simclr_watches.retrieval.catalog.catalog_box_view`)."""
+    views = {q: catalog_box_view(scorer.finder, replace(scorer.pre, catalog_box=CatalogBox(scorer.finder.info.id, q, side)),
+                                 scorer.device) for q in squares}
+    out = {q: [] for q in squares}
+    for p in paths:
+        view = crop_to_foreground(try_load_image(p, hash=False), CROP_MARGIN)
+        for q, embed in views.items():
+            out[q].append(embed([kept_view(view)], scorer.pre.to_uint8(view)[None])[0])
+    return {q: np.stack(v) for q, v in out.items()}
+
+
 def fused(whole, squares, gallery, n):
     """max(whole view, mean of the first n squares) against every gallery row."""
     return np.maximum(whole @ gallery.T, np.einsum("qrd,gd->qg", squares[:, :n], gallery) / n)
@@ -70,11 +89,14 @@ def main() -> None:
     ap.add_argument("--catalog", default="160,224,288", help="catalog sides to embed at (pairs of them are averaged too)")
     ap.add_argument("--regions", default="160,224", help="sides of the squares around the box")
     ap.add_argument("--mixed", action="store_true", help="also the two squares at two sides of --regions, both orders")
+    ap.add_argument("--box", default="", help="squares around the catalog's learnt box (e.g. 1,1.3) averaged with 160+288 too")
     ap.add_argument("--out", type=Path, default=Path("runs/catalog-scales"), help="simulated photos go here")
     args = ap.parse_args()
     torch.set_num_threads(2)
     cat_sides = [int(v) for v in args.catalog.split(",")]
     reg_sides = [int(v) for v in args.regions.split(",")]
+    if args.box and not {160, 288} <= set(cat_sides):
+        ap.error("--box averages the boxes with the 160 and 288 px views: --catalog must hold both")
     tasks = build_tasks("catalog-photo", args.data / "manifest.csv") + \
         build_tasks("photo", args.data / "images", severities=("medium", "hard"), cache_dir=args.out)
     method = make_method("watches-lite0-v1-ens+crop+box")
@@ -89,6 +111,11 @@ def main() -> None:
                                       sides=(s,)).vectors for s in cat_sides}
                 for a, b in itertools.combinations(cat_sides, 2):
                     gal[f"{a}+{b}"] = unit_rows(gal[a] + gal[b])  # what catalog_sizes = [a, b] stores
+                if args.box:
+                    boxed = catalog_boxes(scorer, t.gallery, [float(q) for q in args.box.split(",")])
+                    for q, rows in boxed.items():  # what catalog_box = {square = q, size = 224} adds to 160 + 288
+                        gal[f"160+288+box{q}"] = unit_rows(gal[160] + gal[288] + rows)
+                    gal["160+288+box" + "+box".join(map(str, boxed))] = unit_rows(gal[160] + gal[288] + sum(boxed.values()))
                 galleries[tuple(t.gallery)] = gal
             gal = galleries[tuple(t.gallery)]
             whole, squares = regions(scorer, t.queries, reg_sides)
