@@ -170,12 +170,24 @@ def simulate_photo(rgb: Image.Image, alpha: Image.Image | None, seed: int | tupl
     watch.putalpha(alpha if alpha is not None else cutout_mask(rgb))
     scene = background(rng, size).convert("RGBA")
     scene.alpha_composite(_place(watch, rng, level, size))
-    arr = np.asarray(scene.convert("RGB"), np.float32)
+    return camera(scene.convert("RGB"), rng, level)
+
+
+def camera(rgb: Image.Image, rng: np.random.Generator, level: Severity) -> bytes:
+    """A photo taken by a worse camera: dimmer light with a colour cast, blur, sensor noise, JPEG.
+
+    The blur's radius scales with the photo's longer side (``level.blur`` is in pixels at 384 px).
+    :func:`simulate_photo`'s last step; alone, it degrades a real photo without changing its scene.
+
+    Returns:
+        The JPEG file's bytes.
+    """
+    arr = np.asarray(rgb, np.float32)
     gain = rng.uniform(*level.light) * (1 + rng.uniform(-level.cast, level.cast, 3))
     arr = arr * gain.astype(np.float32)
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
-    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(*level.blur) * size / 384))
-    noisy = np.asarray(img, np.float32) + rng.normal(0, rng.uniform(*level.noise), (size, size, 3))
+    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(*level.blur) * max(img.size) / 384))
+    noisy = np.asarray(img, np.float32) + rng.normal(0, rng.uniform(*level.noise), arr.shape)
     img = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=int(rng.integers(level.jpeg[0], level.jpeg[1] + 1)))

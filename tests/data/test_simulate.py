@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from helpers import draw_watch
 from simclr_watches.core.errors import SimclrWatchesError
-from simclr_watches.data.simulate import SEVERITIES, cutout_mask, simulate_file, simulate_photo
+from simclr_watches.data.simulate import LEVELS, SEVERITIES, camera, cutout_mask, simulate_file, simulate_photo
 
 
 def test_same_seed_gives_identical_bytes_and_other_seeds_differ():
@@ -31,6 +31,17 @@ def test_output_is_a_jpeg_of_the_asked_size(tmp_path):
     assert img.format == "JPEG" and img.size == (64, 64)
     # The white packshot background is replaced: almost no pure white remains.
     assert (np.asarray(img.convert("RGB")).min(axis=2) > 245).mean() < 0.05
+
+
+def test_camera_degrades_a_photo_in_place_reproducibly():
+    photo = draw_watch(2, 120).resize((120, 90))  # not square: the scene keeps its shape
+    shot = camera(photo, np.random.default_rng(3), LEVELS["hard"])
+    assert shot == camera(photo, np.random.default_rng(3), LEVELS["hard"])
+    assert shot != camera(photo, np.random.default_rng(4), LEVELS["hard"])
+    img = Image.open(io.BytesIO(shot))
+    assert img.format == "JPEG" and img.size == (120, 90)
+    # Hard light gains 0.35-0.6 (a cast of at most 25 % on top): the photo comes out darker.
+    assert np.asarray(img.convert("RGB"), np.float32).mean() < 0.8 * np.asarray(photo, np.float32).mean()
 
 
 def test_cutout_keeps_enclosed_white_and_drops_the_border_white():
