@@ -7,7 +7,10 @@ over two (``catalog_sizes``), the squares at one side (``region_sizes``), two sq
 box) or three (+ 1.7); and, with ``--mixed``, two squares each at its own side (``region_sizes``
 of two: the box's square at the first side, the wider one at the second); with ``--box``, the catalog
 also averaged with squares around its own learnt box (found in its crop at 160 px, as ``catalog_box``
-does; each square at 224 px), e.g. ``160+288+box1.0``. Scores are exact (no PCA, no forest) with the plain ensemble
+does; each square at 224 px), e.g. ``160+288+box1.0``; with ``--degrade medium``, the real on-wrist photos
+also taken again by the simulator's worse camera alone (light, cast, blur, noise, JPEG at that
+severity; :func:`simclr_watches.data.simulate.camera`), their scenes unchanged: is what the
+simulated photos prefer their scenes or their camera? Scores are exact (no PCA, no forest) with the plain ensemble
 ``watches-lite0-v1-ens`` (photo queries are scored without the descriptor block anyway), fused
 as search fuses them: max(whole view, mean of the squares).
 
@@ -16,7 +19,7 @@ Tasks: watches-dev ``catalog-photo`` (158 real on-wrist photos against the 793 p
 
 Usage:
     python benchmarks/catalog_scales.py ../shared/data/watches-dev [--catalog 160,224,288] [--regions 160,224]
-        [--mixed] [--box 1,1.3] [--out runs/catalog-scales]
+        [--mixed] [--box 1,1.3] [--degrade medium,hard] [--out runs/catalog-scales]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 
 from simclr_watches.data.images import try_load_image
+from simclr_watches.data.simulate import LEVELS, SEVERITIES, camera
 from simclr_watches.data.mask import CROP_MARGIN, catalog_view, crop_to_foreground
 from simclr_watches.evaluation.method_names import make_method
 from simclr_watches.evaluation.metrics import score_rankings, summarize
@@ -73,6 +78,18 @@ def catalog_boxes(scorer, paths, squares, side=224):
     return {q: np.stack(v) for q, v in out.items()}
 
 
+def degraded(task, severity, out):
+    """``task`` with its query photos taken again by the simulator's camera at ``severity`` (written under ``out``)."""
+    level, paths = LEVELS[severity], []
+    for i, p in enumerate(task.queries):
+        key = zlib.crc32(p.relative_to(task.root).as_posix().encode())
+        rgb = try_load_image(p, hash=False).rgb
+        paths.append(out / severity / f"{i:05d}.jpg")
+        paths[-1].parent.mkdir(parents=True, exist_ok=True)
+        paths[-1].write_bytes(camera(rgb, np.random.default_rng([0, key, SEVERITIES.index(severity)]), level))
+    return replace(task, name=f"{task.name}/{severity} camera", queries=paths)
+
+
 def fused(whole, squares, gallery, n):
     """max(whole view, mean of the first n squares) against every gallery row."""
     return np.maximum(whole @ gallery.T, np.einsum("qrd,gd->qg", squares[:, :n], gallery) / n)
@@ -90,6 +107,7 @@ def main() -> None:
     ap.add_argument("--regions", default="160,224", help="sides of the squares around the box")
     ap.add_argument("--mixed", action="store_true", help="also the two squares at two sides of --regions, both orders")
     ap.add_argument("--box", default="", help="squares around the catalog's learnt box (e.g. 1,1.3) averaged with 160+288 too")
+    ap.add_argument("--degrade", default="", help="also the real photos through the simulator's camera at these severities")
     ap.add_argument("--out", type=Path, default=Path("runs/catalog-scales"), help="simulated photos go here")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -97,8 +115,11 @@ def main() -> None:
     reg_sides = [int(v) for v in args.regions.split(",")]
     if args.box and not {160, 288} <= set(cat_sides):
         ap.error("--box averages the boxes with the 160 and 288 px views: --catalog must hold both")
+    if not set(filter(None, args.degrade.split(","))) <= set(SEVERITIES):
+        ap.error(f"--degrade takes severities among {', '.join(SEVERITIES)}")
     tasks = build_tasks("catalog-photo", args.data / "manifest.csv") + \
         build_tasks("photo", args.data / "images", severities=("medium", "hard"), cache_dir=args.out)
+    tasks[1:1] = [degraded(tasks[0], s, args.out / "camera") for s in args.degrade.split(",") if s]
     method = make_method("watches-lite0-v1-ens+crop+box")
     scorer = method.scorer(method.embed_gallery(tasks[0].gallery[:2]))
     enc, pre = method.inner.load()
