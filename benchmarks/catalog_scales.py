@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from simclr_watches.data.images import try_load_image
-from simclr_watches.data.simulate import LEVELS, SEVERITIES, camera
+from simclr_watches.data.simulate import SEVERITIES, degrade_file
 from simclr_watches.data.mask import CROP_MARGIN, catalog_view, crop_to_foreground
 from simclr_watches.evaluation.method_names import make_method
 from simclr_watches.evaluation.metrics import score_rankings, summarize
@@ -73,20 +73,16 @@ def catalog_boxes(scorer, paths, squares, side=224):
     out = {q: [] for q in squares}
     for p in paths:
         view = crop_to_foreground(try_load_image(p, hash=False), CROP_MARGIN)
+        kept, inputs = [kept_view(view)], scorer.pre.to_uint8(view)[None]
         for q, embed in views.items():
-            out[q].append(embed([kept_view(view)], scorer.pre.to_uint8(view)[None])[0])
+            out[q].append(embed(kept, inputs)[0])
     return {q: np.stack(v) for q, v in out.items()}
 
 
 def degraded(task, severity, out):
     """``task`` with its query photos taken again by the simulator's camera at ``severity`` (written under ``out``)."""
-    level, paths = LEVELS[severity], []
-    for i, p in enumerate(task.queries):
-        key = zlib.crc32(p.relative_to(task.root).as_posix().encode())
-        rgb = try_load_image(p, hash=False).rgb
-        paths.append(out / severity / f"{i:05d}.jpg")
-        paths[-1].parent.mkdir(parents=True, exist_ok=True)
-        paths[-1].write_bytes(camera(rgb, np.random.default_rng([0, key, SEVERITIES.index(severity)]), level))
+    paths = [degrade_file(p, out / severity / f"{i:05d}.jpg", (0, zlib.crc32(p.relative_to(task.root).as_posix().encode())),
+                          severity) for i, p in enumerate(task.queries)]  # keyed by path, as the photo protocol's scenes
     return replace(task, name=f"{task.name}/{severity} camera", queries=paths)
 
 

@@ -163,9 +163,7 @@ def simulate_photo(rgb: Image.Image, alpha: Image.Image | None, seed: int | tupl
     """
     if severity not in LEVELS:
         raise SimclrWatchesError(f"unknown severity {severity!r}; known: {', '.join(SEVERITIES)}")
-    level = LEVELS[severity]
-    seeds = list(seed) if isinstance(seed, tuple) else [seed]
-    rng = np.random.default_rng([*seeds, SEVERITIES.index(severity)])
+    level, rng = LEVELS[severity], _rng(seed, severity)
     watch = rgb.convert("RGBA")
     watch.putalpha(alpha if alpha is not None else cutout_mask(rgb))
     scene = background(rng, size).convert("RGBA")
@@ -192,6 +190,29 @@ def camera(rgb: Image.Image, rng: np.random.Generator, level: Severity) -> bytes
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=int(rng.integers(level.jpeg[0], level.jpeg[1] + 1)))
     return buf.getvalue()
+
+
+def _rng(seed: int | tuple[int, ...], severity: str) -> np.random.Generator:
+    """The generator of one simulated photo: its seed (or seeds) and its severity (a known one)."""
+    seeds = list(seed) if isinstance(seed, tuple) else [seed]
+    return np.random.default_rng([*seeds, SEVERITIES.index(severity)])
+
+
+def degrade_file(source: Path, out: Path, seed: int | tuple[int, ...], severity: str) -> Path:
+    """Reads a real photo, writes it as taken by :func:`camera` at ``severity`` (JPEG, same size) at ``out``.
+
+    Raises:
+        SimclrWatchesError: unknown severity.
+        ImageReadError: the source is not a usable image.
+    """
+    from simclr_watches.data.images import load_image
+
+    if severity not in LEVELS:
+        raise SimclrWatchesError(f"unknown severity {severity!r}; known: {', '.join(SEVERITIES)}")
+    shot = camera(load_image(source).rgb, _rng(seed, severity), LEVELS[severity])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(shot)
+    return out
 
 
 def simulate_file(source: Path, out: Path, seed: int | tuple[int, ...], severity: str, size: int = 384) -> Path:

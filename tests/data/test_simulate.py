@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from helpers import draw_watch
 from simclr_watches.core.errors import SimclrWatchesError
-from simclr_watches.data.simulate import LEVELS, SEVERITIES, camera, cutout_mask, simulate_file, simulate_photo
+from simclr_watches.data.simulate import LEVELS, SEVERITIES, camera, cutout_mask, degrade_file, simulate_file, simulate_photo
 
 
 def test_same_seed_gives_identical_bytes_and_other_seeds_differ():
@@ -42,6 +42,17 @@ def test_camera_degrades_a_photo_in_place_reproducibly():
     assert img.format == "JPEG" and img.size == (120, 90)
     # Hard light gains 0.35-0.6 (a cast of at most 25 % on top): the photo comes out darker.
     assert np.asarray(img.convert("RGB"), np.float32).mean() < 0.8 * np.asarray(photo, np.float32).mean()
+
+
+def test_degrade_file_writes_the_photo_through_the_camera_and_refuses_unknown_severities(tmp_path):
+    src = tmp_path / "wrist.png"
+    draw_watch(4, 100).resize((100, 70)).save(src)
+    out = degrade_file(src, tmp_path / "cam" / "wrist.jpg", (0, 5), "medium")
+    assert Image.open(out).size == (100, 70)
+    assert out.read_bytes() == camera(Image.open(src).convert("RGB"), np.random.default_rng([0, 5, 1]), LEVELS["medium"])
+    with pytest.raises(SimclrWatchesError, match="unknown severity 'awful'"):
+        degrade_file(src, tmp_path / "x.jpg", 0, "awful")
+    assert not (tmp_path / "x.jpg").exists()
 
 
 def test_cutout_keeps_enclosed_white_and_drops_the_border_white():
